@@ -1,0 +1,7 @@
+"""`python -m replaystore.cli` runs the same command as the `replaystore` script."""
+
+import sys
+
+from replaystore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+"""Bounded retries with jitter for Lance commit conflicts between concurrent writers."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable, TypeVar
+
+from lance.commit import CommitConflictError as LanceConflict
+
+from replaystore.errors import CommitConflictError
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 30
+BASE_DELAY_S = 0.01
+MAX_DELAY_S = 1.0
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Lance reports conflicts as CommitConflictError or as an OSError whose text says so."""
+    if isinstance(exc, LanceConflict):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, (OSError, RuntimeError, ValueError)) and (
+        "commit conflict" in text or "retryable" in text or "conflicting" in text or "was concurrently" in text
+    )
+
+
+def with_retries(write: Callable[[], T], attempts: int = MAX_ATTEMPTS) -> T:
+    """Run `write`, retrying conflicts with exponential backoff and full jitter.
+
+    `write` must re-read whatever it depends on, so a retry applies the change to the latest version.
+    """
+    for attempt in range(attempts):
+        try:
+            return write()
+        except Exception as exc:
+            if not is_conflict(exc):
+                raise
+            if attempt == attempts - 1:
+                raise CommitConflictError(f"write still conflicted after {attempts} attempts: {exc}") from exc
+            time.sleep(random.uniform(0, min(MAX_DELAY_S, BASE_DELAY_S * 2**attempt)))
+    raise AssertionError("unreachable")

@@ -1,0 +1,373 @@
+"""Load the table contracts in `schemas/` and hold every write to them.
+
+The JSON files are the only definition of each table kind; this module turns them into Arrow
+schemas and conforms user input (Arrow, dicts of columns, lists of rows, numpy arrays) to them,
+raising a `ValidationError` that names the column and the rule before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from replaystore.errors import NotFoundError, ValidationError
+
+SCHEMA_DIR = Path(os.environ.get("REPLAYSTORE_SCHEMAS") or Path(__file__).resolve().parent.parent / "schemas")
+
+KIND_KEY = b"replaystore.kind"
+VERSION_KEY = b"replaystore.schema_version"
+PARAMS_KEY = b"replaystore.params"
+
+_PRIMITIVES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "binary": pa.binary(),
+    "bool": pa.bool_(),
+    "int8": pa.int8(),
+    "int16": pa.int16(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "uint8": pa.uint8(),
+    "uint16": pa.uint16(),
+    "uint32": pa.uint32(),
+    "uint64": pa.uint64(),
+    "float16": pa.float16(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+_LIST = re.compile(r"^list<(.+)>$")
+_FIXED = re.compile(r"^fixed_size_list<(.+),\s*(\$?\w+)>$")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One column of a table kind as written in its schema file."""
+
+    name: str
+    type: str
+    nullable: bool = False
+    default: Any = None
+    checks: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table kind: its fields, version and the parameters (vector sizes) it takes."""
+
+    kind: str
+    schema_version: int
+    description: str
+    params: Mapping[str, Any]
+    fields: tuple[FieldSpec, ...]
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise ValidationError(name, f"unknown column for table kind '{self.kind}'")
+
+    def resolve_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults from the file, overridden by what the caller gives; unknown names refused."""
+        merged = dict(self.params)
+        for key, value in (params or {}).items():
+            if key not in self.params:
+                raise ValidationError(key, f"not a parameter of table kind '{self.kind}' (has: {sorted(self.params)})")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValidationError(key, f"must be a positive integer, got {value!r}")
+            merged[key] = value
+        return merged
+
+    def arrow_schema(self, params: Mapping[str, Any] | None = None) -> pa.Schema:
+        """The Arrow schema of a table of this kind, with kind and version in its metadata."""
+        resolved = self.resolve_params(params)
+        fields = [
+            pa.field(f.name, parse_type(f.type, resolved), nullable=f.nullable, metadata={"description": f.description})
+            for f in self.fields
+        ]
+        metadata = {
+            KIND_KEY: self.kind.encode(),
+            VERSION_KEY: str(self.schema_version).encode(),
+            PARAMS_KEY: json.dumps(resolved, sort_keys=True).encode(),
+        }
+        return pa.schema(fields, metadata=metadata)
+
+
+def parse_type(text: str, params: Mapping[str, Any]) -> pa.DataType:
+    """Turn a schema-file type string into an Arrow type."""
+    text = text.strip()
+    if text in _PRIMITIVES:
+        return _PRIMITIVES[text]
+    if m := _FIXED.match(text):
+        size_text = m.group(2)
+        size = params[size_text[1:]] if size_text.startswith("$") else int(size_text)
+        return pa.list_(parse_type(m.group(1), params), int(size))
+    if m := _LIST.match(text):
+        return pa.list_(parse_type(m.group(1), params))
+    raise ValueError(f"unknown schema type {text!r}")
+
+
+@lru_cache(maxsize=None)
+def load_spec(kind: str) -> TableSpec:
+    """Read `schemas/<kind>.json`."""
+    path = SCHEMA_DIR / f"{kind}.json"
+    if not re.fullmatch(r"[a-z_]+", kind) or not path.exists():
+        raise NotFoundError(f"unknown table kind '{kind}' (known: {', '.join(known_kinds())})")
+    raw = json.loads(path.read_text())
+    fields = tuple(
+        FieldSpec(
+            name=f["name"],
+            type=f["type"],
+            nullable=bool(f.get("nullable", False)),
+            default=f.get("default"),
+            checks=f.get("checks", {}),
+            description=f.get("description", ""),
+        )
+        for f in raw["fields"]
+    )
+    return TableSpec(raw["kind"], int(raw["schema_version"]), raw.get("description", ""), raw.get("params", {}), fields)
+
+
+def known_kinds() -> list[str]:
+    return sorted(p.stem for p in SCHEMA_DIR.glob("*.json"))
+
+
+def kind_of(schema: pa.Schema) -> str | None:
+    """The table kind recorded in a table's schema metadata, if any."""
+    meta = schema.metadata or {}
+    value = meta.get(KIND_KEY)
+    return value.decode() if value else None
+
+
+def params_of(schema: pa.Schema) -> dict[str, Any]:
+    meta = schema.metadata or {}
+    value = meta.get(PARAMS_KEY)
+    return json.loads(value) if value else {}
+
+
+# --------------------------------------------------------------------------------------------
+# Conforming input to a schema
+
+
+def to_columns(data: Any) -> dict[str, Any]:
+    """Accept Arrow tables/batches, dicts of columns, lists of row dicts, polars/pandas frames."""
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    if isinstance(data, pa.Table):
+        return {name: data.column(name) for name in data.column_names}
+    if hasattr(data, "to_arrow") and not isinstance(data, (dict, list)):
+        return to_columns(data.to_arrow())
+    if hasattr(data, "to_dict") and hasattr(data, "columns") and not isinstance(data, dict):
+        return to_columns(pa.Table.from_pandas(data, preserve_index=False))
+    if isinstance(data, Mapping):
+        return dict(data)
+    if isinstance(data, list):
+        if not all(isinstance(row, Mapping) for row in data):
+            raise ValidationError("rows", "each row must be a mapping of column name to value")
+        names: dict[str, None] = {}
+        for row in data:
+            names.update(dict.fromkeys(row))
+        return {name: [row.get(name) for row in data] for name in names}
+    raise ValidationError("data", f"cannot read rows from {type(data).__name__}; pass Arrow, a dict of columns or a list of dicts")
+
+
+def _column_length(value: Any) -> int:
+    if isinstance(value, (pa.Array, pa.ChunkedArray, np.ndarray)):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return len(value)
+    raise ValidationError("data", f"column values must be sequences, got {type(value).__name__}")
+
+
+def _to_arrow(name: str, value: Any, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """Build an Arrow array for one column, converting 2-D numpy into (fixed-size) lists."""
+    try:
+        if isinstance(value, (pa.Array, pa.ChunkedArray)):
+            return value
+        if isinstance(value, np.ndarray) and value.ndim == 2 and (pa.types.is_fixed_size_list(target) or pa.types.is_list(target)):
+            inner = target.value_type
+            flat = pa.array(np.ascontiguousarray(value).reshape(-1).astype(inner.to_pandas_dtype(), copy=False))
+            return pa.FixedSizeListArray.from_arrays(flat, value.shape[1])
+        if isinstance(value, np.ndarray) and value.ndim == 1:
+            return pa.array(value)
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], np.ndarray):
+            value = [v.tolist() for v in value]
+        if pa.types.is_timestamp(target):
+            return pa.array(value, type=target)
+        return pa.array(value, type=_inference_type(target))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+        raise ValidationError(name, f"values cannot be read as {target}: {_short(exc)}") from None
+
+
+def _inference_type(target: pa.DataType) -> pa.DataType | None:
+    """Let Arrow infer list lengths so a wrong vector size gets a precise error below."""
+    if pa.types.is_fixed_size_list(target):
+        return pa.list_(target.value_type)
+    return target
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200]
+
+
+def _cast(name: str, arr: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """Allow lossless widening and list→fixed-size list of the right length; refuse the rest."""
+    source = arr.type
+    if source == target:
+        return arr
+    if pa.types.is_null(source):
+        return pa.nulls(len(arr), type=target)
+    if pa.types.is_fixed_size_list(target):
+        if not (pa.types.is_list(source) or pa.types.is_large_list(source) or pa.types.is_fixed_size_list(source)):
+            raise ValidationError(name, f"expected a vector of {target.list_size} {target.value_type}, got {source}")
+        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+        if pa.types.is_fixed_size_list(source):
+            lengths = np.full(len(arr), source.list_size)
+            valid = np.asarray(arr.is_valid())
+        else:
+            lengths = np.asarray(pc.list_value_length(arr).fill_null(target.list_size))
+            valid = np.ones(len(arr), dtype=bool)
+        bad = np.nonzero((lengths != target.list_size) & valid)[0]
+        if len(bad):
+            raise ValidationError(
+                name, f"vector dimension must be {target.list_size}, got {int(lengths[bad[0]])} at row {int(bad[0])}"
+            )
+        values = _cast(name, arr.flatten(), target.value_type)
+        mask = pc.invert(arr.is_valid()) if arr.null_count else None
+        return pa.FixedSizeListArray.from_arrays(values, target.list_size, mask=mask)
+    if pa.types.is_list(target) and (pa.types.is_list(source) or pa.types.is_large_list(source) or pa.types.is_fixed_size_list(source)):
+        _check_castable(name, source.value_type, target.value_type)
+        return arr.cast(target)
+    _check_castable(name, source, target)
+    try:
+        return arr.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValidationError(name, f"cannot convert {source} to {target}: {_short(exc)}") from None
+
+
+def _check_castable(name: str, source: pa.DataType, target: pa.DataType) -> None:
+    if source == target:
+        return
+    num = pa.types.is_integer
+    flt = pa.types.is_floating
+    ok = (
+        (num(source) and num(target))
+        or (num(source) and flt(target))
+        or (flt(source) and flt(target))
+        or (pa.types.is_large_string(source) and pa.types.is_string(target))
+        or (pa.types.is_string(source) and pa.types.is_large_string(target))
+        or (pa.types.is_large_binary(source) and pa.types.is_binary(target))
+        or (pa.types.is_timestamp(source) and pa.types.is_timestamp(target))
+        or pa.types.is_null(source)
+    )
+    if not ok:
+        raise ValidationError(name, f"expected {target}, got {source}")
+
+
+def _default_array(spec: FieldSpec, n: int, target: pa.DataType) -> pa.Array:
+    if spec.default == "now":
+        return pa.array([datetime.now(timezone.utc)] * n, type=target)
+    return pa.array([spec.default] * n, type=target)
+
+
+def _check_values(spec: FieldSpec, arr: pa.Array | pa.ChunkedArray) -> None:
+    """Apply the schema file's `checks` to one column."""
+    checks = spec.checks
+    if not checks or len(arr) == 0:
+        return
+    name = spec.name
+    values = arr
+    if pa.types.is_floating(arr.type) and checks.get("finite"):
+        finite = pc.is_finite(values)
+        bad = pc.invert(finite.fill_null(True))
+        if pc.any(bad).as_py():
+            row = int(pc.index(bad, True).as_py())
+            raise ValidationError(name, f"must be finite (no NaN or inf), got {arr[row].as_py()} at row {row}")
+    if "min" in checks and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+        bad = pc.less(values, checks["min"]).fill_null(False)
+        if pc.any(bad).as_py():
+            row = int(pc.index(bad, True).as_py())
+            raise ValidationError(name, f"must be ≥ {checks['min']}, got {arr[row].as_py()} at row {row}")
+    if "max" in checks and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+        bad = pc.greater(values, checks["max"]).fill_null(False)
+        if pc.any(bad).as_py():
+            row = int(pc.index(bad, True).as_py())
+            raise ValidationError(name, f"must be ≤ {checks['max']}, got {arr[row].as_py()} at row {row}")
+    if "in" in checks:
+        allowed = pa.array(checks["in"], type=arr.type)
+        bad = pc.invert(pc.is_in(values, value_set=allowed)).fill_null(False)
+        if pc.any(bad).as_py():
+            row = int(pc.index(bad, True).as_py())
+            raise ValidationError(name, f"must be one of {list(checks['in'])}, got {arr[row].as_py()!r} at row {row}")
+    if "min_length" in checks:
+        lengths = pc.utf8_length(values) if pa.types.is_string(arr.type) else pc.list_value_length(values)
+        bad = pc.less(lengths, checks["min_length"]).fill_null(False)
+        if pc.any(bad).as_py():
+            row = int(pc.index(bad, True).as_py())
+            raise ValidationError(name, f"must have length ≥ {checks['min_length']} at row {row}")
+
+
+def conform(data: Any, schema: pa.Schema, kind: str | None = None) -> pa.Table:
+    """Return `data` as an Arrow table with exactly `schema`, or raise `ValidationError`.
+
+    Missing columns take their default (or null when nullable); unknown columns, wrong types,
+    vectors of the wrong dimension, nulls in non-nullable columns and failed value checks are
+    refused with the column named.
+    """
+    kind = kind or kind_of(schema)
+    spec = load_spec(kind) if kind else None
+    columns = to_columns(data)
+    unknown = [name for name in columns if schema.get_field_index(name) < 0]
+    if unknown:
+        raise ValidationError(unknown[0], f"unknown column (table kind '{kind}' has: {', '.join(schema.names)})")
+    lengths = {name: _column_length(value) for name, value in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValidationError("data", f"columns have different lengths: {lengths}")
+    n = next(iter(lengths.values()), 0)
+    arrays: list[pa.Array | pa.ChunkedArray] = []
+    for target_field in schema:
+        name = target_field.name
+        fspec = _spec_for(spec, name)
+        if name not in columns:
+            if fspec is not None and fspec.default is not None:
+                arrays.append(_default_array(fspec, n, target_field.type))
+                continue
+            if not target_field.nullable:
+                raise ValidationError(name, "missing required column (not nullable, no default)")
+            arrays.append(pa.nulls(n, type=target_field.type))
+            continue
+        arr = _cast(name, _to_arrow(name, columns[name], target_field.type), target_field.type)
+        if arr.null_count and fspec is not None and fspec.default is not None:
+            arr = pc.if_else(arr.is_null(), _default_array(fspec, len(arr), target_field.type), arr)
+        if not target_field.nullable and arr.null_count:
+            first = int(pc.index(arr.is_null(), True).as_py())
+            raise ValidationError(name, f"is not nullable: {arr.null_count} null value(s), first at row {first}")
+        if fspec is not None:
+            _check_values(fspec, arr)
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _spec_for(spec: TableSpec | None, name: str) -> FieldSpec | None:
+    if spec is None:
+        return None
+    for f in spec.fields:
+        if f.name == name:
+            return f
+    return None
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for real numbers that are not NaN or ±inf (used to check scalar settings)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,439 @@
+"""The store: one Lance dataset per table under a root URI, versioned, validated, race-safe.
+
+The root is a LanceDB directory (`<root>/<name>.lance`), so LanceDB's vector and full-text search
+open the same tables. Every write goes through `schemas.conform` (nothing invalid is written) and
+`retry.with_retries` (commit conflicts with concurrent writers are retried, never lost).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import lance
+import pyarrow as pa
+
+from replaystore import schemas
+from replaystore.errors import NotFoundError, StoreURIError, TableNameError, ValidationError
+from replaystore.retry import with_retries
+
+DEFAULT_URI = "./replaystore-data"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://(.*)$")
+_SCHEMES = {"s3", "s3+ddb", "gs", "az", "abfs", "file", "memory"}
+PIN_PREFIX = "pin-"
+
+Version = int | str
+
+
+def validate_name(name: str) -> str:
+    """Refuse names that are empty, too long, or could leave the store directory."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise TableNameError(
+            "table name",
+            f"{name!r} is not allowed: use 1-128 letters, digits, '_' or '-', starting with a letter or digit "
+            "(no path separators, no '..')",
+        )
+    return name
+
+
+def _check_uri(uri: str) -> str:
+    if not isinstance(uri, str) or not uri.strip():
+        raise StoreURIError("store URI must be a non-empty string")
+    m = _SCHEME.match(uri)
+    if m is None:
+        if "://" in uri or uri.startswith(":"):
+            raise StoreURIError(f"malformed store URI {uri!r}: expected a path or scheme://bucket/path")
+        return str(Path(uri).expanduser().absolute())
+    scheme, rest = m.groups()
+    if scheme not in _SCHEMES:
+        raise StoreURIError(f"unsupported store URI scheme {scheme!r} in {uri!r} (supported: {', '.join(sorted(_SCHEMES))})")
+    if scheme in {"s3", "s3+ddb", "gs", "az", "abfs"} and (not rest or rest.startswith("/")):
+        raise StoreURIError(f"malformed store URI {uri!r}: missing bucket name")
+    if scheme == "file":
+        return str(Path(rest).absolute())
+    return uri.rstrip("/")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One committed version of a table."""
+
+    version: int
+    timestamp: datetime
+    rows: int
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What `replaystore tables` prints for one table."""
+
+    name: str
+    kind: str | None
+    rows: int
+    bytes: int
+    version: int
+    fragments: int
+
+
+class Store:
+    """A replaystore: validated, versioned Lance tables under one root URI."""
+
+    def __init__(self, uri: str, storage_options: Mapping[str, str] | None = None) -> None:
+        self.uri = _check_uri(uri)
+        self.storage_options: dict[str, str] = dict(storage_options or {})
+        self.is_local = _SCHEME.match(self.uri) is None
+        if self.is_local:
+            Path(self.uri).mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    # -- tables -------------------------------------------------------------------------------
+
+    def table_uri(self, name: str) -> str:
+        return f"{self.uri}/{validate_name(name)}.lance"
+
+    def table_names(self) -> list[str]:
+        """Names of the tables in the store, sorted."""
+        if self.is_local:
+            return sorted(p.name[: -len(".lance")] for p in Path(self.uri).glob("*.lance") if p.is_dir())
+        import lancedb  # only needed to list object-store prefixes
+
+        db = lancedb.connect(self.uri, storage_options=self.storage_options or None)
+        return sorted(db.list_tables().tables)
+
+    def exists(self, name: str) -> bool:
+        try:
+            self._open(name)
+        except NotFoundError:
+            return False
+        return True
+
+    def create_table(self, name: str, kind: str | None = None, params: Mapping[str, Any] | None = None) -> int:
+        """Create table `name` of `kind` (default: the kind named like the table); idempotent.
+
+        Returns the table's latest version. Creating an existing table of the same kind is a no-op,
+        so concurrent creators race safely; an existing table of another kind is an error.
+        """
+        kind = kind or name
+        spec = schemas.load_spec(kind)
+        schema = spec.arrow_schema(params)
+        uri = self.table_uri(name)
+        try:
+            ds = lance.write_dataset(schema.empty_table(), uri, mode="create", storage_options=self.storage_options or None)
+            return ds.version
+        except OSError as exc:
+            if "already exists" not in str(exc).lower():
+                raise
+        existing = self.kind(name)
+        if existing != kind:
+            raise ValidationError("table name", f"table '{name}' already exists with kind '{existing}', not '{kind}'")
+        return self.dataset(name).version
+
+    def drop(self, name: str) -> None:
+        """Delete a table and all its versions."""
+        import lancedb
+
+        self._open(name)
+        lancedb.connect(self.uri, storage_options=self.storage_options or None).drop_table(name)
+
+    def kind(self, name: str) -> str | None:
+        return schemas.kind_of(self._open(name).schema)
+
+    def schema(self, name: str) -> pa.Schema:
+        return self._open(name).schema
+
+    def _open(self, name: str, version: Version | None = None) -> lance.LanceDataset:
+        uri = self.table_uri(name)
+        try:
+            return lance.dataset(uri, version=version, storage_options=self.storage_options or None)
+        except (ValueError, OSError) as exc:
+            text = str(exc).lower()
+            if version is not None and ("version" in text or "tag" in text or "not found" in text):
+                raise NotFoundError(f"table '{name}' has no version or tag {version!r}") from None
+            if "not found" in text or "does not exist" in text or "no such file" in text:
+                raise NotFoundError(f"unknown table '{name}' in store {self.uri}") from None
+            raise
+
+    def dataset(self, name: str, version: Version | None = None) -> lance.LanceDataset:
+        """The Lance dataset of a table, at `version` (number or tag) or the latest.
+
+        Opening the latest version migrates the table in place when its schema file gained
+        nullable (or defaulted) columns since the table was written.
+        """
+        ds = self._open(name, version)
+        if version is None:
+            ds = self._migrate(name, ds)
+        return ds
+
+    def _migrate(self, name: str, ds: lance.LanceDataset) -> lance.LanceDataset:
+        kind = schemas.kind_of(ds.schema)
+        if kind is None:
+            return ds
+        spec = schemas.load_spec(kind)
+        stored = int((ds.schema.metadata or {}).get(schemas.VERSION_KEY, b"0"))
+        if stored >= spec.schema_version:
+            return ds
+        target = spec.arrow_schema(schemas.params_of(ds.schema))
+        missing = [f for f in target if ds.schema.get_field_index(f.name) < 0]
+        for f in missing:
+            fspec = spec.field(f.name)
+            if not (f.nullable or fspec.default is not None):
+                raise ValidationError(f.name, f"schema v{spec.schema_version} adds a required column; migrate '{name}' by hand")
+
+        def apply() -> lance.LanceDataset:
+            current = self._open(name)
+            todo = [f for f in missing if current.schema.get_field_index(f.name) < 0]
+            if todo:
+                current.add_columns([pa.field(f.name, f.type, nullable=True, metadata=f.metadata) for f in todo])
+                current = self._open(name)
+            for f in todo:
+                default = spec.field(f.name).default
+                if default is not None:
+                    literal = "now()" if default == "now" else json.dumps(default) if not isinstance(default, str) else f"'{default}'"
+                    current.update({f.name: literal})
+            meta = dict(current.schema.metadata or {})
+            meta[schemas.VERSION_KEY] = str(spec.schema_version).encode()
+            current.update_schema_metadata({k.decode(): v.decode() for k, v in meta.items()})
+            return self._open(name)
+
+        return with_retries(apply)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def append(self, name: str, data: Any, kind: str | None = None, params: Mapping[str, Any] | None = None) -> int:
+        """Validate `data` against the table's schema and append it as one new version.
+
+        Creates the table (of `kind`, default the kind named like the table) if it is missing.
+        Returns the new version. Invalid data raises `ValidationError` and writes nothing.
+        """
+        if not self.exists(name):
+            self.create_table(name, kind, params)
+        ds = self.dataset(name)
+        table = schemas.conform(data, ds.schema)
+        if table.num_rows == 0:
+            return ds.version
+
+        def write() -> int:
+            return lance.write_dataset(
+                table, self.table_uri(name), mode="append", storage_options=self.storage_options or None
+            ).version
+
+        return with_retries(write)
+
+    def merge(
+        self,
+        name: str,
+        data: Any,
+        on: str | Sequence[str],
+        *,
+        update: bool = True,
+        insert: bool = True,
+    ) -> int:
+        """Upsert rows keyed by `on` in one commit (matched rows replaced, new rows inserted)."""
+        ds = self.dataset(name)
+        table = schemas.conform(data, ds.schema)
+        if table.num_rows == 0:
+            return ds.version
+
+        def write() -> int:
+            builder = self.dataset(name).merge_insert(on)
+            if update:
+                builder = builder.when_matched_update_all()
+            if insert:
+                builder = builder.when_not_matched_insert_all()
+            builder.execute(table)
+            return self._open(name).version
+
+        return with_retries(write)
+
+    def update(self, name: str, values: Mapping[str, str], where: str | None = None) -> int:
+        """Set columns to SQL expressions (`{"freq": "freq + 1"}`) for rows matching `where`."""
+        spec_names = set(self.schema(name).names)
+        for column in values:
+            if column not in spec_names:
+                raise ValidationError(column, f"unknown column of table '{name}'")
+
+        def write() -> int:
+            ds = self._open(name)
+            ds.update(dict(values), where=where)
+            return self._open(name).version
+
+        return with_retries(write)
+
+    def delete(self, name: str, where: str) -> int:
+        """Delete rows matching a SQL predicate as one new version."""
+        if not where or not where.strip():
+            raise ValidationError("where", "a delete needs a predicate; use drop() to remove a whole table")
+
+        def write() -> int:
+            ds = self._open(name)
+            ds.delete(where)
+            return self._open(name).version
+
+        return with_retries(write)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def read(
+        self,
+        name: str,
+        version: Version | None = None,
+        columns: Sequence[str] | None = None,
+        filter: str | None = None,
+    ) -> pa.Table:
+        """Read a table (or a projection / filtered part of it) as of a version."""
+        return self.dataset(name, version).to_table(columns=list(columns) if columns else None, filter=filter)
+
+    def count(self, name: str, filter: str | None = None, version: Version | None = None) -> int:
+        return self.dataset(name, version).count_rows(filter=filter)
+
+    # -- versions -----------------------------------------------------------------------------
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Every version still on storage, oldest first, with its row count and tags."""
+        ds = self._open(name)
+        by_version: dict[int, list[str]] = {}
+        for tag, info in ds.tags.list().items():
+            by_version.setdefault(int(info["version"]), []).append(tag)
+        out = []
+        for v in ds.versions():
+            ts = v["timestamp"]
+            ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts
+            rows = int(v.get("metadata", {}).get("total_rows", -1))
+            out.append(VersionInfo(int(v["version"]), ts, rows, tuple(sorted(by_version.get(int(v["version"]), [])))))
+        return out
+
+    def tags(self, name: str) -> dict[str, int]:
+        return {tag: int(info["version"]) for tag, info in self._open(name).tags.list().items()}
+
+    def tag(self, name: str, version: int, tag: str) -> None:
+        """Name a version; tagged versions survive `cleanup`."""
+        validate_name(tag)
+        ds = self._open(name)
+        self._open(name, version)  # unknown versions raise NotFoundError
+        if tag in ds.tags.list():
+            raise ValidationError("tag", f"tag '{tag}' already exists on table '{name}'")
+        ds.tags.create(tag, version)
+
+    def untag(self, name: str, tag: str) -> None:
+        ds = self._open(name)
+        if tag not in ds.tags.list():
+            raise NotFoundError(f"table '{name}' has no tag '{tag}'")
+        ds.tags.delete(tag)
+
+    def restore(self, name: str, version: Version) -> int:
+        """Make `version` (number or tag) the latest again, as a new version that can be undone."""
+        old = self._open(name, version)
+
+        def write() -> int:
+            self._open(name, old.version).restore()
+            return self._open(name).version
+
+        return with_retries(write)
+
+    @contextlib.contextmanager
+    def pin(self, name: str, version: int | None = None) -> Iterator[int]:
+        """Hold a version against cleanup while a reader uses it (a tag named `pin-…`)."""
+        ds = self._open(name, version)
+        tag = f"{PIN_PREFIX}{uuid.uuid4().hex[:12]}"
+        ds.tags.create(tag, ds.version)
+        try:
+            yield ds.version
+        finally:
+            with contextlib.suppress(Exception):
+                self._open(name).tags.delete(tag)
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def compact(self, name: str | None = None, target_rows_per_fragment: int = 1024 * 1024) -> dict[str, dict[str, int]]:
+        """Merge small fragments (each append adds one); returns per-table fragment counts."""
+        out: dict[str, dict[str, int]] = {}
+        for table in [name] if name else self.table_names():
+            before = len(self._open(table).get_fragments())
+
+            def write(table: str = table) -> None:
+                self._open(table).optimize.compact_files(target_rows_per_fragment=target_rows_per_fragment)
+
+            with_retries(write)
+            after = len(self._open(table).get_fragments())
+            out[table] = {"fragments_before": before, "fragments_after": after}
+        return out
+
+    def cleanup(
+        self, name: str | None = None, older_than: timedelta = timedelta(days=7)
+    ) -> dict[str, dict[str, int]]:
+        """Delete versions older than `older_than`, never a tagged (or pinned) one."""
+        out: dict[str, dict[str, int]] = {}
+        for table in [name] if name else self.table_names():
+            stats = self._open(table).cleanup_old_versions(older_than=older_than, error_if_tagged_old_versions=False)
+            out[table] = {"bytes_removed": int(stats.bytes_removed), "versions_removed": int(stats.old_versions)}
+        return out
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive cross-process lock on a table, for read-check-write sequences (budgets).
+
+        Local stores lock a file beside the tables; object stores lock a file in the user's cache
+        directory, which serialises the writers of one machine (see README: guarantees).
+        """
+        validate_name(name)
+        if self.is_local:
+            lock_dir = Path(self.uri) / "_locks"
+        else:
+            digest = hashlib.sha256(self.uri.encode()).hexdigest()[:16]
+            lock_dir = Path.home() / ".cache" / "replaystore" / "locks" / digest
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(lock_dir / f"{name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- reports ------------------------------------------------------------------------------
+
+    def info(self, name: str) -> TableInfo:
+        ds = self._open(name)
+        meta = ds.versions()[-1].get("metadata", {}) if ds.versions() else {}
+        return TableInfo(
+            name=name,
+            kind=schemas.kind_of(ds.schema),
+            rows=ds.count_rows(),
+            bytes=int(meta.get("total_files_size", 0)),
+            version=ds.version,
+            fragments=len(ds.get_fragments()),
+        )
+
+    def stats(self, name: str) -> dict[str, Any]:
+        """Rows, bytes, fragments, versions, tags and per-column types of a table."""
+        ds = self.dataset(name)
+        info = self.info(name)
+        return {
+            "name": name,
+            "kind": info.kind,
+            "schema_version": int((ds.schema.metadata or {}).get(schemas.VERSION_KEY, b"0")),
+            "rows": info.rows,
+            "bytes": info.bytes,
+            "version": info.version,
+            "versions": len(ds.versions()),
+            "fragments": info.fragments,
+            "tags": self.tags(name),
+            "columns": {f.name: str(f.type) for f in ds.schema},
+        }
+
+
+def open(uri: str | None = None, storage_options: Mapping[str, str] | None = None) -> Store:  # noqa: A001
+    """Open (creating if needed) the store at `uri`, `$REPLAYSTORE_URI`, or `./replaystore-data`."""
+    return Store(uri or os.environ.get("REPLAYSTORE_URI") or DEFAULT_URI, storage_options)

@@ -1,0 +1,51 @@
+"""The CLI through a real subprocess: human tables, --json, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import replaystore
+from tests.conftest import run_cli
+
+
+def test_init_tables_versions_tag_restore_compact(tmp_path: Path) -> None:
+    uri = str(tmp_path / "s")
+    out = run_cli("init", uri, check=True).stdout
+    assert "exemplars" in out and uri in out
+    store = replaystore.open(uri)
+    store.append("exemplars", {"buffer": ["b"] * 2, "sample_id": [1, 2], "class_id": [0, 1], "task_id": [0, 0], "rank": [1, 1], "nbytes": [8, 8]})
+    store.append("exemplars", {"buffer": ["b"], "sample_id": [3], "class_id": [1], "task_id": [0], "rank": [2], "nbytes": [8]})
+
+    listing = json.loads(run_cli("--json", "tables", uri=uri, check=True).stdout)
+    ex = next(t for t in listing if t["name"] == "exemplars")
+    assert (ex["kind"], ex["rows"], ex["version"]) == ("exemplars", 3, 3)
+    assert ex["bytes"] > 0
+    human = run_cli("tables", uri=uri, check=True).stdout.splitlines()
+    assert human[0].split() == ["name", "kind", "rows", "bytes", "version", "fragments"]
+
+    versions = json.loads(run_cli("--json", "versions", "exemplars", uri=uri, check=True).stdout)
+    assert [(v["version"], v["rows"]) for v in versions] == [(1, 0), (2, 2), (3, 3)]
+    assert "tagged exemplars version 2 as two" in run_cli("tag", "exemplars", "2", "two", uri=uri, check=True).stdout
+    assert "new version 4" in run_cli("restore", "exemplars", "two", uri=uri, check=True).stdout
+    assert store.count("exemplars") == 2
+
+    stats = json.loads(run_cli("--json", "stats", "exemplars", uri=uri, check=True).stdout)
+    assert stats["rows"] == 2 and stats["tags"] == {"two": 2} and stats["columns"]["class_id"] == "int64"
+    compacted = json.loads(run_cli("--json", "compact", "exemplars", uri=uri, check=True).stdout)
+    assert compacted == [{"table": "exemplars", "fragments_before": 1, "fragments_after": 1}]
+
+
+def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path) -> None:
+    uri = str(tmp_path / "s")
+    run_cli("init", uri, check=True)
+    proc = run_cli("stats", "nope", uri=uri)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: NotFoundError: unknown table 'nope' in store {uri}"
+    assert "Traceback" not in proc.stderr
+    proc = run_cli("restore", "exemplars", "42", uri=uri)
+    assert proc.returncode == 1 and "no version or tag 42" in proc.stderr
+    debug = run_cli("--debug", "stats", "nope", uri=uri)
+    assert "Traceback" in debug.stderr
+    bad = run_cli("tables", uri="ftp://x/y")
+    assert bad.returncode == 1 and "unsupported store URI scheme 'ftp'" in bad.stderr

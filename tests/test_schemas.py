@@ -1,0 +1,113 @@
+"""Schema files load, build Arrow schemas, and every write rule refuses bad input by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import replaystore
+from replaystore import schemas
+from replaystore.errors import ValidationError
+
+
+def exemplar_rows(n: int = 3) -> dict:
+    return {
+        "buffer": ["b"] * n,
+        "sample_id": list(range(n)),
+        "class_id": [0] * n,
+        "task_id": [0] * n,
+        "rank": list(range(1, n + 1)),
+        "nbytes": [64] * n,
+    }
+
+
+def experience_rows(dim: int = 384) -> dict:
+    return {
+        "experience_id": ["e1"],
+        "workspace": ["w"],
+        "kind": ["success"],
+        "when_to_use": ["when x"],
+        "content": ["do y"],
+        "embedding": np.ones((1, dim), dtype=np.float32),
+    }
+
+
+def test_every_schema_file_builds_an_arrow_schema() -> None:
+    kinds = schemas.known_kinds()
+    assert {"general_samples", "activation_stats", "exemplars", "experiences", "curriculum_scores", "curriculum_orderings"} <= set(kinds)
+    for kind in kinds:
+        spec = schemas.load_spec(kind)
+        arrow = spec.arrow_schema()
+        assert schemas.kind_of(arrow) == kind
+        assert all(f.metadata and f.metadata[b"description"] for f in arrow), kind
+        raw = json.loads((schemas.SCHEMA_DIR / f"{kind}.json").read_text())
+        assert [f["name"] for f in raw["fields"]] == arrow.names
+
+
+def test_vector_dimension_comes_from_params() -> None:
+    arrow = schemas.load_spec("experiences").arrow_schema({"embedding_dim": 8})
+    assert arrow.field("embedding").type == pa.list_(pa.float32(), 8)
+    with pytest.raises(ValidationError, match="not a parameter"):
+        schemas.load_spec("experiences").arrow_schema({"dim": 8})
+
+
+def test_defaults_and_nulls_filled() -> None:
+    table = schemas.conform(exemplar_rows(), schemas.load_spec("exemplars").arrow_schema())
+    assert table.column("features").null_count == 3
+    assert table.column("added_at").null_count == 0
+    exp = schemas.conform(experience_rows(), schemas.load_spec("experiences").arrow_schema())
+    assert exp.column("freq").to_pylist() == [0]
+    assert exp.column("status").to_pylist() == ["active"]
+
+
+BAD_WRITES = [
+    ("missing required column", "exemplars", lambda r: r.pop("class_id"), "class_id: missing required column"),
+    ("wrong type", "exemplars", lambda r: r.update(class_id=["a", "b", "c"]), "class_id: values cannot be read as int64"),
+    ("null not allowed", "exemplars", lambda r: r.update(class_id=[0, None, 1]), "class_id: is not nullable"),
+    ("unknown column", "exemplars", lambda r: r.update(colour=[1, 2, 3]), "colour: unknown column"),
+    ("below minimum", "exemplars", lambda r: r.update(rank=[1, 0, 2]), "rank: must be ≥ 1, got 0 at row 1"),
+    ("wrong vector dimension", "experiences", lambda r: r.update(embedding=np.ones((1, 3))), "embedding: vector dimension must be 384, got 3"),
+    ("value not allowed", "experiences", lambda r: r.update(kind=["guess"]), "kind: must be one of"),
+    ("not finite", "experiences", lambda r: r.update(confidence=[float("nan")]), "confidence: must be finite"),
+    ("ragged columns", "exemplars", lambda r: r.update(task_id=[0]), "columns have different lengths"),
+]
+
+
+@pytest.mark.parametrize("case,kind,mutate,message", BAD_WRITES, ids=[c[0] for c in BAD_WRITES])
+def test_bad_writes_name_the_column_and_leave_table_unchanged(store: replaystore.Store, case, kind, mutate, message) -> None:
+    good = exemplar_rows() if kind == "exemplars" else experience_rows()
+    store.append(kind, good)
+    before = (store.dataset(kind).version, store.count(kind))
+    bad = exemplar_rows() if kind == "exemplars" else experience_rows()
+    mutate(bad)
+    with pytest.raises(ValidationError) as err:
+        store.append(kind, bad)
+    assert message in str(err.value)
+    assert (store.dataset(kind).version, store.count(kind)) == before
+
+
+def test_accepts_arrow_rows_and_lists_of_dicts(store: replaystore.Store) -> None:
+    rows = [dict(zip(exemplar_rows(1), v)) for v in zip(*exemplar_rows(1).values())]
+    store.append("exemplars", rows)
+    store.append("exemplars", pa.table(exemplar_rows(2)))
+    assert store.count("exemplars") == 3
+
+
+def test_lossless_widening_allowed_but_float_to_int_refused() -> None:
+    schema = schemas.load_spec("exemplars").arrow_schema()
+    rows = exemplar_rows()
+    rows["class_id"] = pa.array([0, 1, 2], pa.int8())
+    assert schemas.conform(rows, schema).column("class_id").type == pa.int64()
+    rows["class_id"] = pa.array([0.0, 1.0, 2.0])
+    with pytest.raises(ValidationError, match="class_id: expected int64, got double"):
+        schemas.conform(rows, schema)
+
+
+def test_invalid_utf8_text_refused(store: replaystore.Store) -> None:
+    row = {"sample_id": ["s"], "source": ["x"], "text": [b"\xff\xfe bad"], "content_hash": ["h"]}
+    with pytest.raises(ValidationError, match="text"):
+        store.append("general_samples", row)
+    assert store.count("general_samples") == 0

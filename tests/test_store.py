@@ -1,0 +1,179 @@
+"""The store on real Lance tables: open, versions, tags, restore, maintenance, races, migration."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import lance
+import pyarrow as pa
+import pytest
+
+import replaystore
+from replaystore import schemas
+from replaystore.errors import NotFoundError, StoreURIError, TableNameError, ValidationError
+
+
+def rows(start: int, n: int, buffer: str = "b") -> dict:
+    return {
+        "buffer": [buffer] * n,
+        "sample_id": list(range(start, start + n)),
+        "class_id": [i % 3 for i in range(n)],
+        "task_id": [0] * n,
+        "rank": [1 + i for i in range(n)],
+        "nbytes": [64] * n,
+    }
+
+
+def test_default_uri_is_local_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REPLAYSTORE_URI", raising=False)
+    store = replaystore.open()
+    assert store.uri == str(tmp_path / "replaystore-data")
+    store.append("exemplars", rows(0, 2))
+    assert (tmp_path / "replaystore-data" / "exemplars.lance").is_dir()
+
+
+def test_env_uri_and_explicit_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLAYSTORE_URI", str(tmp_path / "from-env"))
+    assert replaystore.open().uri == str(tmp_path / "from-env")
+    assert replaystore.open(str(tmp_path / "explicit")).uri == str(tmp_path / "explicit")
+    assert replaystore.open(f"file://{tmp_path}/f").uri == str(tmp_path / "f")
+
+
+@pytest.mark.parametrize("uri", ["", "ftp://host/x", "s3://", "s3:///nobucket", "://x"])
+def test_malformed_uris_refused(uri: str) -> None:
+    with pytest.raises(StoreURIError):
+        replaystore.open(uri) if uri else replaystore.Store(uri)
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".hidden", "", "x" * 200, "sp ace", "a\\b"])
+def test_bad_table_names_refused(store: replaystore.Store, name: str) -> None:
+    with pytest.raises(TableNameError, match="not allowed"):
+        store.append(name, rows(0, 1), kind="exemplars")
+    assert store.table_names() == []
+
+
+def test_named_tables_of_a_kind(store: replaystore.Store) -> None:
+    store.create_table("cifar-exemplars", kind="exemplars")
+    store.append("cifar-exemplars", rows(0, 3))
+    assert store.kind("cifar-exemplars") == "exemplars"
+    assert store.table_names() == ["cifar-exemplars"]
+    with pytest.raises(ValidationError, match="already exists with kind 'exemplars'"):
+        store.create_table("cifar-exemplars", kind="experiences")
+    with pytest.raises(NotFoundError, match="unknown table kind"):
+        store.create_table("t", kind="nonsense")
+
+
+def test_every_write_is_a_version_and_old_versions_read_back(store: replaystore.Store) -> None:
+    v1 = store.append("exemplars", rows(0, 3))
+    v2 = store.append("exemplars", rows(3, 2))
+    v3 = store.delete("exemplars", "sample_id < 2")
+    v4 = store.update("exemplars", {"rank": "rank + 10"}, where="sample_id = 4")
+    assert v1 < v2 < v3 < v4
+    assert [v.version for v in store.versions("exemplars")][-4:] == [v1, v2, v3, v4]
+    assert store.count("exemplars", version=v1) == 3
+    assert store.count("exemplars", version=v2) == 5
+    assert store.count("exemplars") == 3
+    assert store.read("exemplars", filter="sample_id = 4").column("rank").to_pylist() == [12]
+    assert sorted(store.read("exemplars", version=v2, columns=["sample_id"]).column(0).to_pylist()) == [0, 1, 2, 3, 4]
+    with pytest.raises(NotFoundError, match="no version or tag 999"):
+        store.read("exemplars", version=999)
+    with pytest.raises(NotFoundError, match="unknown table 'missing'"):
+        store.read("missing")
+
+
+def test_tag_restore_and_undo(store: replaystore.Store) -> None:
+    v1 = store.append("exemplars", rows(0, 3))
+    store.tag("exemplars", v1, "before-prune")
+    store.delete("exemplars", "class_id = 0")
+    assert store.count("exemplars") == 2
+    v_restored = store.restore("exemplars", "before-prune")
+    assert store.count("exemplars") == 3
+    assert store.versions("exemplars")[-1].version == v_restored
+    store.restore("exemplars", v_restored - 1)  # restore is itself undoable
+    assert store.count("exemplars") == 2
+    assert store.tags("exemplars") == {"before-prune": v1}
+    with pytest.raises(ValidationError, match="already exists"):
+        store.tag("exemplars", v1, "before-prune")
+    with pytest.raises(NotFoundError):
+        store.tag("exemplars", 999, "nope")
+
+
+def test_compaction_merges_fragments_and_keeps_rows(store: replaystore.Store) -> None:
+    for i in range(6):
+        store.append("exemplars", rows(i * 10, 10))
+    assert store.info("exemplars").fragments == 6
+    result = store.compact("exemplars")
+    assert result["exemplars"] == {"fragments_before": 6, "fragments_after": 1}
+    assert sorted(store.read("exemplars", columns=["sample_id"]).column(0).to_pylist()) == list(range(60))
+
+
+def test_cleanup_keeps_tagged_and_pinned_versions(store: replaystore.Store) -> None:
+    v1 = store.append("exemplars", rows(0, 1))
+    store.tag("exemplars", v1, "keep")
+    v2 = store.append("exemplars", rows(1, 1))
+    with store.pin("exemplars", v2) as pinned:
+        store.append("exemplars", rows(2, 1))
+        store.append("exemplars", rows(3, 1))
+        removed = store.cleanup("exemplars", older_than=timedelta(0))["exemplars"]
+        assert removed["versions_removed"] >= 1
+        kept = {v.version for v in store.versions("exemplars")}
+        assert {v1, pinned} <= kept
+        assert store.count("exemplars", version=pinned) == 2
+    assert store.tags("exemplars") == {"keep": v1}
+    assert store.count("exemplars", version="keep") == 1
+
+
+def test_merge_upserts_in_one_version(store: replaystore.Store) -> None:
+    store.append("priorities", {"source": ["t", "t"], "sample_id": ["a", "b"], "priority": [1.0, 2.0]})
+    v = store.merge("priorities", {"source": ["t", "t"], "sample_id": ["b", "c"], "priority": [5.0, 3.0]}, on=["source", "sample_id"])
+    got = dict(zip(*store.read("priorities", columns=["sample_id", "priority"]).to_pydict().values()))
+    assert got == {"a": 1.0, "b": 5.0, "c": 3.0}
+    assert store.versions("priorities")[-1].version == v
+
+
+def test_update_unknown_column_refused(store: replaystore.Store) -> None:
+    store.append("exemplars", rows(0, 1))
+    with pytest.raises(ValidationError, match="colour: unknown column"):
+        store.update("exemplars", {"colour": "1"})
+
+
+def test_opening_an_older_table_adds_new_nullable_columns(store: replaystore.Store) -> None:
+    spec = schemas.load_spec("exemplars")
+    full = spec.arrow_schema()
+    old_fields = [f for f in full if f.name not in {"tokens", "features"}]
+    meta = dict(full.metadata)
+    meta[schemas.VERSION_KEY] = b"0"
+    old_schema = pa.schema(old_fields, metadata=meta)
+    old = schemas.conform({k: v for k, v in rows(0, 2).items()}, old_schema, kind="exemplars")
+    lance.write_dataset(old, store.table_uri("exemplars"))
+    ds = store.dataset("exemplars")
+    assert {"tokens", "features"} <= set(ds.schema.names)
+    assert ds.count_rows() == 2
+    assert store.read("exemplars", columns=["features"]).column(0).null_count == 2
+    store.append("exemplars", rows(2, 1) | {"features": [[1.0, 2.0]]})
+    assert store.count("exemplars") == 3
+
+
+def _append_worker(uri: str, worker: int, batches: int) -> None:
+    store = replaystore.open(uri)
+    for b in range(batches):
+        store.append("exemplars", rows(worker * 10_000 + b * 10, 10, buffer=f"w{worker}"))
+
+
+def test_concurrent_appends_from_processes_lose_nothing(tmp_path: Path) -> None:
+    uri = str(tmp_path / "store")
+    workers, batches = 4, 8
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_append_worker, args=(uri, w, batches)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    ids = replaystore.open(uri).read("exemplars", columns=["sample_id"]).column(0).to_pylist()
+    assert len(ids) == workers * batches * 10
+    assert len(set(ids)) == len(ids)
