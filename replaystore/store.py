@@ -402,6 +402,26 @@ class Store:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    # -- memory kinds and queries (each lives in its own module; imported lazily) -----------
+
+    def exemplars(self, name: str, **settings: Any) -> Any:
+        """Open or create a byte-budgeted exemplar buffer (see `replaystore.exemplars`)."""
+        from replaystore.exemplars import ExemplarBuffer
+
+        return ExemplarBuffer.open(self, name, **settings)
+
+    def experiences(self, table: str = "experiences", **settings: Any) -> Any:
+        """The ReMe procedural memory in `table` (see `replaystore.experiences`)."""
+        from replaystore.experiences import ExperienceMemory
+
+        return ExperienceMemory(self, table, **settings)
+
+    def sql(self, query: str, versions: Mapping[str, Version] | None = None) -> Any:
+        """Run a read-only SQL query over the store's tables; returns a polars DataFrame."""
+        from replaystore.query import sql
+
+        return sql(self, query, versions)
+
     # -- reports ------------------------------------------------------------------------------
 
     def info(self, name: str) -> TableInfo:
