@@ -205,9 +205,20 @@ def _to_arrow(name: str, value: Any, target: pa.DataType) -> pa.Array | pa.Chunk
             value = [v.tolist() for v in value]
         if pa.types.is_timestamp(target):
             return pa.array(value, type=target)
+        if _holds_integers(target):
+            inferred = pa.array(value)
+            if any(pa.types.is_floating(t) for t in _nested_types(inferred.type)):
+                return inferred  # `_cast` refuses it; `pa.array([1.5], pa.int64())` would silently give 1
         return pa.array(value, type=_inference_type(target))
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
         raise ValidationError(name, f"values cannot be read as {target}: {_short(exc)}") from None
+
+
+def _holds_integers(target: pa.DataType) -> bool:
+    """Integer columns and lists of integers (`pa.array([1.5], pa.int64())` would truncate to 1)."""
+    if pa.types.is_list(target) or pa.types.is_large_list(target) or pa.types.is_fixed_size_list(target):
+        target = target.value_type
+    return pa.types.is_integer(target)
 
 
 def _inference_type(target: pa.DataType) -> pa.DataType | None:
@@ -347,16 +358,46 @@ def conform(data: Any, schema: pa.Schema, kind: str | None = None) -> pa.Table:
                 raise ValidationError(name, "missing required column (not nullable, no default)")
             arrays.append(pa.nulls(n, type=target_field.type))
             continue
-        arr = _cast(name, _to_arrow(name, columns[name], target_field.type), target_field.type)
-        if arr.null_count and fspec is not None and fspec.default is not None:
-            arr = pc.if_else(arr.is_null(), _default_array(fspec, len(arr), target_field.type), arr)
-        if not target_field.nullable and arr.null_count:
-            first = int(pc.index(arr.is_null(), True).as_py())
-            raise ValidationError(name, f"is not nullable: {arr.null_count} null value(s), first at row {first}")
-        if fspec is not None:
-            _check_values(fspec, arr)
-        arrays.append(arr)
+        arrays.append(_conform_column(target_field, fspec, columns[name], fill_defaults=True))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def check_computed(values: pa.Table, schema: pa.Schema) -> None:
+    """Hold values computed by SQL expressions (an update's preview) to the same rules as written data."""
+    kind = kind_of(schema)
+    spec = load_spec(kind) if kind else None
+    for name in values.column_names:
+        _conform_column(schema.field(name), _spec_for(spec, name), values.column(name), fill_defaults=False)
+
+
+def _conform_column(
+    target_field: pa.Field, fspec: FieldSpec | None, value: Any, *, fill_defaults: bool
+) -> pa.Array | pa.ChunkedArray:
+    name = target_field.name
+    arr = _cast(name, _to_arrow(name, value, target_field.type), target_field.type)
+    _check_utf8(name, arr)
+    if fill_defaults and arr.null_count and fspec is not None and fspec.default is not None:
+        arr = pc.if_else(arr.is_null(), _default_array(fspec, len(arr), target_field.type), arr)
+    if not target_field.nullable and arr.null_count:
+        first = int(pc.index(arr.is_null(), True).as_py())
+        raise ValidationError(name, f"is not nullable: {arr.null_count} null value(s), first at row {first}")
+    if fspec is not None:
+        _check_values(fspec, arr)
+    return arr
+
+
+def _check_utf8(name: str, arr: pa.Array | pa.ChunkedArray) -> None:
+    """Arrow string arrays built from raw buffers skip UTF-8 checks; Lance would store them and fail every read."""
+    if not any(pa.types.is_string(t) or pa.types.is_large_string(t) for t in _nested_types(arr.type)):
+        return
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise ValidationError(name, f"text must be valid UTF-8: {_short(exc)}") from None
+
+
+def _nested_types(dtype: pa.DataType) -> list[pa.DataType]:
+    return [dtype, *_nested_types(dtype.value_type)] if hasattr(dtype, "value_type") else [dtype]
 
 
 def _spec_for(spec: TableSpec | None, name: str) -> FieldSpec | None:

@@ -51,7 +51,7 @@ def _check_uri(uri: str) -> str:
         raise StoreURIError("store URI must be a non-empty string")
     m = _SCHEME.match(uri)
     if m is None:
-        if "://" in uri or uri.startswith(":"):
+        if "://" in uri or uri.startswith(":") or re.match(r"^[a-z][a-z0-9+.-]+:", uri):  # e.g. 's3:bucket'
             raise StoreURIError(f"malformed store URI {uri!r}: expected a path or scheme://bucket/path")
         return str(Path(uri).expanduser().absolute())
     scheme, rest = m.groups()
@@ -198,11 +198,11 @@ class Store:
             if todo:
                 current.add_columns([pa.field(f.name, f.type, nullable=True, metadata=f.metadata) for f in todo])
                 current = self._open(name)
-            for f in todo:
+            for f in missing:  # all of them: a writer killed after add_columns left its defaults unfilled
                 default = spec.field(f.name).default
                 if default is not None:
                     literal = "now()" if default == "now" else json.dumps(default) if not isinstance(default, str) else f"'{default}'"
-                    current.update({f.name: literal})
+                    current.update({f.name: literal}, where=f"{f.name} IS NULL")
             meta = dict(current.schema.metadata or {})
             meta[schemas.VERSION_KEY] = str(spec.schema_version).encode()
             current.update_schema_metadata({k.decode(): v.decode() for k, v in meta.items()})
@@ -240,8 +240,13 @@ class Store:
         *,
         update: bool = True,
         insert: bool = True,
+        delete_unmatched: str | None = None,
     ) -> int:
-        """Upsert rows keyed by `on` in one commit (matched rows replaced, new rows inserted)."""
+        """Upsert rows keyed by `on` in one commit (matched rows replaced, new rows inserted).
+
+        `delete_unmatched` (a SQL predicate) also deletes, in the same commit, the rows it matches
+        that are not in `data`: replacing a whole group of rows (one ordering) atomically.
+        """
         ds = self.dataset(name)
         table = schemas.conform(data, ds.schema)
         if table.num_rows == 0:
@@ -253,6 +258,8 @@ class Store:
                 builder = builder.when_matched_update_all()
             if insert:
                 builder = builder.when_not_matched_insert_all()
+            if delete_unmatched:
+                builder = builder.when_not_matched_by_source_delete(delete_unmatched)
             builder.execute(table)
             return self._open(name).version
 
@@ -260,10 +267,13 @@ class Store:
 
     def update(self, name: str, values: Mapping[str, str], where: str | None = None) -> int:
         """Set columns to SQL expressions (`{"freq": "freq + 1"}`) for rows matching `where`."""
-        spec_names = set(self.schema(name).names)
+        ds = self.dataset(name)
         for column in values:
-            if column not in spec_names:
+            if ds.schema.get_field_index(column) < 0:
                 raise ValidationError(column, f"unknown column of table '{name}'")
+        # Expressions bypass `conform`, so preview their results and check them before committing.
+        preview = ds.to_table(columns=dict(values), filter=where, with_row_id=True).drop_columns(["_rowid"])
+        schemas.check_computed(preview, ds.schema)
 
         def write() -> int:
             ds = self._open(name)
