@@ -405,7 +405,7 @@ class Store:
             digest = hashlib.sha256(self.uri.encode()).hexdigest()[:16]
             lock_dir = Path.home() / ".cache" / "replaystore" / "locks" / digest
         lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{name}.lock", "w") as handle:
+        with (lock_dir / f"{name}.lock").open("w") as handle:  # the builtin: this module defines open()
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
