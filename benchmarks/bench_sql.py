@@ -1,0 +1,123 @@
+"""SQL over buffers: a group-by over 10,000,000 exemplar rows and a curriculum join, ours vs DuckDB.
+
+Both engines read the same Lance tables in the same run: ours through `Store.sql` (Polars SQL on
+lazy Lance scans), DuckDB through its Arrow-dataset scan of the same `LanceDataset` objects,
+which also pushes projections and filters into Lance. Results are compared before timing.
+The data is built once per run into a temporary directory through `Store.append`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from datetime import datetime, timezone
+from typing import Callable
+
+import duckdb
+import numpy as np
+import polars as pl
+from polars.testing import assert_frame_equal
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import replaystore
+from benchmarks.common import Result, cli, timer
+
+ROWS = 10_000_000
+REPEATS = 3
+GROUP_BY = """
+SELECT buffer, class_id, COUNT(*) AS exemplars, SUM(nbytes) AS bytes, MAX(rank) AS worst_rank
+FROM exemplars WHERE task_id < 8 GROUP BY buffer, class_id ORDER BY buffer, class_id
+"""
+JOIN = """
+SELECT s.metric, COUNT(*) AS admitted, AVG(s.value) AS mean_value, MAX(s.percentile) AS max_percentile
+FROM curriculum_orderings o JOIN curriculum_scores s ON o.sample_id = s.sample_id AND o.source = s.source
+WHERE o.ordering = 'competence' AND o.position < {limit}
+GROUP BY s.metric ORDER BY s.metric
+"""
+
+
+def build(store: replaystore.Store, rows: int, seed: int = 0) -> None:
+    """Exemplars (rows), curriculum scores (rows: 2 metrics per sample), orderings (rows / 10)."""
+    rng = np.random.default_rng(seed)
+    now = pa.array(np.full(rows, np.datetime64(datetime.now(timezone.utc).replace(tzinfo=None), "us")), pa.timestamp("us", tz="UTC"))
+    store.append(
+        "exemplars",
+        {
+            "buffer": _pick(["cifar", "digits", "imagenet", "text"], rng.integers(0, 4, rows)),
+            "sample_id": np.arange(rows, dtype=np.int64),
+            "class_id": rng.integers(0, 1000, rows),
+            "task_id": rng.integers(0, 10, rows),
+            "rank": rng.integers(1, 500, rows).astype(np.int32),
+            "nbytes": rng.choice(np.array([3072, 150528]), rows),
+            "added_at": now,
+        },
+    )
+    samples = rows // 2
+    ids = pc.cast(pa.array(np.tile(np.arange(samples), 2)), pa.string())
+    store.append(
+        "curriculum_scores",
+        {
+            "source": pa.repeat("slimpajama", 2 * samples),
+            "sample_id": ids,
+            "metric": _pick(["length", "loss"], np.repeat([0, 1], samples)),
+            "value": rng.random(2 * samples) * 10,
+            "percentile": rng.random(2 * samples),
+            "scored_at": now[: 2 * samples],
+        },
+    )
+    ordered = rows // 10
+    store.append(
+        "curriculum_orderings",
+        {
+            "ordering": _pick(["competence", "random"], np.repeat([0, 1], [ordered // 2, ordered - ordered // 2])),
+            "source": pa.repeat("slimpajama", ordered),
+            "sample_id": pc.cast(pa.array(rng.permutation(samples)[:ordered]), pa.string()),
+            "position": np.concatenate([np.arange(ordered // 2), np.arange(ordered - ordered // 2)]),
+            "definition": pa.repeat("{}", ordered),
+            "created_at": now[:ordered],
+        },
+    )
+
+
+def _pick(values: list[str], index: np.ndarray) -> pa.Array:
+    return pa.array(values).take(pa.array(index))
+
+
+def _median_seconds(fn: Callable[[], object]) -> float:
+    fn()  # warm the page cache and both engines' metadata
+    times = []
+    for _ in range(REPEATS):
+        with timer() as elapsed:
+            fn()
+        times.append(elapsed())
+    return statistics.median(times)
+
+
+def run(scale: float = 1.0) -> list[Result]:
+    rows = max(10_000, int(ROWS * scale))
+    with tempfile.TemporaryDirectory(prefix="bench_sql_") as tmp:
+        store = replaystore.open(tmp)
+        build(store, rows)
+        con = duckdb.connect()
+        for name in store.table_names():
+            con.register(name, store.dataset(name))
+        join = JOIN.format(limit=rows // 40)
+        results = []
+        for case, query, n in [("group-by", GROUP_BY, rows), ("join", join, 2 * (rows // 2) + rows // 10)]:
+            ours = store.sql(query)
+            assert_frame_equal(ours, pl.from_arrow(con.sql(query).to_arrow_table()), check_dtypes=False, rel_tol=1e-9)
+            t_ours = _median_seconds(lambda q=query: store.sql(q))
+            t_peer = _median_seconds(lambda q=query: con.sql(q).to_arrow_table())
+            results.append(
+                Result(
+                    "sql", f"{case}, {n:,} rows scanned", "seconds (median of 3)", t_ours, t_peer, "DuckDB on the same Lance data",
+                    higher_is_better=False, target="within 1.5× of DuckDB (ratio ≥ 0.67)",
+                )
+            )
+        con.close()
+    return results
+
+
+if __name__ == "__main__":
+    cli(run)

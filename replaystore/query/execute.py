@@ -1,0 +1,102 @@
+"""Run a checked statement with Polars SQL over lazy Lance scans of the store's tables.
+
+Each table the statement reads is registered under its name as `pl.scan_lance(dataset)`, so
+Polars pushes projections and filters into the Lance scanner. Each scan is fixed to the version
+opened when the plan is built (an older one when `versions` asks for it: time travel), so a
+statement reads one consistent snapshot even while writers commit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator, Mapping
+
+import polars as pl
+import pyarrow as pa
+
+from replaystore.errors import ValidationError
+from replaystore.query.confine import Statement, inspect
+
+if TYPE_CHECKING:
+    from replaystore.store import Store, Version
+
+DEFAULT_BATCH_ROWS = 65_536
+
+
+def plan(store: Store, query: str, versions: Mapping[str, Version] | None = None) -> tuple[pl.LazyFrame, Statement]:
+    """Check `query` and build its lazy Polars plan; nothing is read yet beyond table metadata."""
+    statement = inspect(query, store.table_names())
+    pinned = _check_versions(store, versions)
+    frames = {name: _scan(store, name, pinned.get(name)) for name in statement.tables}
+    try:
+        return pl.SQLContext(frames).execute(query, eager=False), statement
+    except pl.exceptions.PolarsError as exc:
+        raise _query_error(exc) from None
+
+
+def sql(store: Store, query: str, versions: Mapping[str, Version] | None = None) -> pl.DataFrame:
+    """Run a read-only SQL query over the store's tables and return a Polars DataFrame."""
+    frame, statement = plan(store, query, versions)
+    return _collect(frame, statement)
+
+
+def sql_arrow(store: Store, query: str, versions: Mapping[str, Version] | None = None) -> pa.Table:
+    """`sql`, returned as an Arrow table (zero-copy from Polars)."""
+    return sql(store, query, versions).to_arrow()
+
+
+def sql_batches(
+    store: Store,
+    query: str,
+    versions: Mapping[str, Version] | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Iterator[pa.RecordBatch]:
+    """Stream a result as Arrow record batches of at most `batch_rows` rows.
+
+    Statements without window functions or UNNEST run on Polars' streaming engine, so a
+    result larger than memory never exists at once. Polars' streaming engine mis-plans row
+    indexes over Lance scans (it panics), so those statements are collected in memory first
+    and then cut into batches (see README: SQL over buffers).
+    """
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise ValidationError("batch_rows", f"must be a positive integer, got {batch_rows!r}")
+    frame, statement = plan(store, query, versions)
+    if not statement.streamable:
+        yield from _collect(frame, statement).to_arrow().to_batches(max_chunksize=batch_rows)
+        return
+    try:
+        for chunk in frame.collect_batches(chunk_size=batch_rows, engine="streaming"):
+            yield from chunk.to_arrow().to_batches(max_chunksize=batch_rows)
+    except pl.exceptions.PolarsError as exc:
+        raise _query_error(exc) from None
+
+
+def _collect(frame: pl.LazyFrame, statement: Statement) -> pl.DataFrame:
+    try:
+        return frame.collect(engine="streaming" if statement.streamable else "in-memory")
+    except pl.exceptions.PolarsError as exc:
+        raise _query_error(exc) from None
+
+
+def _scan(store: Store, name: str, version: Version | None) -> pl.LazyFrame:
+    """Scan the version opened now: without `version=`, scan_lance would read the latest at collect time."""
+    dataset = store.dataset(name, version)
+    return pl.scan_lance(dataset, version=dataset.version)
+
+
+def _check_versions(store: Store, versions: Mapping[str, Version] | None) -> dict[str, Version]:
+    """Every pinned table must exist and every version be a number or tag (checked when opened)."""
+    if versions is None:
+        return {}
+    if not isinstance(versions, Mapping):
+        raise ValidationError("versions", "must map table names to a version number or tag, e.g. {'exemplars': 12}")
+    for name, version in versions.items():
+        if isinstance(version, bool) or not isinstance(version, (int, str)) or (isinstance(version, int) and version < 1):
+            raise ValidationError(f"versions[{name!r}]", f"must be a version number ≥ 1 or a tag, got {version!r}")
+        store.dataset(name, version)  # unknown tables or versions raise NotFoundError before anything runs
+    return dict(versions)
+
+
+def _query_error(exc: pl.exceptions.PolarsError) -> ValidationError:
+    """Polars' errors, cut to their first line: the line that names the problem."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ValidationError("query", f"{type(exc).__name__.removesuffix('Error')}: {text}")
