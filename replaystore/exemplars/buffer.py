@@ -1,0 +1,427 @@
+"""An exemplar buffer: a class-incremental memory whose bytes, plus its model's, stay inside one budget.
+
+Rows live in a table named like the buffer (kind `exemplars`), so a buffer is versioned, tagged
+and restored on its own; its settings are a row of `exemplar_buffers`. Every change holds the
+buffer's lock for its read-plan-write, and commits the new rows and the cuts it implies as ONE
+Lance version (a merge that deletes what it does not keep), so no committed version is ever over
+budget, also with several writers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from replaystore import schemas
+from replaystore.errors import BudgetExceededError, ValidationError
+from replaystore.exemplars import settings as cfg
+from replaystore.exemplars.budget import exemplars_in
+from replaystore.exemplars.plan import Plan, plan_keep
+from replaystore.exemplars.policies import make_policy
+from replaystore.exemplars.samples import TOKENS, Encoded, as_numpy, decode_raw, decode_tokens, encode_raw, encode_tokens
+from replaystore.exemplars.selectors import Candidates, make_selector
+from replaystore.store import Version, validate_name
+
+if TYPE_CHECKING:
+    from replaystore.store import Store
+
+KIND = "exemplars"
+KEY = ["class_id", "sample_id"]
+_PLAN_COLUMNS = ["class_id", "sample_id", "rank", "nbytes"]
+# Which stored settings each keyword of open()/configure() decides.
+_DECIDES = {
+    "budget": ("budget_bytes",),
+    "model": ("model_bytes", "model_params", "model_dtype"),
+    "model_params": ("model_bytes", "model_params", "model_dtype"),
+    "model_dtype": ("model_bytes", "model_dtype"),
+    "count_buffers": ("model_bytes", "count_buffers"),
+}
+_MODEL_KEYS = ("model", "model_params", "model_dtype", "count_buffers")
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one write did: the new version, rows added, rows cut per class, and the bytes both ways."""
+
+    version: int
+    added: int = 0
+    bytes_added: int = 0
+    cut: dict[int, int] = field(default_factory=dict)
+    bytes_freed: int = 0
+
+    @property
+    def rows_cut(self) -> int:
+        return sum(self.cut.values())
+
+
+@dataclass(frozen=True)
+class ExemplarSet:
+    """A buffer's samples as arrays, ordered by class then rank."""
+
+    labels: np.ndarray
+    sample_ids: np.ndarray
+    task_ids: np.ndarray
+    ranks: np.ndarray
+    data: np.ndarray | None = None  # (N, *shape) raw samples
+    tokens: list[np.ndarray] | None = None  # token buffers
+    features: np.ndarray | None = None  # (N, D) when every row has them
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def torch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(data, labels)` tensors sharing memory with the arrays, ready for a TensorDataset."""
+        if self.data is None:
+            raise ValidationError("data", "this buffer holds token samples; use .tokens")
+        return torch.from_numpy(self.data), torch.from_numpy(self.labels)
+
+
+class ExemplarBuffer:
+    """A byte-budgeted exemplar memory; open it with `store.exemplars(name, budget=..., ...)`."""
+
+    def __init__(self, store: Store, settings: cfg.BufferSettings) -> None:
+        self.store = store
+        self.settings = settings
+
+    @property
+    def name(self) -> str:
+        return self.settings.buffer
+
+    def __repr__(self) -> str:
+        return f"ExemplarBuffer({self.name!r}, budget={self.settings.budget_bytes}, policy={self.settings.policy!r}, selector={self.settings.selector!r})"
+
+    # -- opening and settings ----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, store: Store, name: str, **settings: Any) -> ExemplarBuffer:
+        """Open buffer `name`, creating it when settings are given.
+
+        Settings: `budget` (bytes, model included), `model` (a torch.nn.Module) or `model_params`
+        with `model_dtype`, `count_buffers`, `policy` ('fixed_total' | 'fixed_per_class' with
+        `memory_per_class`), `selector` ('herding' | 'closest_to_centre' | 'random' | 'reservoir'),
+        `seed`, `on_over_budget` ('evict' | 'refuse'), optionally `sample_shape`/`sample_dtype`.
+        Reopening with settings that differ from the stored ones is refused; use `configure`.
+        """
+        validate_name(name)
+        with store.lock(name):
+            stored = _load(store, name)
+            if stored is None and not settings:
+                raise cfg.missing(name, store.uri)
+            asked = cfg.build(name, **settings) if settings else None
+            if stored is not None:
+                if asked is not None:
+                    _refuse_differences(stored, asked, settings)
+                store.create_table(name, KIND)
+                return cls(store, stored)
+            assert asked is not None
+            store.create_table(name, KIND)
+            _save(store, asked)
+            return cls(store, asked)
+
+    def refresh(self) -> cfg.BufferSettings:
+        """Re-read the settings (another process may have configured the buffer)."""
+        stored = _load(self.store, self.name)
+        if stored is None:
+            raise cfg.missing(self.name, self.store.uri)
+        self.settings = stored
+        return stored
+
+    def configure(self, **changes: Any) -> Change:
+        """Change settings (a grown model, a new budget or policy) and cut the buffer to fit, atomically.
+
+        With `on_over_budget='refuse'` a change that would evict rows is refused and nothing changes.
+        """
+        with self.store.lock(self.name):
+            old = self.refresh()
+            base: dict[str, Any] = {
+                "budget": old.budget_bytes, "policy": old.policy, "memory_per_class": old.memory_per_class,
+                "selector": old.selector, "seed": old.seed, "on_over_budget": old.on_over_budget,
+                "sample_shape": old.sample_shape, "sample_dtype": old.sample_dtype,
+            }
+            if changes.get("policy") == "fixed_total" and "memory_per_class" not in changes:
+                base["memory_per_class"] = None
+            new = cfg.build(self.name, **{**base, **changes})
+            if not any(k in changes for k in _MODEL_KEYS):
+                new = replace(new, model_bytes=old.model_bytes, model_params=old.model_params,
+                              model_dtype=old.model_dtype, count_buffers=old.count_buffers)
+                cfg.check_fits(new)
+            new = replace(new, classes=old.classes)
+            change = self._cut_to_fit(new, refuse=new.on_over_budget == "refuse")
+            _save(self.store, new)
+            self.settings = new
+            return change
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def add(
+        self,
+        class_id: int,
+        samples: Any = None,
+        features: Any = None,
+        *,
+        tokens: Sequence[Sequence[int]] | np.ndarray | None = None,
+        task_id: int = 0,
+        sample_ids: Sequence[int] | np.ndarray | None = None,
+    ) -> Change:
+        """Offer candidates of one class; the selector ranks them (with the class's kept rows) and the buffer keeps what fits.
+
+        `samples` is an `(N, *shape)` array or tensor (or pass `tokens`), `features` an `(N, D)`
+        array for herding / closest-to-centre. Under `fixed_total` a new class shrinks every old
+        class to its best-ranked rows, in the same commit.
+        """
+        class_id = _integer("class_id", class_id)
+        task_id = _integer("task_id", task_id, minimum=0)
+        encoded = _encode(samples, tokens)
+        n = len(encoded.nbytes)
+        feats = None if features is None else _features(features, n)
+        ids = None if sample_ids is None else _ids(sample_ids, n)
+        with self.store.lock(self.name):
+            s = self.refresh()
+            s = _learn_shape(s, encoded)
+            selector = make_selector(s.selector, s.seed)
+            if selector.needs_features and feats is None:
+                raise ValidationError("features", f"selector '{s.selector}' ranks by features: pass an (N, D) array")
+            current = self.store.read(self.name, columns=_PLAN_COLUMNS)
+            if ids is None:
+                start = int(pc.max(current["sample_id"]).as_py()) + 1 if current.num_rows else 0
+                ids = np.arange(start, start + n, dtype=np.int64)
+            new_rows = schemas.conform(
+                {**encoded.columns, "buffer": pa.repeat(pa.scalar(self.name), n), "sample_id": ids,
+                 "class_id": np.full(n, class_id, dtype=np.int64), "task_id": np.full(n, task_id, dtype=np.int64),
+                 **({} if feats is None else {"features": feats}), "rank": np.arange(1, n + 1, dtype=np.int32), "nbytes": encoded.nbytes},
+                self.store.schema(self.name),
+            )
+            classes = tuple(sorted({*s.classes, *np.unique(current["class_id"].to_numpy()).tolist(), class_id}))
+            s = replace(s, classes=classes)
+            change = self._offer(s, current, class_id, new_rows, selector, feats is not None)
+            if s != self.settings:
+                _save(self.store, s)
+                self.settings = s
+            return change
+
+    def rebalance(self) -> Change:
+        """Cut the buffer back inside its policy and budget (after a restore, or a model that grew).
+
+        Always evicts the lowest-ranked rows, whatever `on_over_budget` says: that is its job.
+        """
+        with self.store.lock(self.name):
+            return self._cut_to_fit(self.refresh(), refuse=False)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def samples(self, version: Version | None = None, classes: Sequence[int] | None = None) -> ExemplarSet:
+        """The kept samples (raw arrays decoded by shape and dtype, or tokens), by class then rank."""
+        where = None if classes is None else f"class_id IN ({', '.join(str(_integer('classes', c)) for c in classes)})"
+        table = self.store.read(self.name, version=version, filter=where).sort_by([("class_id", "ascending"), ("rank", "ascending")])
+        out: dict[str, Any] = {
+            "labels": table["class_id"].to_numpy(), "sample_ids": table["sample_id"].to_numpy(),
+            "task_ids": table["task_id"].to_numpy(), "ranks": table["rank"].to_numpy(),
+        }
+        if table.num_rows and table["features"].null_count == 0:
+            feats = table["features"].combine_chunks()
+            out["features"] = np.asarray(feats.values.to_numpy()[feats.offsets[0].as_py() : feats.offsets[-1].as_py()]).reshape(table.num_rows, -1)
+        if table.num_rows and table["tokens"].null_count == 0:
+            out["tokens"] = decode_tokens(table["tokens"])
+        elif table.num_rows:
+            shape = table["shape"][0].as_py()
+            out["data"] = decode_raw(table["data"], shape, table["dtype"][0].as_py())
+        elif self.settings.sample_shape is not None and self.settings.sample_dtype not in (None, TOKENS):
+            out["data"] = np.empty((0, *self.settings.sample_shape), dtype=self.settings.sample_dtype)
+        return ExemplarSet(**out)
+
+    def budget(self) -> dict[str, Any]:
+        """Budget report: total, model, exemplar and free bytes, the model's worth in exemplars, per-class counts, bytes on disk."""
+        s = self.refresh()
+        ds = self.store.dataset(self.name)
+        rows = ds.to_table(columns=["class_id", "nbytes"])
+        used = int(pc.sum(rows["nbytes"]).as_py() or 0)
+        counts = rows.group_by("class_id").aggregate([("class_id", "count")]).sort_by("class_id")
+        per = s.sample_bytes
+        return {
+            "buffer": self.name,
+            "version": ds.version,
+            "total_bytes": s.budget_bytes,
+            "model_bytes": s.model_bytes,
+            "exemplar_bytes": used,
+            "free_bytes": None if s.budget_bytes is None else s.budget_bytes - s.model_bytes - used,
+            "sample_bytes": per,
+            "model_exemplar_equivalent": None if not per else exemplars_in(s.model_bytes, per),
+            "rows": rows.num_rows,
+            "per_class": dict(zip(counts["class_id"].to_pylist(), counts["class_id_count"].to_pylist())),
+            "disk_bytes": self.store.info(self.name).bytes,
+            "policy": s.policy if s.memory_per_class is None else f"{s.policy}({s.memory_per_class})",
+            "selector": s.selector,
+            "on_over_budget": s.on_over_budget,
+        }
+
+    # -- planning and committing -------------------------------------------------------------
+
+    def _offer(self, s: cfg.BufferSettings, current: pa.Table, class_id: int, new_rows: pa.Table, selector: Any, has_features: bool) -> Change:
+        """Rank class `class_id`'s kept rows together with the new ones, plan, and commit in one version."""
+        kept_before = self.store.read(self.name, filter=f"class_id = {class_id}").sort_by("rank")
+        fresh = pc.is_in(kept_before["sample_id"], value_set=new_rows["sample_id"])
+        kept_before = kept_before.filter(pc.invert(fresh))  # an id offered again is replaced by the new offer
+        if selector.needs_features and kept_before["features"].null_count:
+            raise ValidationError("features", f"class {class_id} has kept rows without stored features; selector '{s.selector}' needs them")
+        pool = pa.concat_tables([kept_before, new_rows.cast(kept_before.schema)])
+        nbytes = pool["nbytes"].to_numpy()
+        quota = make_policy(s.policy, s.memory_per_class).quota(s.exemplar_bytes, len(s.classes))
+        k = _selection_size(len(pool), nbytes, quota.rows, [quota.nbytes, s.exemplar_bytes])
+        feats = None
+        if selector.needs_features:
+            f = pool["features"].combine_chunks()
+            feats = np.asarray(f.values.to_numpy()[f.offsets[0].as_py() : f.offsets[-1].as_py()]).reshape(len(pool), -1)
+        order = selector.order(Candidates(class_id, pool["sample_id"].to_numpy(), feats), k)
+
+        others = current.filter(pc.not_equal(current["class_id"], class_id))
+        plan = plan_keep(
+            np.r_[others["class_id"].to_numpy(), np.full(len(order), class_id)],
+            np.r_[others["rank"].to_numpy(), np.arange(1, len(order) + 1)],
+            np.r_[others["nbytes"].to_numpy(), nbytes[order]],
+            quota,
+            s.exemplar_bytes,
+        )
+        used = int(pc.sum(current["nbytes"]).as_py() or 0)
+        self._check_refusal(s, plan, used, "this add")
+        chosen = order[plan.keep[len(others) :]]
+        source = pool.take(pa.array(chosen, type=pa.int64()))
+        source = source.set_column(source.schema.get_field_index("rank"), "rank", pa.array(np.arange(1, len(chosen) + 1), pa.int32()))
+        cut, freed, predicates = _cuts(others, plan.keep[: len(others)])
+        old, new = chosen[chosen < len(kept_before)], chosen[chosen >= len(kept_before)]
+        mine = current.filter(pc.equal(current["class_id"], class_id))
+        if dropped := mine.num_rows - len(old):
+            cut[class_id] = dropped
+            freed += int(pc.sum(mine["nbytes"]).as_py() or 0) - int(nbytes[old].sum())
+        if not len(new) and not cut and np.array_equal(chosen, np.arange(len(kept_before))):
+            return Change(self.store.dataset(self.name).version)  # nothing kept, nothing cut: no empty version
+        replaced = _any([f"class_id = {class_id}", *predicates])
+        if len(source):
+            version = self.store.merge(self.name, source, on=KEY, delete_unmatched=replaced)
+        else:
+            version = self.store.delete(self.name, replaced)
+        return Change(version, len(new), int(nbytes[new].sum()), cut, freed)
+
+    def _cut_to_fit(self, s: cfg.BufferSettings, refuse: bool) -> Change:
+        current = self.store.read(self.name, columns=_PLAN_COLUMNS)
+        classes = len({*s.classes, *np.unique(current["class_id"].to_numpy()).tolist()})
+        quota = make_policy(s.policy, s.memory_per_class).quota(s.exemplar_bytes, classes)
+        plan = plan_keep(current["class_id"].to_numpy(), current["rank"].to_numpy(), current["nbytes"].to_numpy(), quota, s.exemplar_bytes)
+        if refuse:
+            self._check_refusal(s, plan, int(pc.sum(current["nbytes"]).as_py() or 0), "this change")
+        cut, freed, predicates = _cuts(current, plan.keep)
+        if not predicates:
+            return Change(self.store.dataset(self.name).version)
+        return Change(self.store.delete(self.name, _any(predicates)), cut=cut, bytes_freed=freed)
+
+    def _check_refusal(self, s: cfg.BufferSettings, plan: Plan, used: int, what: str) -> None:
+        if plan.over_budget and s.on_over_budget == "refuse":
+            raise BudgetExceededError(
+                f"buffer '{self.name}': budget {s.budget_bytes:,} B = model {s.model_bytes:,} B + {s.exemplar_bytes:,} B for exemplars; "
+                f"it holds {used:,} B of exemplars and {what} needs {plan.requested_bytes:,} B "
+                f"({plan.requested_bytes - (s.exemplar_bytes or 0):,} B over); on_over_budget='refuse', nothing was written"
+            )
+
+
+def _cuts(rows: pa.Table, keep: np.ndarray) -> tuple[dict[int, int], int, list[str]]:
+    """Rows cut per class, the bytes they free, and one `class AND rank >` predicate per cut class."""
+    if keep.all():
+        return {}, 0, []
+    cls, rank, nbytes = rows["class_id"].to_numpy(), rows["rank"].to_numpy(), rows["nbytes"].to_numpy()
+    cut: dict[int, int] = {}
+    predicates = []
+    for c in np.unique(cls[~keep]).tolist():
+        mine = cls == c
+        kept_ranks = rank[mine & keep]
+        last = int(kept_ranks.max()) if len(kept_ranks) else 0
+        cut[c] = int(np.count_nonzero(mine & ~keep))
+        predicates.append(f"(class_id = {c} AND rank > {last})")
+    return cut, int(nbytes[~keep].sum()), predicates
+
+
+def _any(predicates: list[str]) -> str:
+    return " OR ".join(f"({p})" for p in predicates)
+
+
+def _selection_size(n: int, nbytes: np.ndarray, rows: int | None, byte_limits: list[int | None]) -> int:
+    """How many candidates are worth ranking: no more than could ever be kept (herding is O(k·N·D))."""
+    k = n if rows is None else min(n, rows)
+    smallest = int(nbytes.min()) if n else 0
+    for limit in byte_limits:
+        if limit is not None and smallest > 0:
+            k = min(k, limit // smallest)
+    return k
+
+
+def _load(store: Store, name: str) -> cfg.BufferSettings | None:
+    if not store.exists(cfg.SETTINGS_TABLE):
+        return None
+    rows = store.read(cfg.SETTINGS_TABLE, filter=f"buffer = '{name}'").to_pylist()
+    return cfg.from_row(rows[-1]) if rows else None
+
+
+def _save(store: Store, settings: cfg.BufferSettings) -> None:
+    store.create_table(cfg.SETTINGS_TABLE)
+    store.merge(cfg.SETTINGS_TABLE, settings.row(), on="buffer")
+
+
+def _refuse_differences(stored: cfg.BufferSettings, asked: cfg.BufferSettings, given: dict[str, Any]) -> None:
+    decided = {f for key in given for f in _DECIDES.get(key, (key,))}
+    for name in cfg.differences(stored, asked):
+        if name in decided:
+            raise ValidationError(
+                name, f"buffer '{stored.buffer}' exists with {name}={getattr(stored, name)!r}, not {getattr(asked, name)!r}; "
+                "open it without settings, or change them with buffer.configure(...)"
+            )
+
+
+def _learn_shape(s: cfg.BufferSettings, encoded: Encoded) -> cfg.BufferSettings:
+    """The first add fixes the buffer's sample shape and dtype; later ones must match it."""
+    if s.sample_dtype is None:
+        return replace(s, sample_shape=encoded.shape, sample_dtype=encoded.dtype)
+    if s.sample_dtype == TOKENS or encoded.dtype == TOKENS:
+        if s.sample_dtype != encoded.dtype:
+            raise ValidationError("samples", f"buffer '{s.buffer}' holds {'token' if s.sample_dtype == TOKENS else 'raw'} samples; got {'tokens' if encoded.dtype == TOKENS else 'raw samples'}")
+        return s
+    if s.sample_shape is None:
+        return replace(s, sample_shape=encoded.shape)
+    if (s.sample_shape, s.sample_dtype) != (encoded.shape, encoded.dtype):
+        raise ValidationError(
+            "samples", f"buffer '{s.buffer}' holds samples of shape {s.sample_shape} and dtype {s.sample_dtype}; got shape {encoded.shape} dtype {encoded.dtype}"
+        )
+    return s
+
+
+def _encode(samples: Any, tokens: Any) -> Encoded:
+    if (samples is None) == (tokens is None):
+        raise ValidationError("samples", "pass either samples (an (N, *shape) array) or tokens (N token-id sequences)")
+    return encode_raw(samples) if tokens is None else encode_tokens(tokens)
+
+
+def _features(features: Any, n: int) -> np.ndarray:
+    arr = as_numpy(features, "features").astype(np.float32, copy=False)
+    if arr.ndim != 2 or len(arr) != n:
+        raise ValidationError("features", f"must have shape (N, D) with N = {n} samples, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValidationError("features", "must be finite (no NaN or inf)")
+    return arr
+
+
+def _ids(sample_ids: Any, n: int) -> np.ndarray:
+    arr = as_numpy(sample_ids, "sample_ids")
+    if arr.ndim != 1 or len(arr) != n or arr.dtype.kind not in "iu":
+        raise ValidationError("sample_ids", f"must be {n} integers (one per sample), got shape {arr.shape} dtype {arr.dtype}")
+    if len(np.unique(arr)) != n:
+        raise ValidationError("sample_ids", "must be unique within one add")
+    return arr.astype(np.int64)
+
+
+def _integer(field_name: str, value: Any, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (minimum is not None and value < minimum):
+        rule = "a whole number" + ("" if minimum is None else f" ≥ {minimum}")
+        raise ValidationError(field_name, f"must be {rule}, got {value!r}")
+    return int(value)
