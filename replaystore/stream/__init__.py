@@ -1,0 +1,32 @@
+"""Streaming replay memory into torch and Ray Train: sources × samplers × mixing → batches of tensors.
+
+The folder is the architecture: `sources` (what to read, at which version), `order` (pure functions
+deciding who reads which rows), `samplers` (per-source policies), `mixing` (rows per source per
+global batch), `tensors` (Arrow → torch), `cache` (memory-mapped hot tier), `dataset` (the
+IterableDataset), `priorities` (losses back into the store). `ray_train` is the only module that
+imports Ray and is not imported here.
+"""
+
+from replaystore.stream.cache import HotCache
+from replaystore.stream.dataset import ReplayStream
+from replaystore.stream.mixing import ExactK, Proportions
+from replaystore.stream.priorities import LossLog, load_priorities, write_priorities
+from replaystore.stream.samplers import Prioritized, Sequential, Shuffled, Uniform
+from replaystore.stream.sources import Source
+from replaystore.stream.tensors import to_tensors
+
+__all__ = [
+    "ExactK",
+    "HotCache",
+    "LossLog",
+    "Prioritized",
+    "Proportions",
+    "ReplayStream",
+    "Sequential",
+    "Shuffled",
+    "Source",
+    "Uniform",
+    "load_priorities",
+    "to_tensors",
+    "write_priorities",
+]

@@ -1,0 +1,384 @@
+"""The stream: a torch `IterableDataset` of whole batches (dicts of tensors) from one or more sources.
+
+Guarantees, before knobs (after Mosaic Streaming):
+- Deterministic: the rows of every global batch are a pure function of (seed, epoch, step) and the
+  sources' snapshots — the same for any number of ranks and DataLoader workers.
+- Exactly once: in an epoch, the rows of the epoch-defining source (default: the first) are seen once
+  across all ranks and workers when it samples without replacement; the epoch ends when they are spent.
+- Resumable: `state_dict()` after k batches, `load_state_dict()` in a new process, and iteration yields
+  exactly the batches k+1, ... of the uninterrupted run — mixtures and prioritized sources included.
+- Snapshot isolation: each epoch reads every table at one version, pinned (`store.pin`) while the epoch
+  runs; writers committing meanwhile are seen by the next epoch.
+
+Use it directly (`for batch in stream`: background prefetch in a thread) or through `stream.loader(...)`
+(a DataLoader with spawn workers; Lance is not fork-safe). Each batch carries `_source` (source index),
+`_position` (row in the source's snapshot) and `_weight` (importance weight, 1 unless prioritized).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from replaystore.errors import ValidationError
+from replaystore.stream.mixing import Mixing
+from replaystore.stream.order import cursors, rank_share, worker_steps
+from replaystore.stream.priorities import load_priorities
+from replaystore.stream.samplers import Draw, Prioritized
+from replaystore.stream.sources import Snapshot, Source
+from replaystore.stream.tensors import to_tensors
+
+_MAX_STEPS = 1 << 24
+_END = object()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One epoch's layout: global rows per (step, source), and this rank's slice of them."""
+
+    counts: np.ndarray
+    cursors: np.ndarray
+    rows: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def steps(self) -> int:
+        return len(self.counts)
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValidationError(name, f"must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def _distributed() -> tuple[int, int] | None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return None
+
+
+class ReplayStream(IterableDataset):
+    """Batches from `sources`, mixed by `mixing`, sharded by rank and worker, resumable."""
+
+    def __init__(
+        self,
+        sources: Source | Sequence[Source],
+        batch_size: int,
+        *,
+        mixing: Mixing | None = None,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        epoch_source: int = 0,
+        steps_per_epoch: int | None = None,
+        drop_last: bool = False,
+        prefetch: int = 2,
+        pin_memory: bool = False,
+    ) -> None:
+        self.sources = [sources] if isinstance(sources, Source) else list(sources)
+        if not self.sources or not all(isinstance(s, Source) for s in self.sources):
+            raise ValidationError("sources", "need at least one Source")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValidationError("sources", f"source names must be unique, got {names}")
+        if len(self.sources) > 1 and mixing is None:
+            raise ValidationError("mixing", "several sources need a mixing policy (Proportions or ExactK)")
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.mixing = mixing
+        self.seed = _positive_int("seed", seed, 0)
+        self._rank, self._world = rank, world_size
+        if world_size is not None:
+            _positive_int("world_size", world_size)
+            if rank is None or not 0 <= rank < world_size:
+                raise ValidationError("rank", f"must be in [0, {world_size}) when world_size is given, got {rank!r}")
+        if not 0 <= epoch_source < len(self.sources):
+            raise ValidationError("epoch_source", f"must index one of the {len(self.sources)} sources")
+        self.epoch_source = epoch_source
+        if steps_per_epoch is None and not self.sources[epoch_source].sampler.without_replacement:
+            raise ValidationError(
+                "steps_per_epoch", "the epoch-defining source samples with replacement, so give steps_per_epoch"
+            )
+        self.steps_per_epoch = None if steps_per_epoch is None else _positive_int("steps_per_epoch", steps_per_epoch)
+        self.drop_last = bool(drop_last)
+        self.prefetch = _positive_int("prefetch", prefetch, 0)
+        if pin_memory and not torch.cuda.is_available():
+            raise ValidationError("pin_memory", "pinned memory needs a CUDA device; none is available")
+        self.pin_memory = pin_memory
+        self.epoch, self.step, self.global_base = 0, 0, 0
+        self.versions: list[int | None] | None = None
+        self._sampler_epoch = -1
+        self._pins: contextlib.ExitStack | None = None
+        self._lock = threading.Lock()
+        self._active = False
+
+    # -- topology -------------------------------------------------------------------------
+
+    @property
+    def rank(self) -> int:
+        return self._rank if self._rank is not None else (_distributed() or (0, 1))[0]
+
+    @property
+    def world_size(self) -> int:
+        return self._world if self._world is not None else (_distributed() or (0, 1))[1]
+
+    # -- epochs and versions --------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start `epoch` (call it in the main process before each epoch when using DataLoader workers)."""
+        epoch = _positive_int("epoch", epoch, 0)
+        if epoch == self.epoch and self.versions is not None:
+            return
+        if epoch != self.epoch:
+            if self.versions is not None:  # the previous epoch ran in workers: count its steps once
+                self.global_base += self._plan().steps
+            self.epoch, self.step = epoch, 0
+        self._release()
+        self._pin_versions()
+
+    def _pin_versions(self) -> None:
+        """Resolve each source's version for this epoch (rank 0's choice wins) and pin it."""
+        versions = [s.resolve() for s in self.sources]
+        if _distributed() is not None and self.world_size > 1:
+            shared: list[Any] = [versions]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            versions = shared[0]
+        self._pins = contextlib.ExitStack()
+        for source, version in zip(self.sources, versions):
+            self._pins.enter_context(source.pin(version))
+        self.versions = versions
+
+    def _release(self) -> None:
+        if self._pins is not None:
+            self._pins.close()
+            self._pins = None
+
+    def close(self) -> None:
+        """Release the epoch's pins (also done when an epoch completes)."""
+        self._release()
+
+    def __getstate__(self) -> dict[str, Any]:  # pins and locks stay with the process that made them
+        return {**self.__dict__, "_pins": None, "_lock": None, "_active": False}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- the plan ------------------------------------------------------------------------
+
+    def _snapshots(self) -> list[Snapshot]:
+        assert self.versions is not None
+        snaps = [s.open(v) for s, v in zip(self.sources, self.versions)]
+        if self._sampler_epoch != self.epoch:
+            for source, snap, version in zip(self.sources, snaps, self.versions):
+                stored = None
+                if isinstance(source.sampler, Prioritized) and source.store is not None:
+                    stored = load_priorities(source.store, source, version)
+                source.sampler.reset(snap.num_rows, stored)
+            self._sampler_epoch = self.epoch
+        for source, snap in zip(self.sources, snaps):
+            if snap.num_rows == 0:
+                raise ValidationError("sources", f"source '{source.name}' has no rows at version {self.versions}")
+        return snaps
+
+    def _counts(self, steps: int) -> np.ndarray:
+        g = self.batch_size * self.world_size
+        if self.mixing is None:
+            return np.full((steps, 1), g, dtype=np.int64)
+        return self.mixing.counts(steps, g, len(self.sources))
+
+    def _plan(self, sizes: Sequence[int] | None = None) -> Plan:
+        if self.steps_per_epoch is not None:
+            counts = self._counts(self.steps_per_epoch)
+        else:
+            n = (sizes or [s.num_rows for s in self._snapshots()])[self.epoch_source]
+            steps = -(-n // (self.batch_size * self.world_size)) + 1
+            while True:
+                counts = self._counts(steps)
+                spent = np.cumsum(counts[:, self.epoch_source])
+                if spent[-1] >= n:
+                    break
+                if steps > _MAX_STEPS:
+                    raise ValidationError("mixing", f"source {self.epoch_source} gets no rows, so the epoch never ends")
+                steps *= 2
+            last = int(np.searchsorted(spent, n))
+            counts = counts[: last + 1].copy()
+            counts[last, self.epoch_source] -= int(spent[last] - n)
+            if self.drop_last and counts[last].sum() < self.batch_size * self.world_size:
+                counts = counts[:last]
+        rows, offsets = rank_share(counts, self.world_size, self.rank)
+        return Plan(counts, cursors(counts), rows, offsets)
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch."""
+        if self.versions is None:
+            self._pin_versions()
+        return self._plan().steps
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def _batch(self, plan: Plan, snaps: list[Snapshot], step: int) -> dict[str, Any]:
+        tables, index, positions, weights = [], [], [], []
+        for i, (source, snap) in enumerate(zip(self.sources, snaps)):
+            count = int(plan.rows[step, i])
+            if count == 0:
+                continue
+            draw = Draw(
+                n=snap.num_rows, seed=self.seed, epoch=self.epoch, source=i, step=step,
+                global_step=self.global_base + step, cursor=int(plan.cursors[step, i]),
+                total=int(plan.counts[step, i]), offset=int(plan.offsets[step, i]), count=count,
+            )  # fmt: skip
+            with self._lock:
+                pos, weight = source.sampler.positions(draw)
+            tables.append(snap.read(pos))
+            index.append(np.full(count, i, dtype=np.int16))
+            positions.append(pos)
+            weights.append(np.ones(count, dtype=np.float32) if weight is None else weight.astype(np.float32))
+        if len(tables) > 1:
+            schema = tables[0].schema
+            tables = [tables[0], *(t.select(schema.names).cast(schema) for t in tables[1:])]
+        batch = to_tensors(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+        batch["_source"] = torch.from_numpy(np.concatenate(index))
+        batch["_position"] = torch.from_numpy(np.concatenate(positions))
+        batch["_weight"] = torch.from_numpy(np.concatenate(weights))
+        if self.pin_memory:
+            batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return batch
+
+    def _produce(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Batches in step order; with `prefetch` > 0 a thread reads ahead into a bounded queue."""
+        if self.prefetch == 0:
+            for step in steps:
+                yield int(step), self._batch(plan, snaps, int(step))
+            return
+        out: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                for step in steps:
+                    item: Any = (int(step), self._batch(plan, snaps, int(step)))
+                    while not stop.is_set():
+                        try:
+                            out.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                item = _END
+            except BaseException as exc:  # handed to the consumer, raised there
+                item = exc
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    out.put(item, timeout=0.1)
+                    return
+
+        thread = threading.Thread(target=work, name="replaystore-prefetch", daemon=True)
+        thread.start()
+        try:
+            while (item := out.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self.versions is None:
+            if info is not None:
+                raise ValidationError("set_epoch", "call stream.set_epoch(epoch) in the main process before iterating with workers")
+            self._pin_versions()
+        snaps = self._snapshots()
+        plan = self._plan([s.num_rows for s in snaps])
+        steps = worker_steps(plan.steps, workers, worker, start=self.step)
+        self._active = info is None
+        try:
+            for step, batch in self._produce(plan, snaps, steps):
+                self.step = step + 1
+                with self._lock:
+                    for source in self.sources:
+                        if isinstance(source.sampler, Prioritized):
+                            source.sampler.consumed(self.global_base + step)
+                yield batch
+        finally:
+            self._active = False
+        if info is None and self.step >= plan.steps:  # the epoch is complete: the next one re-pins
+            self._release()
+            self.global_base += plan.steps
+            self.epoch, self.step, self.versions = self.epoch + 1, 0, None
+
+    # -- feedback and checkpoints ----------------------------------------------------------
+
+    @property
+    def priority_lag(self) -> int:
+        """Steps after the current one at which an update takes effect: past every prefetched batch."""
+        return self.prefetch + 2 if self.prefetch else 1
+
+    def update_priorities(self, batch: dict[str, Any], losses: Any) -> None:
+        """Feed per-row losses of a yielded batch back to its prioritized sources (batched, in-process)."""
+        if not self._active:
+            raise ValidationError("update_priorities", "only while this stream is iterated in this process (num_workers=0)")
+        loss = np.asarray(losses.detach().cpu() if hasattr(losses, "detach") else losses, dtype=np.float64).reshape(-1)
+        index = batch["_source"].numpy()
+        if loss.shape != index.shape:
+            raise ValidationError("losses", f"need one loss per row: batch has {len(index)} rows, got {len(loss)} losses")
+        at = self.global_base + self.step - 1 + self.priority_lag
+        with self._lock:
+            for i, source in enumerate(self.sources):
+                mask = index == i
+                if isinstance(source.sampler, Prioritized) and mask.any():
+                    source.sampler.update(batch["_position"].numpy()[mask], loss[mask], at)
+
+    def state_dict(self, step: int | None = None) -> dict[str, Any]:
+        """Where the stream stands. `step`: batches this rank consumed this epoch, when a DataLoader
+        with workers iterated it (the main process cannot see their progress)."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step if step is None else _positive_int("step", step, 0),
+            "global_base": self.global_base,
+            "versions": self.versions,
+            "seed": self.seed,
+            "global_batch": self.batch_size * self.world_size,
+            "sources": [s.name for s in self.sources],
+            "samplers": [s.sampler.state_dict() for s in self.sources],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where `state` stopped (same seed, sources and global batch size)."""
+        for key, mine in (
+            ("seed", self.seed),
+            ("global_batch", self.batch_size * self.world_size),
+            ("sources", [s.name for s in self.sources]),
+        ):
+            if state.get(key) != mine:
+                raise ValidationError(key, f"checkpoint has {state.get(key)!r}, this stream {mine!r}: cannot resume")
+        self._release()
+        self.epoch, self.step, self.global_base = int(state["epoch"]), int(state["step"]), int(state["global_base"])
+        self.versions = state["versions"]
+        if self.versions is not None:
+            self._pins = contextlib.ExitStack()
+            for source, version in zip(self.sources, self.versions):
+                self._pins.enter_context(source.pin(version))
+        for source, sampler_state in zip(self.sources, state["samplers"]):
+            source.sampler.load_state_dict(sampler_state)
+        loaded = any(len(st.get("base", ())) for st in state["samplers"])
+        self._sampler_epoch = self.epoch if loaded else -1  # a loaded priority state must not be reset
+
+    def loader(self, num_workers: int = 0, **settings: Any) -> DataLoader:
+        """A DataLoader over the stream: batches pass through whole; workers use spawn (Lance is not fork-safe)."""
+        if num_workers and self.versions is None:
+            self._pin_versions()
+        extra = {"multiprocessing_context": "spawn"} if num_workers else {}
+        return DataLoader(self, batch_size=None, num_workers=num_workers, **extra, **settings)

@@ -1,0 +1,197 @@
+"""How each source picks its rows at a step: small policies, combined freely with any mixing.
+
+Every sampler answers `positions(draw)` for one (source, step, rank) cell and is deterministic in
+(seed, epoch, source, step) — plus, for `Prioritized`, the priority updates it was given, which are
+logged with the step they take effect at so that a resumed run replays them identically.
+
+Without-replacement samplers walk a per-epoch order of the source (pass after pass when a source
+is smaller than the epoch needs); each global step takes the next rows, each rank a contiguous
+slice of them. With-replacement samplers draw the step's global rows from one generator and slice,
+so the global stream does not depend on the world size either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from replaystore.errors import ValidationError
+from replaystore.schemas import is_finite_number
+from replaystore.stream.order import pass_positions, permutation, rng
+
+_UNIFORM, _PRIORITIZED, _CURRICULUM = 1, 2, 3  # stream ids, so samplers never share random numbers
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One (source, step, rank) cell: which slice of the step's global rows this rank reads."""
+
+    n: int  # rows in the source's snapshot
+    seed: int
+    epoch: int
+    source: int
+    step: int  # step within the epoch
+    global_step: int  # steps since the stream started, across epochs (annealing)
+    cursor: int  # global rows of this source consumed before this step, this epoch
+    total: int  # global rows of this source in this step
+    offset: int  # this rank's first row within the step's rows
+    count: int  # this rank's rows
+
+
+class Sampler(Protocol):
+    without_replacement: bool
+
+    def reset(self, n: int, priorities: np.ndarray | None = None) -> None: ...
+
+    def positions(self, draw: Draw) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class _Stateless:
+    def reset(self, n: int, priorities: np.ndarray | None = None) -> None:
+        """Nothing to keep between epochs."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore: positions are a pure function of the draw."""
+
+
+@dataclass
+class Sequential(_Stateless):
+    """Rows in storage order; each epoch reads every row once (fastest: contiguous scans)."""
+
+    without_replacement = True
+
+    def order(self, draw: Draw, pass_: int) -> np.ndarray:
+        return np.arange(draw.n, dtype=np.int64)
+
+    def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
+        start = draw.cursor + draw.offset
+        if start + draw.count <= draw.n:  # the common case needs no order array at all
+            return np.arange(start, start + draw.count, dtype=np.int64), None
+        return pass_positions(start, draw.count, draw.n, lambda p: self.order(draw, p)), None
+
+
+@dataclass
+class Shuffled(_Stateless):
+    """A seeded permutation per epoch (and per pass); every row exactly once per pass."""
+
+    without_replacement = True
+    _cache: dict[tuple[int, int, int, int], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def order(self, draw: Draw, pass_: int) -> np.ndarray:
+        key = (draw.n, draw.epoch, draw.source, pass_)
+        if key not in self._cache:
+            self._cache.clear()  # one epoch at a time; a wrapped source needs two passes at most
+            self._cache[key] = permutation(draw.n, draw.seed, draw.epoch, draw.source, pass_)
+        return self._cache[key]
+
+    def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
+        return pass_positions(draw.cursor + draw.offset, draw.count, draw.n, lambda p: self.order(draw, p)), None
+
+
+@dataclass
+class Uniform(_Stateless):
+    """Uniform with replacement: each step's rows drawn independently."""
+
+    without_replacement = False
+
+    def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
+        rows = rng(draw.seed, draw.epoch, draw.source, draw.step, _UNIFORM).integers(0, draw.n, draw.total)
+        return rows[draw.offset : draw.offset + draw.count].astype(np.int64), None
+
+
+@dataclass
+class Prioritized:
+    """Probability ∝ priority^alpha, with importance weights (N·P)^-beta normalised to ≤ 1.
+
+    beta anneals linearly from `beta` to `beta_end` over `beta_steps` global steps. Priority updates
+    arrive in batches (`update`) stamped with the step they take effect at; `base` holds the
+    priorities every consumed step has already seen, `work` the ones the reader is drawing with.
+    """
+
+    alpha: float = 0.6
+    beta: float = 0.4
+    beta_end: float = 1.0
+    beta_steps: int = 10_000
+    eps: float = 1e-6
+    default_priority: float = 1.0
+    without_replacement = False
+    base: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+    work: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+    log: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
+    _applied: int = field(default=0, repr=False)  # log entries already applied to `work`
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta", "beta_end", "eps", "default_priority"):
+            value = getattr(self, name)
+            if not is_finite_number(value) or value < 0:
+                raise ValidationError(name, f"must be a finite number ≥ 0, got {value!r}")
+        if not (self.beta <= 1 and self.beta_end <= 1):
+            raise ValidationError("beta", "importance exponents must be ≤ 1")
+        if not isinstance(self.beta_steps, int) or self.beta_steps < 1:
+            raise ValidationError("beta_steps", f"must be an integer ≥ 1, got {self.beta_steps!r}")
+
+    def reset(self, n: int, priorities: np.ndarray | None = None) -> None:
+        """Start an epoch from stored priorities, or keep ours while the snapshot keeps its size."""
+        if priorities is not None or len(self.base) != n:
+            stored = np.full(n, np.nan) if priorities is None else np.array(priorities, dtype=np.float64)
+            self.base = np.where(np.isnan(stored), self.default_priority, stored)  # unseen rows: default
+            self.log = []  # positions of pending updates referred to the previous snapshot
+        self.work, self._applied = self.base.copy(), 0
+
+    def update(self, positions: np.ndarray, losses: np.ndarray, at_step: int) -> None:
+        """Queue new priorities |loss| + eps for rows, effective from global step `at_step`."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        values = np.abs(np.asarray(losses, dtype=np.float64).reshape(-1)) + self.eps
+        if positions.shape != values.shape:
+            raise ValidationError("losses", f"need one loss per row: {len(positions)} rows, {len(values)} losses")
+        if len(positions) and (positions.min() < 0 or positions.max() >= len(self.base)):
+            raise ValidationError("positions", f"must be rows of the source's snapshot (0..{len(self.base) - 1})")
+        if not np.isfinite(values).all():
+            raise ValidationError("losses", "must be finite")
+        self.log.append((at_step, positions, values))
+
+    def consumed(self, global_step: int) -> None:
+        """Fold updates every consumed step has seen into `base` (what a checkpoint stores)."""
+        keep = []
+        for stamp, positions, values in self.log:
+            if stamp <= global_step:
+                self.base[positions] = values
+            else:
+                keep.append((stamp, positions, values))
+        self._applied -= len(self.log) - len(keep)
+        self.log = keep
+
+    def positions(self, draw: Draw) -> tuple[np.ndarray, np.ndarray]:
+        log = list(self.log)
+        while self._applied < len(log) and log[self._applied][0] <= draw.global_step:
+            _, positions, values = log[self._applied]
+            self.work[positions] = values
+            self._applied += 1
+        weights = self.work**self.alpha
+        cdf = np.cumsum(weights)
+        u = rng(draw.seed, draw.epoch, draw.source, draw.step, _PRIORITIZED).random(draw.total)[
+            draw.offset : draw.offset + draw.count
+        ]
+        rows = np.minimum(np.searchsorted(cdf, u * cdf[-1], side="right"), draw.n - 1)
+        prob = weights[rows] / cdf[-1]
+        min_prob = weights[weights > 0].min() / cdf[-1]
+        frac = min(1.0, draw.global_step / self.beta_steps)
+        beta = self.beta + frac * (self.beta_end - self.beta)
+        return rows.astype(np.int64), (prob / min_prob) ** (-beta)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base": self.base.copy(), "log": [(s, p.copy(), v.copy()) for s, p, v in self.log]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base = np.asarray(state["base"], dtype=np.float64).copy()
+        self.log = [(int(s), np.asarray(p), np.asarray(v)) for s, p, v in state["log"]]
+        self.work, self._applied = self.base.copy(), 0

@@ -1,0 +1,181 @@
+"""Where a stream's rows come from: a store table at a pinned version, a Lance dataset, or an Arrow table.
+
+A `Source` is configuration (what to read, which columns, which rows, how to sample). Opening it at
+a version gives a `Snapshot`: an immutable, positionally indexed view that the stream reads with
+`read(positions)`. Contiguous requests continue one Lance scan (a sequential epoch costs what a raw
+`to_batches` costs); scattered ones use `take`. A filtered table is resolved once per snapshot into
+an in-memory Arrow table, so positions stay stable while other writers commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Protocol, Sequence
+
+import lance
+import numpy as np
+import pyarrow as pa
+
+from replaystore.errors import ValidationError
+from replaystore.store import Store, Version, validate_name
+from replaystore.stream.samplers import Sampler, Sequential
+
+SCAN_BATCH = 8192  # rows per Lance batch when continuing a scan: large enough to amortise, small enough to stay in cache
+
+
+class Snapshot(Protocol):
+    num_rows: int
+
+    def read(self, positions: np.ndarray) -> pa.Table: ...
+
+
+def contiguous(positions: np.ndarray) -> bool:
+    """True when positions are one ascending run (a slice, not a gather)."""
+    return len(positions) > 0 and int(positions[-1]) - int(positions[0]) == len(positions) - 1 and bool(
+        (np.diff(positions) == 1).all()
+    )
+
+
+@dataclass
+class ArrowSnapshot:
+    """An in-memory table; slices are zero-copy, gathers use Arrow's take kernel."""
+
+    table: pa.Table
+    num_rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.num_rows = self.table.num_rows
+
+    def read(self, positions: np.ndarray) -> pa.Table:
+        if contiguous(positions):
+            return self.table.slice(int(positions[0]), len(positions))
+        return self.table.take(pa.array(positions))
+
+
+@dataclass
+class LanceSnapshot:
+    """A Lance dataset at one version; keeps one open scan so that consecutive runs stream."""
+
+    dataset: lance.LanceDataset
+    columns: list[str] | None
+    num_rows: int = field(init=False)
+    _scan: Iterator[pa.RecordBatch] | None = field(default=None, init=False, repr=False)
+    _pending: list[pa.RecordBatch] = field(default_factory=list, init=False, repr=False)
+    _next: int = field(default=-1, init=False, repr=False)  # position of _pending's first row
+
+    def __post_init__(self) -> None:
+        self.num_rows = self.dataset.count_rows()
+
+    def read(self, positions: np.ndarray) -> pa.Table:
+        if not contiguous(positions):
+            return self.dataset.take(positions, columns=self.columns)
+        start, count = int(positions[0]), len(positions)
+        if start != self._next:
+            self._scan = iter(self.dataset.to_batches(columns=self.columns, offset=start, batch_size=SCAN_BATCH))
+            self._pending, self._next = [], start
+        have = sum(len(b) for b in self._pending)
+        while have < count:
+            batch = next(self._scan)  # type: ignore[arg-type]
+            self._pending.append(batch)
+            have += len(batch)
+        table = pa.Table.from_batches(self._pending)
+        self._pending = table.slice(count).to_batches() if have > count else []
+        self._next = start + count
+        return table.slice(0, count)
+
+    def __getstate__(self) -> dict[str, Any]:  # an open scan cannot cross a process boundary
+        return {**self.__dict__, "_scan": None, "_pending": [], "_next": -1}
+
+
+@dataclass
+class Source:
+    """One input of a stream. Build it with `from_store`, `from_lance` or `from_arrow`."""
+
+    name: str
+    store: Store | None = None
+    table: str | None = None
+    uri: str | None = None
+    arrow: pa.Table | None = None
+    version: Version | None = None  # fixed version or tag; None = the latest at each epoch
+    columns: Sequence[str] | None = None
+    filter: str | None = None
+    rename: Mapping[str, str] = field(default_factory=dict)
+    sampler: Sampler = field(default_factory=Sequential)
+    id_column: str | None = None  # sample ids, for priorities written back to the store
+    cache: bool | str = False  # True (or a directory): serve reads from a memory-mapped hot tier
+    storage_options: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        if sum(x is not None for x in (self.table, self.uri, self.arrow)) != 1:
+            raise ValidationError("source", "give exactly one of a store table, a Lance URI or an Arrow table")
+        if self.table is not None and self.store is None:
+            raise ValidationError("store", f"source '{self.name}' names table '{self.table}' but no store")
+        if self.columns is not None and (isinstance(self.columns, str) or not all(isinstance(c, str) for c in self.columns)):
+            raise ValidationError("columns", "must be a list of column names")
+        names = self._schema().names
+        for column in [*(self.columns or []), *self.rename, *([self.id_column] if self.id_column else [])]:
+            if column not in names:
+                raise ValidationError("columns", f"source '{self.name}' has no column '{column}' (has: {', '.join(names)})")
+        if self.id_column and self.columns is not None and self.id_column not in self.columns:
+            self.columns = [*self.columns, self.id_column]
+
+    @classmethod
+    def from_store(cls, store: Store, table: str, **settings: Any) -> "Source":
+        return cls(settings.pop("name", table), store=store, table=table, **settings)
+
+    @classmethod
+    def from_lance(cls, name: str, uri: str | lance.LanceDataset, **settings: Any) -> "Source":
+        return cls(name, uri=uri.uri if isinstance(uri, lance.LanceDataset) else str(uri), **settings)
+
+    @classmethod
+    def from_arrow(cls, name: str, table: Any, **settings: Any) -> "Source":
+        if not isinstance(table, pa.Table):
+            table = pa.table(table)
+        return cls(name, arrow=table, **settings)
+
+    # -- versions ---------------------------------------------------------------------------
+
+    def dataset(self, version: Version | None = None) -> lance.LanceDataset:
+        if self.store is not None and self.table is not None:
+            return self.store.dataset(self.table, version)
+        return lance.dataset(self.uri, version=version, storage_options=dict(self.storage_options or {}) or None)
+
+    def _schema(self) -> pa.Schema:
+        return self.arrow.schema if self.arrow is not None else self.dataset(self.version).schema
+
+    def resolve(self) -> int | None:
+        """The version the next epoch reads: the fixed one, else the latest (None for Arrow tables)."""
+        return None if self.arrow is not None else self.dataset(self.version).version
+
+    def pin(self, version: int | None) -> contextlib.AbstractContextManager[Any]:
+        """Hold `version` against store cleanup while an epoch reads it."""
+        if self.store is not None and self.table is not None and version is not None:
+            return self.store.pin(self.table, version)
+        return contextlib.nullcontext(version)
+
+    def open(self, version: int | None) -> Snapshot:
+        """The rows this source yields at `version`, projected, filtered and renamed."""
+        if self.arrow is not None:
+            table = self.arrow.select(list(self.columns)) if self.columns else self.arrow
+            if self.filter:
+                import polars as pl
+
+                table = pl.from_arrow(table).sql(f"SELECT * FROM self WHERE {self.filter}").to_arrow()
+            return ArrowSnapshot(self._renamed(table))
+        if self.cache:
+            from replaystore.stream.cache import HotCache
+
+            return HotCache(self, version, None if self.cache is True else Path(str(self.cache))).open()
+        ds = self.dataset(version)
+        if self.filter or self.rename:
+            return ArrowSnapshot(self._renamed(ds.to_table(columns=self._columns(), filter=self.filter)))
+        return LanceSnapshot(ds, self._columns())
+
+    def _columns(self) -> list[str] | None:
+        return list(self.columns) if self.columns else None
+
+    def _renamed(self, table: pa.Table) -> pa.Table:
+        return table.rename_columns([self.rename.get(c, c) for c in table.column_names]) if self.rename else table

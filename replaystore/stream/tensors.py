@@ -1,0 +1,115 @@
+"""Arrow batches → dicts of torch tensors, without a Python loop over rows.
+
+Numeric columns are viewed, not copied. Fixed-size lists become 2-D (nested ones N-D) tensors over
+the same buffer. Variable-length lists (token ids) become a padded 2-D tensor plus `<name>_lengths`,
+built with one vectorised scatter. Binary columns become uint8 tensors — reshaped to the rows'
+common `shape`/`dtype` when the table carries those columns (raw images in exemplar buffers),
+padded + lengths otherwise. Strings stay Python lists (there is no string tensor).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from replaystore.errors import ValidationError
+
+# Arrow buffers are immutable, so numpy views of them are read-only; torch warns on every view.
+# The tensors handed out are fresh per batch and nothing else reads those buffers.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+def _numeric(name: str, arr: pa.Array) -> np.ndarray:
+    if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type) or pa.types.is_duration(arr.type):
+        arr = arr.cast(pa.int64())
+    if arr.null_count:
+        if not pa.types.is_floating(arr.type):
+            raise ValidationError(name, f"has {arr.null_count} null value(s); filter them out or fill them before streaming")
+        return arr.to_numpy(zero_copy_only=False)
+    if pa.types.is_boolean(arr.type):
+        return arr.to_numpy(zero_copy_only=False)
+    return arr.to_numpy(zero_copy_only=True)
+
+
+def _fixed(name: str, arr: pa.FixedSizeListArray) -> np.ndarray:
+    dims = []
+    while pa.types.is_fixed_size_list(arr.type):
+        dims.append(arr.type.list_size)
+        arr = arr.flatten()  # honours the slice offset
+    return _numeric(name, arr).reshape(-1, *dims)
+
+
+def _offsets(arr: pa.Array) -> np.ndarray:
+    width = np.int64 if pa.types.is_large_list(arr.type) or pa.types.is_large_binary(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=width)
+    return offsets[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
+
+
+def pad(values: np.ndarray, offsets: np.ndarray, pad_value: float = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Variable-length rows (flat values + offsets) → padded [rows, max_len] array and lengths."""
+    lengths = np.diff(offsets)
+    n, width = len(lengths), int(lengths.max()) if len(lengths) else 0
+    out = np.full((n, width), pad_value, dtype=values.dtype)
+    if width:
+        rows = np.repeat(np.arange(n), lengths)
+        cols = np.arange(int(lengths.sum())) - np.repeat(offsets[:-1] - offsets[0], lengths)
+        out[rows, cols] = values[offsets[0] : offsets[-1]]
+    return out, lengths
+
+
+def _uniform_shape(table: pa.Table | pa.RecordBatch) -> tuple[tuple[int, ...], np.dtype] | None:
+    """The one (shape, dtype) all rows share, from the `shape`/`dtype` columns; None if they differ."""
+    if len(table) == 0 or "shape" not in table.column_names or "dtype" not in table.column_names:
+        return None
+    dtypes, shapes = table.column("dtype"), table.column("shape")
+    if dtypes.null_count or shapes.null_count or len(pc.unique(dtypes)) != 1:
+        return None
+    shapes = shapes.combine_chunks() if isinstance(shapes, pa.ChunkedArray) else shapes
+    offsets = _offsets(shapes)
+    ndim = np.diff(offsets)
+    if (ndim != ndim[0]).any():
+        return None
+    dims = _numeric("shape", shapes.flatten()).reshape(len(shapes), int(ndim[0]))
+    if (dims != dims[0]).any():
+        return None
+    return tuple(int(d) for d in dims[0]), np.dtype(dtypes[0].as_py())
+
+
+def _binary(name: str, arr: pa.Array, common: tuple[tuple[int, ...], np.dtype] | None) -> dict[str, Any]:
+    offsets = _offsets(arr)
+    data = arr.buffers()[2]
+    values = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+    if common is not None and not arr.null_count:
+        shape, dtype = common
+        if (np.diff(offsets) == int(np.prod(shape)) * dtype.itemsize).all():
+            return {name: torch.from_numpy(values[offsets[0] : offsets[-1]].view(dtype).reshape(len(arr), *shape))}
+    padded, lengths = pad(values, offsets)
+    return {name: torch.from_numpy(padded), f"{name}_lengths": torch.from_numpy(lengths)}
+
+
+def to_tensors(table: pa.Table | pa.RecordBatch, pin_memory: bool = False) -> dict[str, Any]:
+    """Convert every column of an Arrow batch; see the module docstring for the rules."""
+    common = _uniform_shape(table)
+    out: dict[str, Any] = {}
+    for name, column in zip(table.column_names, table.columns):
+        arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        kind = arr.type
+        if pa.types.is_fixed_size_list(kind):
+            out[name] = torch.from_numpy(_fixed(name, arr))
+        elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            padded, lengths = pad(_numeric(name, arr.values), _offsets(arr))
+            out[name], out[f"{name}_lengths"] = torch.from_numpy(padded), torch.from_numpy(lengths)
+        elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            out.update(_binary(name, arr, common))
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            out[name] = arr.to_pylist()
+        else:
+            out[name] = torch.from_numpy(_numeric(name, arr))
+    if pin_memory:
+        out = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+    return out
