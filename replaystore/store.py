@@ -432,6 +432,18 @@ class Store:
 
         return sql(self, query, versions)
 
+    def sql_arrow(self, query: str, versions: Mapping[str, Version] | None = None) -> pa.Table:
+        """`sql`, returned as an Arrow table."""
+        from replaystore.query import sql_arrow
+
+        return sql_arrow(self, query, versions)
+
+    def sql_batches(self, query: str, versions: Mapping[str, Version] | None = None, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Stream a query's result as Arrow record batches (results larger than memory)."""
+        from replaystore.query import sql_batches
+
+        return sql_batches(self, query, versions, batch_rows)
+
     # -- reports ------------------------------------------------------------------------------
 
     def info(self, name: str) -> TableInfo:
