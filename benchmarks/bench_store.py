@@ -1,0 +1,265 @@
+"""Store write and scan rates beside plain Parquet (pyarrow), measured in the same run.
+
+Scale 1.0 is the reference workload of `REFERENCES.md`: 1M rows of a 64-d float32 vector and two
+int64 columns, appended as 100 commits of 10k rows. What is measured, and why it matters:
+
+- append: one validated Lance commit per batch vs one Parquet file per batch (no versions).
+- commit latency vs history: an append into a table that already has many fragments, because the
+  manifest lists every fragment (this is what compaction bounds at 1B rows; see docs/scaling.md).
+- update / merge: Lance rewrites the touched rows (deletion vector + new fragment) as one version;
+  plain Parquet has no update, so its peer rewrites the one file that holds the rows.
+- concurrent appends: two processes committing at once (conflicts retried).
+- scan vs fragment count, before and after compaction, vs a Parquet dataset of as many files.
+- vector index bytes per row (IVF_PQ), the figure the 1B-row index size is extrapolated from.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+import replaystore
+from benchmarks.common import Result, cli, timer
+from replaystore import schemas
+
+DIM = 64
+ROWS = 1_000_000
+BATCH = 10_000
+KIND = "exemplars"
+
+
+def make_batch(start: int, n: int) -> pa.Table:
+    """`n` exemplar rows with a 64-d float32 feature vector, conformed to the table's schema.
+
+    Ours and the Parquet peer write this same Arrow table, so the peer pays no validation and we do.
+    """
+    rng = np.random.default_rng(start)
+    ids = np.arange(start, start + n, dtype=np.int64)
+    features = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * DIM), pa.array(rng.standard_normal(n * DIM, dtype=np.float32)))
+    rows = {
+        "buffer": pa.array(["bench"] * n),
+        "sample_id": pa.array(ids),
+        "class_id": pa.array(ids % 100),
+        "task_id": pa.array(ids // 100_000),
+        "features": features,
+        "rank": pa.array(np.ones(n, dtype=np.int32)),
+        "nbytes": pa.array(np.full(n, DIM * 4, dtype=np.int64)),
+    }
+    return schemas.conform(rows, schemas.load_spec(KIND).arrow_schema())
+
+
+def _best(fn: Callable[[], object], repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        with timer() as elapsed:
+            fn()
+        times.append(elapsed())
+    return min(times)
+
+
+def _write_fragments(store: replaystore.Store, name: str, data: pa.Table, fragments: int) -> None:
+    """Each append adds a fragment; writing `fragments` files in one commit gives the same layout faster."""
+    store.create_table(name, kind=KIND)
+    per = max(1, data.num_rows // fragments)
+    lance.write_dataset(data, store.table_uri(name), mode="append", max_rows_per_file=per, max_rows_per_group=min(1024, per))
+
+
+def bench_appends(root: Path, batches: int, batch: int) -> list[Result]:
+    store = replaystore.open(str(root / "store"))
+    parquet_dir = root / "parquet-append"
+    parquet_dir.mkdir(parents=True)
+    ours, peer = [], []
+    for i in range(batches):
+        table = make_batch(i * batch, batch)
+        with timer() as elapsed:
+            store.append(KIND, table)
+        ours.append(elapsed())
+        with timer() as elapsed:
+            pq.write_table(table, parquet_dir / f"part-{i:05d}.parquet")
+        peer.append(elapsed())
+    p95 = 1000 * sorted(ours)[int(0.95 * (len(ours) - 1))]
+    return [
+        Result("store", f"append {batch:,} rows (validated, one version)", "ms per commit", 1000 * statistics.median(ours),
+               1000 * statistics.median(peer), "pyarrow write_table, one Parquet file per batch", higher_is_better=False,
+               notes=f"{batches} commits; p95 ours {p95:.1f} ms"),
+        Result("store", f"append {batch:,} rows", "rows per second", batch / statistics.median(ours), batch / statistics.median(peer),
+               "pyarrow write_table", higher_is_better=True),
+    ]
+
+
+def bench_commit_vs_fragments(root: Path, fragment_counts: list[int], rows: int) -> list[Result]:
+    """Latency of one 100-row append into a table that already holds `k` fragments (the manifest lists them all)."""
+    store = replaystore.open(str(root / "store"))
+    data, small = make_batch(0, rows), make_batch(10**9, 100)
+    results = []
+    for k in fragment_counts:
+        name = f"frag{k}"
+        _write_fragments(store, name, data, k)
+        peer_dir = root / f"parquet-frag{k}"
+        pads.write_dataset(data, peer_dir, format="parquet", max_rows_per_file=max(1, rows // k), max_rows_per_group=max(1, min(65536, rows // k)))
+        ours, peer = [], []
+        for j in range(10):
+            with timer() as elapsed:
+                store.append(name, small)
+            ours.append(elapsed())
+            with timer() as elapsed:
+                pq.write_table(small, peer_dir / f"new-{j}.parquet")
+            peer.append(elapsed())
+        results.append(
+            Result("store", f"100-row append into {len(store.dataset(name).get_fragments()) - 10} fragments", "ms per commit",
+                   1000 * statistics.median(ours), 1000 * statistics.median(peer), "pyarrow write_table (no manifest, no versions)",
+                   higher_is_better=False)
+        )
+    return results
+
+
+def bench_updates(root: Path, rows: int, files: int) -> list[Result]:
+    """One-row updates and a 1k-row upsert, each one version; Parquet rewrites the file holding the row."""
+    store = replaystore.open(str(root / "store"))
+    per_file = rows // files
+    parquet_dir = root / "parquet-update"
+    parquet_dir.mkdir(parents=True)
+    for i in range(files):
+        table = make_batch(i * per_file, per_file)
+        store.append(KIND, table)
+        pq.write_table(table, parquet_dir / f"part-{i:05d}.parquet")
+    targets = [int(t) for t in np.random.default_rng(1).integers(0, files * per_file, 10)]
+    rank = schemas.load_spec(KIND).arrow_schema().get_field_index("rank")
+
+    def ours_update() -> None:
+        for t in targets:
+            store.update(KIND, {"rank": "rank + 1"}, where=f"sample_id = {t}")
+
+    def peer_update() -> None:
+        for t in targets:
+            path = parquet_dir / f"part-{t // per_file:05d}.parquet"
+            table = pq.read_table(path)
+            ranks = table.column("rank").to_numpy().copy()
+            ranks[t % per_file] += 1
+            pq.write_table(table.set_column(rank, "rank", pa.array(ranks)), path)
+
+    ours = _best(ours_update, 1) / len(targets)
+    peer = _best(peer_update, 1) / len(targets)
+    with timer() as merge_s:
+        store.merge(KIND, make_batch(per_file // 2, 1000), on=["buffer", "sample_id"])
+    return [
+        Result("store", f"update one row by predicate ({files * per_file:,} rows, {files} fragments)", "ms per commit", 1000 * ours,
+               1000 * peer, "rewrite the Parquet file holding the row", higher_is_better=False,
+               notes="ours: checked preview of the new values + one version"),
+        Result("store", "merge (upsert) 1,000 rows", "ms per commit", 1000 * merge_s(), None, "(plain Parquet has no upsert)",
+               higher_is_better=False),
+    ]
+
+
+def _concurrent_writer(uri: str, worker: int, commits: int, batch: int, start: object) -> None:
+    store = replaystore.open(uri)
+    batches = [make_batch((worker * commits + i) * batch, batch) for i in range(commits)]
+    start.wait()  # type: ignore[attr-defined]
+    for table in batches:
+        store.append(KIND, table)
+
+
+def _timed_writers(uri: str, writers: int, commits: int, batch: int) -> float:
+    """Seconds for `writers` processes to make `commits` appends each, timed from a common start."""
+    replaystore.open(uri).create_table(KIND)
+    ctx = mp.get_context("spawn")  # Lance is not fork-safe
+    start = ctx.Barrier(writers + 1)
+    procs = [ctx.Process(target=_concurrent_writer, args=(uri, w, commits, batch, start)) for w in range(writers)]
+    for p in procs:
+        p.start()
+    start.wait()
+    with timer() as elapsed:
+        for p in procs:
+            p.join()
+    if replaystore.open(uri).count(KIND) != writers * commits * batch:
+        raise AssertionError("a concurrent append was lost")
+    return elapsed()
+
+
+def bench_concurrent(root: Path, commits: int, batch: int) -> list[Result]:
+    two = _timed_writers(str(root / "two-writers"), 2, commits, batch)
+    one = _timed_writers(str(root / "one-writer"), 1, 2 * commits, batch)
+    return [
+        Result("store", f"2 processes appending {batch:,}-row batches at once", "commits per second", 2 * commits / two,
+               2 * commits / one, "one process making the same commits", higher_is_better=True,
+               notes="conflicts retried; row count checked afterwards"),
+    ]
+
+
+def bench_scan(root: Path, rows: int, fragment_counts: list[int]) -> list[Result]:
+    """Full-table scan speed vs fragment count, before and after compaction, vs as many Parquet files."""
+    store = replaystore.open(str(root / "store"))
+    data = make_batch(0, rows)
+    results = []
+    for k in fragment_counts:
+        name = f"scan{k}"
+        _write_fragments(store, name, data, k)
+        fragments = len(store.dataset(name).get_fragments())
+        peer_dir = root / f"parquet-scan{k}"
+        per = max(1, rows // k)
+        pads.write_dataset(data, peer_dir, format="parquet", max_rows_per_file=per, max_rows_per_group=min(65536, per))
+        parquet = pads.dataset(peer_dir, format="parquet")
+        before = _best(lambda: store.read(name))
+        peer = _best(lambda: parquet.to_table())
+        results.append(
+            Result("store", f"full scan, {fragments} fragments", "GB/s", data.nbytes / before / 1e9, data.nbytes / peer / 1e9,
+                   f"pyarrow.dataset over {len(parquet.files)} Parquet files", higher_is_better=True)
+        )
+        if fragments > 1:
+            with timer() as compact_s:
+                store.compact(name)
+            after_fragments = len(store.dataset(name).get_fragments())
+            after = _best(lambda: store.read(name))
+            results.append(
+                Result("store", f"full scan after compacting {fragments} → {after_fragments} fragments", "GB/s",
+                       data.nbytes / after / 1e9, data.nbytes / before / 1e9, f"the same table before compaction ({fragments} fragments)",
+                       higher_is_better=True, notes=f"compaction took {compact_s():.2f} s")
+            )
+    return results
+
+
+def bench_index(root: Path, rows: int) -> list[Result]:
+    """IVF_PQ bytes per row: what a 1B-row vector index costs on storage (engine-level figure)."""
+    rng = np.random.default_rng(2)
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(rng.standard_normal(rows * DIM, dtype=np.float32)), DIM)
+    uri = str(root / "index.lance")
+    ds = lance.write_dataset(pa.table({"id": pa.array(np.arange(rows)), "vector": vectors}), uri)
+    partitions = max(1, int(np.sqrt(rows)) // 4)
+    with timer() as build_s:
+        ds.create_index("vector", index_type="IVF_PQ", num_partitions=partitions, num_sub_vectors=DIM // 8)
+    index_bytes = sum(f.stat().st_size for f in (Path(uri) / "_indices").rglob("*") if f.is_file())
+    return [
+        Result("store", f"IVF_PQ index over {rows:,} × {DIM}-d ({partitions} partitions, {DIM // 8} sub-vectors)", "bytes per row",
+               index_bytes / rows, DIM * 4, "the raw float32 vector", higher_is_better=False, notes=f"build {build_s():.1f} s"),
+    ]
+
+
+def run(scale: float = 1.0) -> list[Result]:
+    rows = max(20_000, int(ROWS * scale))
+    batches = max(5, rows // BATCH)
+    root = Path(tempfile.mkdtemp(prefix="bench_store_"))
+    try:
+        results = bench_appends(root / "append", batches, BATCH)
+        results += bench_commit_vs_fragments(root / "history", [10, 100, 1000], max(20_000, rows // 10))
+        results += bench_updates(root / "update", max(20_000, rows // 10), 20)
+        results += bench_concurrent(root / "concurrent", max(5, batches // 4), BATCH)
+        results += bench_scan(root / "scan", rows, [1, 100, 1000])
+        results += bench_index(root / "index", min(rows, 200_000))
+        return results
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    cli(run)
