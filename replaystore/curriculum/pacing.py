@@ -100,7 +100,8 @@ class RootPacing(Pacing):
 
     def _competence(self, steps: np.ndarray) -> np.ndarray:
         base = self.c0**self.p
-        return np.minimum(1.0, (steps * (1.0 - base) / self.T + base) ** (1.0 / self.p))
+        grown = (steps * (1.0 - base) / self.T + base) ** (1.0 / self.p)
+        return np.where(steps >= self.T, 1.0, np.minimum(1.0, grown))  # exactly 1 from T on, whatever the rounding
 
     def to_dict(self) -> dict[str, Any]:
         if self.p == 1:

@@ -12,7 +12,7 @@ How a stream uses it
 4. Checkpoint `sampler.state_dict()` with the model; after a restart build the sampler with the same
    difficulty, pacing and seed and call `load_state_dict(state)`: it continues the exact sequence.
 
-Guarantees: at step t only rows with difficulty ≤ c(t) are drawn (at least the easiest tie group is
+Guarantees: at step t only rows with difficulty ≤ c(t) (+1e-12 for rounding) are drawn (at least the easiest tie group is
 always admitted, so a small c0 cannot stall training). Rows are drawn without replacement in passes:
 every admitted row is drawn once before any row repeats, and a row admitted mid-pass joins the
 current pass. The sequence depends only on the seed, the difficulties, the pacing and the
@@ -30,6 +30,7 @@ from replaystore.curriculum.pacing import Pacing, pacing_from_dict
 from replaystore.errors import ValidationError
 
 STATE_VERSION = 1
+TOLERANCE = 1e-12  # c(t) is computed in floating point: 0.8 may come out as 0.7999…, which must still admit 0.8
 
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -76,7 +77,8 @@ class CurriculumSampler:
 
     def admitted_count(self, step: Any) -> Any:
         """How many rows are admitted at `step` (int, or an array for an array of steps)."""
-        counts = np.maximum(np.searchsorted(self._sorted, self.pacing.competence(step), side="right"), self._floor)
+        threshold = self.pacing.competence(step) + TOLERANCE
+        counts = np.maximum(np.searchsorted(self._sorted, threshold, side="right"), self._floor)
         return int(counts) if np.ndim(counts) == 0 else counts
 
     def admitted(self, step: int) -> np.ndarray:
