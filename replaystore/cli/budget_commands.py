@@ -1,0 +1,28 @@
+"""`replaystore budget [BUFFER]`: where an exemplar buffer's bytes go (model, exemplars, free, on disk)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import replaystore
+
+_SUMMARY = ("buffer", "total_bytes", "model_bytes", "exemplar_bytes", "free_bytes", "rows", "disk_bytes")
+
+
+def budget(args: argparse.Namespace) -> dict[str, Any] | list[dict[str, Any]]:
+    """One buffer's full report, or a summary line per buffer when none is named."""
+    from replaystore.exemplars.settings import SETTINGS_TABLE  # torch loads only for this command
+
+    store = replaystore.open(args.uri)
+    if args.buffer:
+        return store.exemplars(args.buffer).budget()
+    names = store.read(SETTINGS_TABLE, columns=["buffer"])["buffer"].to_pylist() if store.exists(SETTINGS_TABLE) else []
+    return [{k: v for k, v in store.exemplars(name).budget().items() if k in _SUMMARY} for name in sorted(names)]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("budget", help="an exemplar buffer's byte budget: total, model, exemplars, free, per class, on disk")
+    p.add_argument("buffer", nargs="?", help="buffer name (default: one summary line per buffer)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    p.set_defaults(func=budget)
