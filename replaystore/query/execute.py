@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 import polars as pl
 import pyarrow as pa
 
-from replaystore.errors import ValidationError
+from replaystore.errors import NotFoundError, ValidationError
 from replaystore.query.confine import Statement, inspect
 
 if TYPE_CHECKING:
@@ -24,8 +24,9 @@ DEFAULT_BATCH_ROWS = 65_536
 
 def plan(store: Store, query: str, versions: Mapping[str, Version] | None = None) -> tuple[pl.LazyFrame, Statement]:
     """Check `query` and build its lazy Polars plan; nothing is read yet beyond table metadata."""
-    statement = inspect(query, store.table_names())
-    pinned = _check_versions(store, versions)
+    tables = store.table_names()
+    statement = inspect(query, tables)
+    pinned = _check_versions(store, tables, versions)
     frames = {name: _scan(store, name, pinned.get(name)) for name in statement.tables}
     try:
         return pl.SQLContext(frames).execute(query, eager=False), statement
@@ -83,13 +84,15 @@ def _scan(store: Store, name: str, version: Version | None) -> pl.LazyFrame:
     return pl.scan_lance(dataset, version=dataset.version)
 
 
-def _check_versions(store: Store, versions: Mapping[str, Version] | None) -> dict[str, Version]:
+def _check_versions(store: Store, tables: list[str], versions: Mapping[str, Version] | None) -> dict[str, Version]:
     """Every pinned table must exist and every version be a number or tag (checked when opened)."""
     if versions is None:
         return {}
     if not isinstance(versions, Mapping):
         raise ValidationError("versions", "must map table names to a version number or tag, e.g. {'exemplars': 12}")
     for name, version in versions.items():
+        if name not in tables:
+            raise NotFoundError(f"unknown table '{name}' in versions (tables in this store: {', '.join(tables) or 'none'})")
         if isinstance(version, bool) or not isinstance(version, (int, str)) or (isinstance(version, int) and version < 1):
             raise ValidationError(f"versions[{name!r}]", f"must be a version number ≥ 1 or a tag, got {version!r}")
         store.dataset(name, version)  # unknown tables or versions raise NotFoundError before anything runs
