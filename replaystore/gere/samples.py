@@ -1,0 +1,156 @@
+"""General replay texts: read them from JSONL, Parquet or any iterable, tokenize, store once.
+
+A text's sha256 is its identity: ingesting the same text twice (in one call, in two calls, or
+from two processes at once) keeps one row. Token ids are stored without special tokens and
+truncated to `max_length` (GeRe's 563 = 512 + 50 + 1), so every later distillation and replay
+uses exactly the same tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from replaystore.errors import ValidationError
+from replaystore.store import Store
+
+SAMPLES_TABLE = "general_samples"
+DEFAULT_MAX_LENGTH = 563
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_texts(texts: str | Path | Iterable[str], text_field: str = "text") -> Iterator[str]:
+    """Texts from a `.jsonl` / `.parquet` file (column `text_field`) or from an iterable of strings."""
+    if isinstance(texts, (str, Path)):
+        path = Path(texts)
+        if not path.is_file():
+            raise ValidationError("texts", f"{str(texts)!r} is not a file; pass a .jsonl/.parquet path or an iterable of strings")
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            if text_field not in table.column_names:
+                raise ValidationError(text_field, f"no such column in {path} (has: {', '.join(table.column_names)})")
+            yield from table.column(text_field).to_pylist()
+        elif path.suffix in {".jsonl", ".json"}:
+            with path.open(encoding="utf-8") as lines:
+                for number, line in enumerate(lines, 1):
+                    if line.strip():
+                        yield _json_text(line, text_field, f"{path}:{number}")
+        else:
+            raise ValidationError("texts", f"unsupported file type {path.suffix!r}: use .jsonl or .parquet")
+        return
+    yield from texts
+
+
+def _json_text(line: str, text_field: str, where: str) -> Any:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValidationError("texts", f"{where} is not valid JSON: {exc.msg}") from None
+    if not isinstance(record, dict) or text_field not in record:
+        raise ValidationError(text_field, f"missing in {where}")
+    return record[text_field]
+
+
+def tokenizer_name(tokenizer: Any) -> str:
+    return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+
+
+def check_max_length(max_length: int) -> int:
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        raise ValidationError("max_length", f"must be a positive integer, got {max_length!r}")
+    return max_length
+
+
+def tokenize(tokenizer: Any, texts: list[str], max_length: int = DEFAULT_MAX_LENGTH) -> list[list[int]]:
+    """Token ids without special tokens, truncated to `max_length` (one batched tokenizer call)."""
+    check_max_length(max_length)
+    if not texts:
+        return []
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)
+    return [list(ids) for ids in encoded["input_ids"]]
+
+
+def ingest(
+    store: Store,
+    texts: str | Path | Iterable[str],
+    *,
+    source: str,
+    tokenizer: Any = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    text_field: str = "text",
+    table: str = SAMPLES_TABLE,
+    chunk_size: int = 10_000,
+) -> dict[str, Any]:
+    """Add general texts to `table`, skipping any whose content hash is already there.
+
+    Returns `{"added", "skipped", "read", "version"}`. Each chunk of `chunk_size` texts is one
+    insert-only merge on `content_hash`, so concurrent ingesters never store a text twice.
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise ValidationError("source", "must be a non-empty corpus name")
+    check_max_length(max_length)
+    store.create_table(table, "general_samples")
+    added = skipped = read = 0
+    stream = iter(read_texts(texts, text_field))
+    while chunk := list(itertools.islice(stream, chunk_size)):
+        rows = _rows(chunk, read, source, tokenizer, max_length)
+        read += len(chunk)
+        with store.lock(table):
+            fresh = _not_stored(store, table, rows)
+            if len(fresh):
+                store.merge(table, fresh, on="content_hash", update=False)
+        added += len(fresh)
+        skipped += len(chunk) - len(fresh)
+    return {"added": added, "skipped": skipped, "read": read, "version": store.dataset(table).version}
+
+
+def _rows(chunk: list[Any], start: int, source: str, tokenizer: Any, max_length: int) -> pa.Table:
+    """Validate one chunk of texts and build its rows, first copy of each text only."""
+    for i, text in enumerate(chunk):
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError("text", f"item {start + i} must be a non-empty string, got {text!r:.60}")
+    hashes = [content_hash(text) for text in chunk]
+    _, first = np.unique(np.asarray(hashes), return_index=True)
+    keep = np.sort(first)
+    texts = [chunk[i] for i in keep]
+    kept_hashes = [hashes[i] for i in keep]
+    token_ids = tokenize(tokenizer, texts, max_length) if tokenizer is not None else None
+    return pa.table(
+        {
+            "sample_id": [h[:16] for h in kept_hashes],
+            "source": [source] * len(texts),
+            "text": texts,
+            "token_ids": pa.array(token_ids if token_ids is not None else [None] * len(texts), type=pa.list_(pa.int32())),
+            "token_count": pa.array([len(t) for t in token_ids] if token_ids is not None else [None] * len(texts), type=pa.int32()),
+            "content_hash": kept_hashes,
+            "tokenizer": [tokenizer_name(tokenizer) if tokenizer is not None else None] * len(texts),
+        }
+    )
+
+
+def _not_stored(store: Store, table: str, rows: pa.Table) -> pa.Table:
+    stored = store.read(table, columns=["content_hash"]).column("content_hash")
+    return rows.filter(pc.invert(pc.is_in(rows.column("content_hash"), value_set=stored.combine_chunks())))
+
+
+def read_samples(store: Store, sample_ids: list[str] | None = None, table: str = SAMPLES_TABLE) -> pa.Table:
+    """The samples (all, or the given ids in the order given); unknown ids are an error."""
+    samples = store.read(table, columns=["sample_id", "text", "token_ids", "token_count", "tokenizer"])
+    if sample_ids is None:
+        return samples
+    index = {sid: i for i, sid in enumerate(samples.column("sample_id").to_pylist())}
+    missing = [sid for sid in sample_ids if sid not in index]
+    if missing:
+        raise ValidationError("sample_ids", f"{len(missing)} id(s) not in '{table}', e.g. {missing[0]!r}")
+    return samples.take(pa.array([index[sid] for sid in sample_ids], type=pa.int64()))
