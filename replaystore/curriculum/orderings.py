@@ -179,11 +179,12 @@ def _arrange(
         return all_ids[np.random.default_rng(definition.seed).permutation(len(all_ids))], _rank_positions(len(all_ids)), definition
     assert definition.metric is not None
     scores = load_scores(store, source, definition.metric, scores_table)
-    keys = scores.sample_ids.astype(str)  # ties in value are broken by id, so the order is reproducible
+    # Ties in value are broken by id, so the order is reproducible; hard-to-easy is its exact reverse.
+    order = np.lexsort((scores.sample_ids.astype(str), scores.values))
     if definition.direction == "easy_to_hard":
-        order, difficulty = np.lexsort((keys, scores.values)), scores.percentiles
+        difficulty = scores.percentiles
     else:
-        order, difficulty = np.lexsort((keys, -scores.values)), percentiles(-scores.values)
+        order, difficulty = order[::-1], percentiles(-scores.values)
     if definition.difficulty_type == "value":
         definition = replace(definition, pacing=_value_pacing(definition, scores.values))
     return scores.sample_ids[order], difficulty[order], definition
