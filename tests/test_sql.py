@@ -150,9 +150,11 @@ def test_bad_versions(filled: replaystore.Store, versions, error: type[Exception
         filled.sql("SELECT COUNT(*) FROM exemplars", versions=versions)
 
 
-def test_bad_batch_rows(filled: replaystore.Store) -> None:
+def test_batches_refuse_when_called_not_when_iterated(filled: replaystore.Store) -> None:
     with pytest.raises(ValidationError, match="batch_rows: must be a positive integer"):
-        next(filled.sql_batches("SELECT 1", batch_rows=0))
+        filled.sql_batches("SELECT 1", batch_rows=0)
+    with pytest.raises(ValidationError, match="refused: DROP"):
+        filled.sql_batches("DROP TABLE exemplars")
 
 
 def test_engine_errors_are_one_line(filled: replaystore.Store) -> None:

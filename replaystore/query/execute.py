@@ -60,7 +60,11 @@ def sql_batches(
     """
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise ValidationError("batch_rows", f"must be a positive integer, got {batch_rows!r}")
-    frame, statement = plan(store, query, versions)
+    frame, statement = plan(store, query, versions)  # refusals and syntax errors raise here, not at the first batch
+    return _stream(frame, statement, batch_rows)
+
+
+def _stream(frame: pl.LazyFrame, statement: Statement, batch_rows: int) -> Iterator[pa.RecordBatch]:
     if not statement.streamable:
         yield from _collect(frame, statement).to_arrow().to_batches(max_chunksize=batch_rows)
         return
@@ -95,7 +99,7 @@ def _check_versions(store: Store, tables: list[str], versions: Mapping[str, Vers
             raise NotFoundError(f"unknown table '{name}' in versions (tables in this store: {', '.join(tables) or 'none'})")
         if isinstance(version, bool) or not isinstance(version, (int, str)) or (isinstance(version, int) and version < 1):
             raise ValidationError(f"versions[{name!r}]", f"must be a version number ≥ 1 or a tag, got {version!r}")
-        store.dataset(name, version)  # unknown tables or versions raise NotFoundError before anything runs
+        store.dataset(name, version)  # an unknown version raises NotFoundError, even for a table the query skips
     return dict(versions)
 
 
