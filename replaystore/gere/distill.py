@@ -78,6 +78,8 @@ def distill(
 
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
     layers = _check_layers(model, layers)
+    if topk and getattr(model, "get_output_embeddings", lambda: None)() is None:
+        raise ValidationError("topk", f"{type(model).__name__} has no language-model head to take top-k logits from")
     fingerprint = model_fingerprint(model)
     started = time.perf_counter()
     with store.lock(stats_table):
@@ -272,9 +274,7 @@ class _Run:
             self.written += len(rows)
 
     def _topk(self, out: Any, rows: list[int], keep: torch.Tensor, counts: np.ndarray) -> dict[str, pa.Array]:
-        logits = getattr(out, "logits", None)
-        if logits is None:
-            raise ValidationError("topk", "the model returns no logits; use a model with a language-model head")
+        logits = out.logits
         values, indices = logits[rows].float().topk(min(self.topk, logits.shape[-1]), dim=-1)
         k = values.shape[-1]
         offsets = pa.array(np.concatenate([[0], np.cumsum(counts * k)]).astype(np.int32))

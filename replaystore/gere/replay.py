@@ -160,7 +160,7 @@ class ReplaySet:
         if indices.null_count == 0:
             k = len(indices[0].as_py()) // int(counts[0])
             flat_idx = torch.from_numpy(pc.list_flatten(indices).to_numpy().astype(np.int64)).view(-1, k)
-            flat_val = torch.from_numpy(pc.list_flatten(states.column("topk_values")).to_numpy()).view(-1, k)
+            flat_val = torch.from_numpy(pc.list_flatten(states.column("topk_values")).to_numpy().astype(np.float32)).view(-1, k)
             targets["topk_indices"], _ = codec.pad_rows(flat_idx, counts)
             targets["topk_values"], _ = codec.pad_rows(flat_val, counts)
         return ReplayBatch(
