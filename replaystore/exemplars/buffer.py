@@ -21,7 +21,7 @@ from replaystore import schemas
 from replaystore.errors import BudgetExceededError, ValidationError
 from replaystore.exemplars import settings as cfg
 from replaystore.exemplars.budget import exemplars_in
-from replaystore.exemplars.plan import Plan, plan_keep
+from replaystore.exemplars.plan import plan_keep
 from replaystore.exemplars.policies import make_policy
 from replaystore.exemplars.samples import TOKENS, Encoded, as_numpy, decode_raw, decode_tokens, encode_raw, encode_tokens
 from replaystore.exemplars.selectors import Candidates, make_selector
@@ -219,8 +219,8 @@ class ExemplarBuffer:
         where = None if classes is None else f"class_id IN ({', '.join(str(_integer('classes', c)) for c in classes)})"
         table = self.store.read(self.name, version=version, filter=where).sort_by([("class_id", "ascending"), ("rank", "ascending")])
         out: dict[str, Any] = {
-            "labels": table["class_id"].to_numpy(), "sample_ids": table["sample_id"].to_numpy(),
-            "task_ids": table["task_id"].to_numpy(), "ranks": table["rank"].to_numpy(),
+            "labels": table["class_id"].to_numpy().copy(), "sample_ids": table["sample_id"].to_numpy().copy(),
+            "task_ids": table["task_id"].to_numpy().copy(), "ranks": table["rank"].to_numpy().copy(),
         }
         if table.num_rows and table["features"].null_count == 0:
             feats = table["features"].combine_chunks()
@@ -286,8 +286,7 @@ class ExemplarBuffer:
             quota,
             s.exemplar_bytes,
         )
-        used = int(pc.sum(current["nbytes"]).as_py() or 0)
-        self._check_refusal(s, plan, used, "this add")
+        self._refuse_if_over(s, int(pc.sum(current["nbytes"]).as_py() or 0), plan.requested_bytes, "this add")
         chosen = order[plan.keep[len(others) :]]
         source = pool.take(pa.array(chosen, type=pa.int64()))
         source = source.set_column(source.schema.get_field_index("rank"), "rank", pa.array(np.arange(1, len(chosen) + 1), pa.int32()))
@@ -311,19 +310,21 @@ class ExemplarBuffer:
         classes = len({*s.classes, *np.unique(current["class_id"].to_numpy()).tolist()})
         quota = make_policy(s.policy, s.memory_per_class).quota(s.exemplar_bytes, classes)
         plan = plan_keep(current["class_id"].to_numpy(), current["rank"].to_numpy(), current["nbytes"].to_numpy(), quota, s.exemplar_bytes)
-        if refuse:
-            self._check_refusal(s, plan, int(pc.sum(current["nbytes"]).as_py() or 0), "this change")
+        if refuse:  # the rows as they are must fit the new settings
+            used = int(pc.sum(current["nbytes"]).as_py() or 0)
+            self._refuse_if_over(s, used, used, "this change")
         cut, freed, predicates = _cuts(current, plan.keep)
         if not predicates:
             return Change(self.store.dataset(self.name).version)
         return Change(self.store.delete(self.name, _any(predicates)), cut=cut, bytes_freed=freed)
 
-    def _check_refusal(self, s: cfg.BufferSettings, plan: Plan, used: int, what: str) -> None:
-        if plan.over_budget and s.on_over_budget == "refuse":
+    def _refuse_if_over(self, s: cfg.BufferSettings, used: int, requested: int, what: str) -> None:
+        """With on_over_budget='refuse', a write whose rows would not fit raises instead of evicting."""
+        if s.on_over_budget == "refuse" and s.exemplar_bytes is not None and requested > s.exemplar_bytes:
             raise BudgetExceededError(
                 f"buffer '{self.name}': budget {s.budget_bytes:,} B = model {s.model_bytes:,} B + {s.exemplar_bytes:,} B for exemplars; "
-                f"it holds {used:,} B of exemplars and {what} needs {plan.requested_bytes:,} B "
-                f"({plan.requested_bytes - (s.exemplar_bytes or 0):,} B over); on_over_budget='refuse', nothing was written"
+                f"it holds {used:,} B of exemplars and {what} needs {requested:,} B "
+                f"({requested - s.exemplar_bytes:,} B over); on_over_budget='refuse', nothing was written"
             )
 
 
