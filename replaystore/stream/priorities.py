@@ -78,13 +78,18 @@ def _ids(source: Source, version: int | None) -> pa.Array:
 def write_priorities(
     store: Store, sources: Sequence[Source], log: pa.Table, eps: float = 1e-6, table: str = PRIORITIES
 ) -> int | None:
-    """Upsert the latest logged loss of every (source, sample) as its priority, in one merge."""
+    """Upsert the latest logged loss of every (source, sample) as its priority, in one merge.
+
+    Rows of sources without an `id_column` (e.g. new-task data) have nothing to key them by: skipped.
+    """
     by_name = {s.name: s for s in sources}
     parts = []
     for group in log.group_by(["source", "version"]).aggregate([]).to_pylist():
         name, version = group["source"], group["version"]
         if name not in by_name:
             raise ValidationError("source", f"log names source '{name}' that is not one of {sorted(by_name)}")
+        if by_name[name].id_column is None:
+            continue
         rows = log.filter(pc.and_(pc.equal(log["source"], name), pc.equal(log["version"], version)))
         ids = _ids(by_name[name], None if version < 0 else version)
         sample = ids.take(rows["position"]).cast(pa.string())

@@ -1,0 +1,104 @@
+"""Ray Train and Ray Data for streams — the only module of replaystore that imports Ray.
+
+Two ways for workers to read: (1) the stream itself, each worker reading its rank's share
+(`stream_trainer`; fast, mixture- and resume-aware); (2) Ray Data datasets built from the stream's
+sources with the same versions, columns and filters (`ray_datasets`), for pipelines that want Ray
+Data's operators. Workers log per-sample losses into a `LossLog`; each rank hands its log back as a
+file in its final checkpoint, and `write_back` turns all of them into one merge into `priorities`.
+
+Resources are the caller's (`ScalingConfig`): on a 2-core machine give workers fractional CPUs
+(`resources_per_worker={"CPU": 0.5}`) so Ray Data's read tasks still get a CPU; on GPUs set
+`use_gpu=True` and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+import ray.data
+import ray.train
+from ray.train import Checkpoint, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from replaystore.errors import ValidationError
+from replaystore.store import Store
+from replaystore.stream.dataset import ReplayStream
+from replaystore.stream.priorities import LossLog, write_priorities
+from replaystore.stream.sources import ArrowSnapshot
+
+LOSS_FILE = "losses-rank{rank}.arrow"
+TrainLoop = Callable[[ReplayStream, LossLog, dict[str, Any]], Any]
+
+
+def ray_datasets(stream: ReplayStream) -> dict[str, ray.data.Dataset]:
+    """One Ray Data dataset per source, at the versions the stream pinned for its current epoch."""
+    if stream.versions is None:
+        stream.set_epoch(stream.epoch)
+    out = {}
+    for source, version in zip(stream.sources, stream.versions or []):
+        if source.arrow is not None:
+            snapshot = source.open(None)
+            assert isinstance(snapshot, ArrowSnapshot)
+            out[source.name] = ray.data.from_arrow(snapshot.table)
+            continue
+        uri = source.store.table_uri(source.table) if source.store is not None and source.table else source.uri
+        options = dict(source.store.storage_options if source.store is not None else source.storage_options or {})
+        out[source.name] = ray.data.read_lance(
+            uri, version=version, columns=list(source.columns) if source.columns else None,
+            filter=source.filter, storage_options=options or None,
+        )  # fmt: skip
+    return out
+
+
+def stream_trainer(
+    train_loop: TrainLoop,
+    stream: ReplayStream,
+    scaling_config: ScalingConfig,
+    *,
+    train_loop_config: dict[str, Any] | None = None,
+    run_config: RunConfig | None = None,
+    datasets: bool = False,
+) -> TorchTrainer:
+    """A `TorchTrainer` whose workers each run `train_loop(stream_for_my_rank, loss_log, config)`.
+
+    The versions are resolved (and pinned) here, on the driver, so every worker reads the same
+    snapshot; later epochs are agreed by rank 0 over torch.distributed. With `datasets=True` the
+    trainer also gets `ray_datasets(stream)` for `ray.train.get_dataset_shard(name)`.
+    """
+    if stream._rank is not None or stream._world is not None:
+        raise ValidationError("stream", "leave rank and world_size unset: each Ray Train worker supplies its own")
+    if stream.versions is None:
+        stream.set_epoch(stream.epoch)
+    shipped = copy.copy(stream)  # pickled per worker without the driver's pins
+
+    def per_worker(config: dict[str, Any]) -> None:
+        context = ray.train.get_context()
+        rank = context.get_world_rank()
+        mine = copy.copy(shipped)
+        mine._rank, mine._world = rank, context.get_world_size()
+        log = LossLog()
+        metrics = train_loop(mine, log, config) or {}
+        with tempfile.TemporaryDirectory() as folder:
+            log.save(Path(folder) / LOSS_FILE.format(rank=rank))
+            ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(folder))
+
+    return TorchTrainer(
+        per_worker,
+        train_loop_config=train_loop_config or {},
+        scaling_config=scaling_config,
+        run_config=run_config,
+        datasets=ray_datasets(stream) if datasets else None,
+    )
+
+
+def write_back(result: ray.train.Result, store: Store, stream: ReplayStream) -> int | None:
+    """After `fit()`: every rank's logged losses → one merge into the `priorities` table."""
+    if result.checkpoint is None:
+        raise ValidationError("result", "the run reported no checkpoint, so no losses came back")
+    with result.checkpoint.as_directory() as folder:
+        log = LossLog.load(sorted(Path(folder).glob(LOSS_FILE.format(rank="*"))))
+    return write_priorities(store, stream.sources, log)

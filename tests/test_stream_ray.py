@@ -1,0 +1,112 @@
+"""Ray Train over a stream: 2 CPU workers train a small MLP on a mixture of new-task data (an Arrow
+table) and replay exemplars from the store; per-sample losses come back as one priorities merge."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+import replaystore
+from replaystore.stream import ExactK, LossLog, Prioritized, ReplayStream, Shuffled, Source
+
+ray = pytest.importorskip("ray")
+
+from replaystore.stream.ray_train import ray_datasets, stream_trainer, write_back  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Any:
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never join a neighbour's cluster
+    yield
+    ray.shutdown()
+
+
+def digits_rows(classes: list[int], task_id: int | None = None) -> dict[str, Any]:
+    """Digits images as raw uint8 bytes with shape/dtype; with `task_id`, as exemplar rows."""
+    x, y = load_digits(return_X_y=True)
+    keep = np.isin(y, classes)
+    images = x[keep].astype(np.uint8)
+    n = int(keep.sum())
+    extra = {} if task_id is None else {"buffer": ["digits"] * n, "task_id": [task_id] * n, "rank": [1] * n, "nbytes": [64] * n}
+    return {
+        **extra,
+        "sample_id": np.flatnonzero(keep).astype(np.int64),
+        "class_id": y[keep].astype(np.int64),
+        "data": pa.array([row.tobytes() for row in images], pa.binary()),
+        "shape": pa.array([[8, 8]] * len(images), pa.list_(pa.int32())),
+        "dtype": ["uint8"] * len(images),
+    }
+
+
+def train_loop(stream: ReplayStream, log: LossLog, config: dict[str, Any]) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    model = ray.train.torch.prepare_model(model)
+    optim = torch.optim.Adam(model.parameters(), lr=0.01)
+    names = [s.name for s in stream.sources]
+    replay_rows = []
+    for _ in range(config["epochs"]):
+        for batch in stream:
+            losses = torch.nn.functional.cross_entropy(model(batch["data"].float() / 16), batch["class_id"], reduction="none")
+            optim.zero_grad()
+            (losses * batch["_weight"]).mean().backward()
+            optim.step()
+            log.add(names, stream.state_dict()["versions"] or [None] * len(names), batch, losses)
+            replay_rows.append(int((batch["_source"] == 1).sum()))
+    return {"loss": float(losses.mean()), "replay_min": min(replay_rows), "replay_max": max(replay_rows)}
+
+
+@pytest.mark.slow
+def test_torch_trainer_trains_on_a_mixture_and_writes_priorities_back(ray_cluster: Any, store: replaystore.Store) -> None:
+    store.append("exemplars", digits_rows([0, 1], task_id=0))
+    task = pa.table(digits_rows([2, 3]))
+    stream = ReplayStream(
+        [
+            Source.from_arrow("task", task, columns=["data", "shape", "dtype", "class_id"], sampler=Shuffled()),
+            Source.from_store(store, "exemplars", columns=["data", "shape", "dtype", "class_id"], id_column="sample_id", sampler=Prioritized()),
+        ],
+        batch_size=16,
+        mixing=ExactK(6),  # 6 replay rows in every global batch of 2 × 16
+        seed=1,
+    )
+    trainer = stream_trainer(
+        train_loop, stream, ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        train_loop_config={"epochs": 2},
+        run_config=ray.train.RunConfig(storage_path=str(Path(store.uri).parent / "ray"), name="mix"),
+    )  # fmt: skip
+    result = trainer.fit()
+    assert result.error is None
+    assert result.metrics["replay_min"] == result.metrics["replay_max"] == 3  # 6 per global batch, 3 per rank
+    assert result.metrics["loss"] < 0.5
+    version = write_back(result, store, stream)
+    priorities = store.read("priorities")
+    assert version == store.dataset("priorities").version
+    assert set(priorities["source"].to_pylist()) == {"exemplars"}  # the task source has no id_column
+    replayed = priorities.filter(pa.compute.equal(priorities["source"], "exemplars"))
+    draws = 2 * -(-task.num_rows // (32 - 6)) * 6  # 2 epochs × steps (task rows end an epoch) × 6 replay rows
+    assert draws // 2 < replayed.num_rows <= draws  # distinct replayed exemplars, drawn with replacement
+    assert pa.compute.min(replayed["priority"]).as_py() > 0
+    assert set(replayed["sample_id"].to_pylist()) <= {str(i) for i in store.read("exemplars")["sample_id"].to_pylist()}
+
+
+def test_ray_datasets_read_the_pinned_version_with_columns_and_filter(ray_cluster: Any, store: replaystore.Store) -> None:
+    store.append("exemplars", digits_rows([0, 1], task_id=0))
+    stream = ReplayStream(
+        Source.from_store(store, "exemplars", columns=["sample_id", "class_id"], filter="class_id = 1"), batch_size=8
+    )
+    stream.set_epoch(0)
+    store.append("exemplars", digits_rows([1], task_id=1))
+    ds = ray_datasets(stream)["exemplars"]
+    table = pa.concat_tables(ray.get(ds.to_arrow_refs()))
+    assert table.column_names == ["sample_id", "class_id"]
+    assert set(table["class_id"].to_pylist()) == {1}
+    assert table.num_rows == sum(1 for c in digits_rows([0, 1])["class_id"] if c == 1)  # not the later append
+    stream.close()
