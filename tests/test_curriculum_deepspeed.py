@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from replaystore import Store
-from replaystore.curriculum import DiscretePacing, OrderingDefinition, SequenceLength, build_ordering, curriculum_sampler, from_deepspeed, score
+from replaystore.curriculum import (
+    DiscretePacing,
+    OrderingDefinition,
+    SequenceLength,
+    build_ordering,
+    curriculum_sampler,
+    from_deepspeed,
+    score,
+)
 from replaystore.errors import ValidationError
 
 

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replaystore.curriculum.pacing import DiscretePacing, LinearPacing, RootPacing, SqrtPacing, pacing_from_dict
+from replaystore.curriculum.pacing import (
+    DiscretePacing,
+    LinearPacing,
+    RootPacing,
+    SqrtPacing,
+    pacing_from_dict,
+)
 from replaystore.errors import ValidationError
 
 c0s = st.floats(min_value=1e-6, max_value=1.0)

@@ -11,7 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replaystore.curriculum.pacing import DiscretePacing, LinearPacing, RootPacing, SqrtPacing
+from replaystore.curriculum.pacing import (
+    DiscretePacing,
+    LinearPacing,
+    RootPacing,
+    SqrtPacing,
+)
 from replaystore.curriculum.sampler import CurriculumSampler
 from replaystore.curriculum.scoring import percentiles
 from replaystore.errors import ValidationError

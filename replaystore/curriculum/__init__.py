@@ -28,7 +28,14 @@ from replaystore.curriculum.pacing import (
     pacing_from_dict,
 )
 from replaystore.curriculum.sampler import CurriculumSampler
-from replaystore.curriculum.scoring import ModelLoss, Scores, SequenceLength, load_scores, percentiles, score
+from replaystore.curriculum.scoring import (
+    ModelLoss,
+    Scores,
+    SequenceLength,
+    load_scores,
+    percentiles,
+    score,
+)
 
 __all__ = [
     "CurriculumSampler",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def _number(cfg: Mapping[str, Any], key: str, where: str) -> float:
     value = cfg.get(key)
     if not is_finite_number(value):
         raise ValidationError(f"{where}.{key}", f"must be a finite number, got {value!r}")
-    return float(value)
+    return float(cast(float, value))
 
 
 def _root_schedule(cfg: Mapping[str, Any], where: str, root: float) -> tuple[list[float], list[int]]:
@@ -101,7 +101,7 @@ def definition_from_deepspeed_metric(metric: str, cfg: Mapping[str, Any], seed: 
     if kind == "percentile":
         if not all(is_finite_number(d) for d in difficulties):
             raise ValidationError(f"{where}.difficulty", f"percentile difficulties must be numbers, got {difficulties}")
-        pacing = DiscretePacing([d / 100.0 for d in difficulties], steps)
+        pacing = DiscretePacing(tuple(d / 100.0 for d in difficulties), tuple(steps))
         return OrderingDefinition("easy_to_hard", metric, pacing, seed, imported_from=provenance)
     return OrderingDefinition(
         "easy_to_hard", metric, None, seed, difficulty_type="value", value_schedule=(tuple(difficulties), tuple(steps)), imported_from=provenance

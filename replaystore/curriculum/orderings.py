@@ -18,9 +18,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from replaystore.curriculum.pacing import DiscretePacing, Pacing, check_discrete, pacing_from_dict
+from replaystore.curriculum.pacing import (
+    DiscretePacing,
+    Pacing,
+    check_discrete,
+    pacing_from_dict,
+)
 from replaystore.curriculum.sampler import CurriculumSampler
-from replaystore.curriculum.scoring import SCORES, ids_as_strings, load_scores, percentiles, validate_metric
+from replaystore.curriculum.scoring import (
+    SCORES,
+    ids_as_strings,
+    load_scores,
+    percentiles,
+    validate_metric,
+)
 from replaystore.errors import TableNameError, ValidationError
 from replaystore.store import Store, Version, validate_name
 
@@ -306,7 +317,9 @@ def kendall_tau(a: Ordering | Sequence[Any], b: Ordering | Sequence[Any]) -> flo
     common, pos_a, pos_b = np.intersect1d(ids_a.astype(str), ids_b.astype(str), assume_unique=True, return_indices=True)
     if len(common) < 2:
         raise ValidationError("orderings", f"need at least 2 shared samples to compare, got {len(common)}")
-    from scipy import stats  # imported here: scipy is slow to import and only comparisons need it
+    from scipy import (
+        stats,  # imported here: scipy is slow to import and only comparisons need it
+    )
 
     return float(stats.kendalltau(pos_a, pos_b).statistic)
 

@@ -9,8 +9,8 @@ which is how ordering definitions store it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 import numpy as np

@@ -63,7 +63,10 @@ class CurriculumSampler:
         self._rng = np.random.default_rng(self.seed)
         self._last_step = -1
         self._included = 0
-        self._queue = np.empty(0, dtype=np.int64)
+        # The rows of the current pass not yet drawn are `_pool[:_remaining]`; the buffer is sized once
+        # so a step costs O(batch), not O(rows), however the admitted set grows.
+        self._pool = np.empty(len(self._order), dtype=np.int64)
+        self._remaining = 0
         self._passes = 0
 
     def __len__(self) -> int:
@@ -92,21 +95,36 @@ class CurriculumSampler:
         if step <= self._last_step:
             raise ValidationError("step", f"must be > the last step drawn ({self._last_step}); rewind with load_state_dict")
         count = self.admitted_count(step)
-        if count > self._included:
-            self._queue = self._rng.permutation(np.concatenate([self._queue, self._order[self._included : count]]))
+        if count > self._included:  # newly admitted rows join the current pass
+            grown = count - self._included
+            self._pool[self._remaining : self._remaining + grown] = self._order[self._included : count]
+            self._remaining += grown
             self._included = count
         parts = []
         need = batch_size
         while need:
-            if not len(self._queue):
-                self._queue = self._rng.permutation(self._order[: self._included])
+            if not self._remaining:
+                self._pool[: self._included] = self._order[: self._included]
+                self._remaining = self._included
                 self._passes += 1
-            take = self._queue[:need]
-            self._queue = self._queue[len(take) :]
-            parts.append(take)
-            need -= len(take)
+            take = min(need, self._remaining)
+            parts.append(self._draw(take))
+            need -= take
         self._last_step = step
-        return np.concatenate(parts).astype(np.int64, copy=False)
+        return np.concatenate(parts)
+
+    def _draw(self, take: int) -> np.ndarray:
+        """Draw `take` rows uniformly without replacement from the pool; refill their slots from its tail."""
+        m = self._remaining
+        chosen = self._rng.choice(m, take, replace=False)
+        out = self._pool[chosen]
+        tail = m - take
+        holes = chosen[chosen < tail]
+        free = np.ones(take, dtype=bool)
+        free[chosen[chosen >= tail] - tail] = False
+        self._pool[holes] = self._pool[tail:m][free]
+        self._remaining = tail
+        return out
 
     def batches(self, batch_size: int, num_steps: int) -> Iterator[np.ndarray]:
         """Yield the next `num_steps` batches, from `next_step` on."""
@@ -127,7 +145,7 @@ class CurriculumSampler:
             "last_step": self._last_step,
             "included": self._included,
             "passes": self._passes,
-            "queue": self._queue.copy(),
+            "queue": self._pool[: self._remaining].copy(),
             "rng": self._rng.bit_generator.state,
         }
 
@@ -157,4 +175,5 @@ class CurriculumSampler:
         self._last_step = int(state["last_step"])
         self._included = included
         self._passes = int(state["passes"])
-        self._queue = queue.copy()
+        self._pool[: len(queue)] = queue
+        self._remaining = len(queue)
