@@ -78,7 +78,7 @@ class GeReTrainer(Trainer):
             task_ce = loss
             loss = combine_losses(task_ce, parts.ce, parts.margin, self.weighting)
             self.replay_log.append(
-                {"step": self.state.global_step, "replayed": n, "task_ce": float(task_ce), "replay_ce": float(parts.ce), "margin": float(parts.margin)}
+                {"step": self.state.global_step, "replayed": n, "task_ce": task_ce.item(), "replay_ce": parts.ce.item(), "margin": parts.margin.item()}
             )
         return (loss, outputs) if return_outputs else loss
 
