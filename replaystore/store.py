@@ -356,9 +356,10 @@ class Store:
     @contextlib.contextmanager
     def pin(self, name: str, version: int | None = None) -> Iterator[int]:
         """Hold a version against cleanup while a reader uses it (a tag named `pin-…`)."""
-        ds = self._open(name, version)
         tag = f"{PIN_PREFIX}{uuid.uuid4().hex[:12]}"
-        ds.tags.create(tag, ds.version)
+        with self._file_lock(f"{validate_name(name)}.versions.lock"):  # never between cleanup's tag check and its deletes
+            ds = self._open(name, version)
+            ds.tags.create(tag, ds.version)
         try:
             yield ds.version
         finally:
@@ -384,11 +385,22 @@ class Store:
     def cleanup(
         self, name: str | None = None, older_than: timedelta = timedelta(days=7)
     ) -> dict[str, dict[str, int]]:
-        """Delete versions older than `older_than`, never a tagged (or pinned) one."""
+        """Delete versions superseded more than `older_than` ago, never a tagged (or pinned) one.
+
+        Age counts from when a version stopped being the latest (its successor's commit), not from
+        its own commit: a reader that just resolved "the latest" has `older_than` to pin it.
+        """
+        cutoff = datetime.now(timezone.utc) - older_than
         out: dict[str, dict[str, int]] = {}
         for table in [name] if name else self.table_names():
-            stats = self._open(table).cleanup_old_versions(older_than=older_than, error_if_tagged_old_versions=False)
-            out[table] = {"bytes_removed": int(stats.bytes_removed), "versions_removed": int(stats.old_versions)}
+            with self._file_lock(f"{validate_name(table)}.versions.lock"):
+                history = self.versions(table)
+                stale = [old.version for old, new in zip(history, history[1:]) if new.timestamp < cutoff and not old.tags]
+                stats = self._open(table).cleanup_old_versions(versions=stale, error_if_tagged_old_versions=False) if stale else None
+            out[table] = {
+                "bytes_removed": int(stats.bytes_removed) if stats else 0,
+                "versions_removed": int(stats.old_versions) if stats else 0,
+            }
         return out
 
     @contextlib.contextmanager
@@ -398,14 +410,18 @@ class Store:
         Local stores lock a file beside the tables; object stores lock a file in the user's cache
         directory, which serialises the writers of one machine (see README: guarantees).
         """
-        validate_name(name)
+        with self._file_lock(f"{validate_name(name)}.lock"):
+            yield
+
+    @contextlib.contextmanager
+    def _file_lock(self, filename: str) -> Iterator[None]:
         if self.is_local:
             lock_dir = Path(self.uri) / "_locks"
         else:
             digest = hashlib.sha256(self.uri.encode()).hexdigest()[:16]
             lock_dir = Path.home() / ".cache" / "replaystore" / "locks" / digest
         lock_dir.mkdir(parents=True, exist_ok=True)
-        with (lock_dir / f"{name}.lock").open("w") as handle:  # the builtin: this module defines open()
+        with (lock_dir / filename).open("w") as handle:  # the builtin: this module defines open()
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

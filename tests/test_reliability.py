@@ -172,3 +172,18 @@ def test_restore_to_any_version_gives_exactly_its_rows(store: replaystore.Store,
     target = data.draw(st.sampled_from(sorted(snapshots)))
     store.restore(name, target)
     assert content(store.read(name)) == snapshots[target]
+
+
+def test_cleanup_counts_age_from_when_a_version_was_superseded(store: replaystore.Store) -> None:
+    """A reader that resolved "the latest" a moment ago can still pin it, however old its commit."""
+    first = store.append("exemplars", batch_rows(0))
+    time.sleep(1.5)  # `first` is old now, but it is still the latest
+    second = store.append("exemplars", batch_rows(1))
+    store.cleanup("exemplars", older_than=timedelta(seconds=1))
+    assert first in [v.version for v in store.versions("exemplars")], "removed a version superseded just now"
+    with store.pin("exemplars", first) as pinned:
+        time.sleep(1.2)
+        store.cleanup("exemplars", older_than=timedelta(seconds=1))
+        assert store.count("exemplars", version=pinned) == BATCH, "the pin held"
+    store.cleanup("exemplars", older_than=timedelta(seconds=1))
+    assert [v.version for v in store.versions("exemplars")] == [second]
