@@ -37,12 +37,13 @@ class Selector(Protocol):
 
 
 def _normalised(features: np.ndarray | torch.Tensor) -> torch.Tensor:
-    v = torch.tensor(np.asarray(features), dtype=torch.float32) if not isinstance(features, torch.Tensor) else features.float()
+    """A float32 copy of the features, each row divided by its L2 norm in place (one N×D allocation)."""
+    v = torch.tensor(np.asarray(features), dtype=torch.float32) if not isinstance(features, torch.Tensor) else features.detach().to("cpu", torch.float32, copy=True)
     if v.ndim != 2:
         raise ValidationError("features", f"must be a 2-D array (one vector per candidate), got shape {tuple(v.shape)}")
     if not bool(torch.isfinite(v).all()):
         raise ValidationError("features", "must be finite (no NaN or inf)")
-    return v / (v.norm(dim=1, keepdim=True) + EPSILON)
+    return v.div_(torch.linalg.vector_norm(v, dim=1, keepdim=True).add_(EPSILON))
 
 
 def herding_order(features: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
@@ -57,15 +58,14 @@ def herding_order(features: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
     n = v.shape[0]
     k = max(0, min(int(k), n))
     mean = v.mean(dim=0)
-    sq_norms = (v * v).sum(dim=1)
+    sq_norms = torch.linalg.vector_norm(v, dim=1).square_()  # +inf once picked: never picked again
     running = torch.zeros_like(mean)
-    taken = torch.zeros(n, dtype=torch.bool)
     order = np.empty(k, dtype=np.int64)
     for step in range(1, k + 1):
-        scores = torch.addmv(sq_norms, v, mean - running / step, alpha=-2.0, beta=1.0 / step)
-        i = int(torch.argmin(scores.masked_fill_(taken, torch.inf)))
+        scores = torch.mv(v, mean - running / step).mul_(-2.0).add_(sq_norms, alpha=1.0 / step)
+        i = int(torch.argmin(scores))
         order[step - 1] = i
-        taken[i] = True
+        sq_norms[i] = torch.inf
         running += v[i]
     return order
 
@@ -73,7 +73,7 @@ def herding_order(features: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
 def closest_to_centre_order(features: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
     """Samples whose L2-normalised feature lies nearest the class mean, nearest first (ties by index)."""
     v = _normalised(features)
-    dist = ((v - v.mean(dim=0)) ** 2).sum(dim=1).numpy()
+    dist = torch.cdist(v, v.mean(dim=0, keepdim=True), compute_mode="donot_use_mm_for_euclid_dist").squeeze(1).numpy()
     return np.argsort(dist, kind="stable")[: max(0, int(k))]
 
 
