@@ -300,3 +300,22 @@ def test_comparisons_validate_their_inputs() -> None:
     with pytest.raises(ValidationError, match="shared samples"):
         kendall_tau(["a", "b"], ["c", "d"])
     assert top_k_overlap(["a", "b", "c"], ["b", "a", "d"], 2) == 1.0
+
+
+def test_model_loss_leaves_the_model_in_its_training_mode(digits: Store) -> None:
+    model = _mlp().train()
+    score(digits, "exemplars", "loss", ModelLoss(model, torch.nn.CrossEntropyLoss(reduction="none")))
+    assert model.training
+
+
+def test_a_sampler_per_task_from_filtered_scores(digits: Store) -> None:
+    loss = ModelLoss(_mlp(), torch.nn.CrossEntropyLoss(reduction="none"))
+    for task, classes in enumerate([(0, 1), (2, 3)]):
+        where = f"class_id IN {classes}"
+        score(digits, "exemplars", f"loss.task{task}", loss, filter=where)
+        build_ordering(digits, f"task{task}", "exemplars", OrderingDefinition("easy_to_hard", f"loss.task{task}", LinearPacing(0.5, 4)))
+        ids, sampler = curriculum_sampler(digits, f"task{task}", filter=where)
+        classes_seen = digits.read("exemplars", columns=["class_id"], filter=where).column("class_id").to_numpy()
+        assert len(sampler) == len(ids) == len(classes_seen)
+        assert set(classes_seen[sampler.indices(0, 50)]) <= set(classes)
+    assert digits.count("curriculum_scores", filter="metric = 'loss.task0'") == int(np.isin(load_digits().target[:N], (0, 1)).sum())

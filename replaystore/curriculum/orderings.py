@@ -293,14 +293,26 @@ def aligned_difficulty(
 
 
 def curriculum_sampler(
-    store: Store, ordering: str, *, seed: int | None = None, pacing: Pacing | None = None, **aligned: Any
+    store: Store,
+    ordering: str,
+    *,
+    seed: int | None = None,
+    pacing: Pacing | None = None,
+    source: str | None = None,
+    id_column: str = "sample_id",
+    filter: str | None = None,
+    version: Version | None = None,
+    table: str = ORDERINGS,
 ) -> tuple[np.ndarray, CurriculumSampler]:
-    """The source's ids and a sampler over them with the ordering's stored pacing (and seed)."""
-    loaded = load_ordering(store, ordering, table=aligned.get("table", ORDERINGS))
+    """The source's ids (row order) and a sampler over those rows with the ordering's pacing and seed.
+
+    `pacing`/`seed` override the stored ones; the other arguments are those of `aligned_difficulty`.
+    """
+    loaded = load_ordering(store, ordering, table=table)
     chosen = pacing or loaded.definition.pacing
     if chosen is None:
         raise ValidationError("pacing", f"ordering '{ordering}' stores no pacing; pass one")
-    ids, difficulty = aligned_difficulty(store, loaded, **aligned)
+    ids, difficulty = aligned_difficulty(store, loaded, source=source, id_column=id_column, filter=filter, version=version)
     return ids, CurriculumSampler(difficulty, chosen, seed=loaded.definition.seed if seed is None else seed)
 
 

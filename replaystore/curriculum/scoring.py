@@ -148,9 +148,13 @@ class ModelLoss:
         import torch
 
         x, y = self._tensors(batch)
-        self.model.eval()
-        with torch.no_grad():
-            loss = self.loss_fn(self.model(x.to(self.device)), y.to(self.device) if y is not None else None)
+        was_training = self.model.training
+        self.model.eval()  # dropout and batch-norm updates would make the score depend on the batch
+        try:
+            with torch.no_grad():
+                loss = self.loss_fn(self.model(x.to(self.device)), y.to(self.device) if y is not None else None)
+        finally:
+            self.model.train(was_training)
         if not isinstance(loss, torch.Tensor) or loss.ndim == 0 or loss.shape[0] != len(batch):
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise ValidationError("loss_fn", f"must return one loss per sample (use reduction='none'), got {shape} for {len(batch)} rows")
@@ -246,7 +250,9 @@ def score(
     """Score every row of `source` under `metric` and store values and percentiles; returns the new version.
 
     `scorer` is a built-in (`SequenceLength`, `ModelLoss`) or any function of an Arrow batch;
-    `columns` limits what is read (default: the scorer's `columns` attribute, else all).
+    `columns` limits what is read (default: the scorer's `columns` attribute, else all). With a
+    `filter` the metric holds just those rows (percentiles among them), so score subsets such as
+    tasks under their own metric names (`loss.task3`).
     """
     scores = compute_scores(
         store, source, metric, scorer, id_column=id_column, columns=columns, filter=filter, batch_size=batch_size, version=version
