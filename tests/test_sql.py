@@ -151,6 +151,13 @@ def test_bad_versions(filled: replaystore.Store, versions, error: type[Exception
         filled.sql("SELECT COUNT(*) FROM exemplars", versions=versions)
 
 
+@pytest.mark.parametrize("window", ["", ", ROW_NUMBER() OVER (ORDER BY rank) AS r"])
+def test_empty_result_streams_one_empty_batch_with_its_schema(filled: replaystore.Store, window: str) -> None:
+    batches = list(filled.sql_batches(f"SELECT sample_id, data{window} FROM exemplars WHERE class_id > 99"))
+    assert [b.num_rows for b in batches] == [0]
+    assert batches[0].schema.names == ["sample_id", "data"] + (["r"] if window else [])
+
+
 def test_batches_refuse_when_called_not_when_iterated(filled: replaystore.Store) -> None:
     with pytest.raises(ValidationError, match="batch_rows: must be a positive integer"):
         filled.sql_batches("SELECT 1", batch_rows=0)

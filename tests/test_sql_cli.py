@@ -50,6 +50,16 @@ def test_parquet_and_csv_files(uri: str, tmp_path: Path) -> None:
     assert lines[0] == "sample_id,data,shape" and lines[1] == '1,AAE=,"[32,32,3]"' and len(lines) == 6
 
 
+def test_empty_results_in_every_format(uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    query = "SELECT class_id, data FROM exemplars WHERE class_id > 99"
+    for fmt, expected in [("table", "(no rows)"), ("csv", "class_id,data"), ("json", "[]")]:
+        assert main(["--uri", uri, "sql", query, "--format", fmt]) == 0
+        assert capsys.readouterr().out.strip() == expected
+    out = tmp_path / "empty.parquet"
+    assert main(["--uri", uri, "sql", query, "--format", "parquet", "--output", str(out)]) == 0
+    assert pl.read_parquet(out).columns == ["class_id", "data"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> Any:
 
 
 def _write_stream(batches: Iterator[pa.RecordBatch], path: Path, fmt: str) -> int:
-    """Write batches as they come; the first batch fixes the header (csv) or schema (parquet)."""
+    """Write batches as they come; the first (never missing) batch fixes the header or schema."""
     rows = 0
     writer: pq.ParquetWriter | None = None
     with path.open("wb") as handle:

@@ -51,7 +51,7 @@ def sql_batches(
     versions: Mapping[str, Version] | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> Iterator[pa.RecordBatch]:
-    """Stream a result as Arrow record batches of at most `batch_rows` rows.
+    """Stream a result as Arrow record batches of at most `batch_rows` rows (one empty batch if none).
 
     Statements without window functions or UNNEST run on Polars' streaming engine, so a
     result larger than memory never exists at once. Polars' streaming engine mis-plans row
@@ -65,12 +65,23 @@ def sql_batches(
 
 
 def _stream(frame: pl.LazyFrame, statement: Statement, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    if not statement.streamable:
-        yield from _collect(frame, statement).to_arrow().to_batches(max_chunksize=batch_rows)
-        return
+    """Yield the result's batches; an empty result still yields one empty batch, so readers get its schema."""
+    if statement.streamable:
+        chunks: Iterator[pl.DataFrame] = _guard(frame.collect_batches(chunk_size=batch_rows, engine="streaming"))
+    else:
+        chunks = iter([_collect(frame, statement)])
+    empty = True
+    for chunk in chunks:
+        for batch in chunk.to_arrow().to_batches(max_chunksize=batch_rows):
+            empty = False
+            yield batch
+    if empty:
+        yield pa.RecordBatch.from_pylist([], schema=pl.DataFrame(schema=frame.collect_schema()).to_arrow().schema)
+
+
+def _guard(chunks: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
     try:
-        for chunk in frame.collect_batches(chunk_size=batch_rows, engine="streaming"):
-            yield from chunk.to_arrow().to_batches(max_chunksize=batch_rows)
+        yield from chunks
     except pl.exceptions.PolarsError as exc:
         raise _query_error(exc) from None
 
