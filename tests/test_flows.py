@@ -1,0 +1,243 @@
+"""The maintenance flows under Prefect's test harness, on real stores: what they change, and what they refuse."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prefect import flow
+from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+from prefect.testing.utilities import prefect_test_harness
+
+import replaystore
+from flows.index import SCALAR_INDEXES, index
+from flows.parameters import checked
+from flows.prune import prune
+from flows.reporting import markdown_table
+from flows.retries import is_transient, store_task
+from replaystore.errors import CommitConflictError, NotFoundError, ValidationError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness() -> Iterator[None]:
+    with temporary_settings({PREFECT_SERVER_ANALYTICS_ENABLED: False}), prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def add_priorities(store: replaystore.Store, start: int, n: int = 1, source: str = "digits") -> int:
+    ids = [str(i) for i in range(start, start + n)]
+    return store.append("priorities", {"source": [source] * n, "sample_id": ids, "priority": [1.0] * n})
+
+
+def snapshot(store: replaystore.Store) -> dict[str, list[tuple[int, int]]]:
+    return {name: [(v.version, v.rows) for v in store.versions(name)] for name in store.table_names()}
+
+
+def task_run_count(flow_run_id: Any) -> int:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return len(runs)
+
+
+# -- prune ---------------------------------------------------------------------------------------
+
+
+def test_prune_compacts_and_removes_old_versions_but_keeps_tagged_and_pinned(store: replaystore.Store) -> None:
+    for i in range(6):
+        add_priorities(store, i)
+    store.tag("priorities", 2, "after-task-1")
+    before = {v.version: v.rows for v in store.versions("priorities")}
+    with store.pin("priorities", 4) as pinned:
+        summary = prune(store.uri, retention_hours=0)
+        kept = {v.version: v.rows for v in store.versions("priorities")}
+        assert store.count("priorities", version=pinned) == before[pinned] == 3
+    assert store.read("priorities", version="after-task-1")["sample_id"].to_pylist() == ["0"]
+    assert {2, 4} <= set(kept) and len(kept) < len(before)
+    assert all(kept[v] == before[v] for v in kept if v in before)
+    assert sorted(store.read("priorities")["sample_id"].to_pylist(), key=int) == [str(i) for i in range(6)]
+    assert store.info("priorities").fragments == 1
+    cleanup = summary["cleanup"][0]
+    assert cleanup["table"] == "priorities" and cleanup["versions_removed"] == len(before) + max(kept) - max(before) - len(kept)
+    assert cleanup["bytes_removed"] > 0
+    assert summary["compaction"] == [{"table": "priorities", "fragments_before": 6, "fragments_after": 1}]
+    artifact = Artifact.get("prune-summary")
+    assert artifact is not None and "| priorities | 6 | 1 |" in str(artifact.data)
+
+
+def test_prune_keeps_versions_inside_the_retention_period(store: replaystore.Store) -> None:
+    for i in range(3):
+        add_priorities(store, i)
+    before = snapshot(store)
+    summary = prune(store.uri, retention_hours=24, compact=False)
+    assert snapshot(store) == before
+    assert "compaction" not in summary and summary["cleanup"][0]["versions_removed"] == 0
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(appends=st.integers(2, 6), tagged=st.sets(st.integers(1, 6), max_size=3), data=st.data())
+def test_cleanup_never_deletes_a_tagged_version(tmp_path_factory: Any, appends: int, tagged: set[int], data: Any) -> None:
+    store = replaystore.open(str(tmp_path_factory.mktemp("store")))
+    for i in range(appends):
+        add_priorities(store, i * 10, n=data.draw(st.integers(1, 4)))
+    tags = {f"t{v}": v for v in tagged if v <= appends + 1}
+    for tag, version in tags.items():
+        store.tag("priorities", version, tag)
+    expected = {tag: store.read("priorities", version=tag) for tag in tags}
+    latest = store.read("priorities")
+    prune(store.uri, retention_hours=0, compact=data.draw(st.booleans()))
+    for tag, table in expected.items():
+        assert store.read("priorities", version=tag).equals(table)
+    assert store.read("priorities").sort_by("sample_id").equals(latest.sort_by("sample_id"))
+
+
+def test_prune_while_writers_append_loses_nothing(store: replaystore.Store) -> None:
+    add_priorities(store, 0, n=10)
+    errors: list[BaseException] = []
+
+    def writer(offset: int) -> None:
+        try:
+            for i in range(8):
+                add_priorities(store, offset + i * 5, n=5)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(1000 * (k + 1),)) for k in range(2)]
+    for t in threads:
+        t.start()
+    prune(store.uri, retention_hours=0)
+    for t in threads:
+        t.join()
+    assert errors == []
+    ids = store.read("priorities")["sample_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 10 + 2 * 8 * 5
+
+
+# -- index ---------------------------------------------------------------------------------------
+
+
+def test_index_builds_scalar_indexes_then_keeps_them_current(store: replaystore.Store) -> None:
+    add_priorities(store, 0, n=50)
+    store.create_table("exemplars")  # empty: nothing to index yet
+    first = index(store.uri)["scalar indexes"]
+    assert {(r["table"], r["column"], r["action"]) for r in first} == {
+        ("priorities", "sample_id", "created"),
+        ("priorities", "source", "created"),
+    }
+    ds = store.dataset("priorities")
+    assert {tuple(d.field_names): d.type_url.rsplit(".", 1)[-1] for d in ds.describe_indices()} == {
+        ("sample_id",): "BTreeIndexDetails",
+        ("source",): "BitmapIndexDetails",
+    }
+    add_priorities(store, 50, n=5, source="text")
+    assert {r["action"] for r in index(store.uri, tables=["priorities"])["scalar indexes"]} == {"updated"}
+    ds = store.dataset("priorities")
+    assert all(ds.stats.index_stats(d.name)["num_unindexed_rows"] == 0 for d in ds.describe_indices())
+    assert store.count("priorities", filter="source = 'text'") == 5
+    assert {r["action"] for r in index(store.uri)["scalar indexes"]} == {"current"}
+    artifact = Artifact.get("index-summary")
+    assert artifact is not None and "| priorities | sample_id | BTREE | current |" in str(artifact.data)
+
+
+def test_every_indexed_column_exists_in_its_schema() -> None:
+    from replaystore import schemas
+
+    for kind, columns in SCALAR_INDEXES.items():
+        names = {f.name for f in schemas.load_spec(kind).fields}
+        assert set(columns) <= names, kind
+
+
+# -- parameters ----------------------------------------------------------------------------------
+
+BAD: list[tuple[Callable[..., Any], dict[str, Any], str]] = [
+    (prune, {"retention_hours": -1}, "retention_hours"),
+    (prune, {"retention_hours": "soon"}, "retention_hours"),
+    (prune, {"retention_hours": float("nan")}, "retention_hours"),
+    (prune, {"tables": ["../escape"]}, "tables"),
+    (prune, {"target_rows_per_fragment": 0}, "target_rows_per_fragment"),
+    (index, {"tables": ["a/b"]}, "tables"),
+    (index, {"tables": "priorities"}, "tables"),
+]
+
+
+@pytest.mark.parametrize("flow_fn, params, field", BAD, ids=[f"{f.name}-{p}" for f, p, _ in BAD])
+def test_bad_parameters_are_refused_before_any_work(
+    store: replaystore.Store, flow_fn: Any, params: dict[str, Any], field: str
+) -> None:
+    for i in range(3):
+        add_priorities(store, i)
+    before = snapshot(store)
+    state = flow_fn(store.uri, **params, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValidationError) as err:
+        state.result()
+    assert err.value.field == field and err.value.rule
+    assert task_run_count(state.state_details.flow_run_id) == 0
+    assert snapshot(store) == before
+
+
+def test_unknown_tables_are_refused_before_any_work(store: replaystore.Store) -> None:
+    add_priorities(store, 0)
+    before = snapshot(store)
+    state = prune(store.uri, tables=["priorities", "nope"], retention_hours=0, return_state=True)
+    with pytest.raises(NotFoundError, match="nope"):
+        state.result()
+    assert task_run_count(state.state_details.flow_run_id) == 0
+    assert snapshot(store) == before
+
+
+def test_checked_validates_against_the_signature_and_keeps_it() -> None:
+    @checked
+    def f(n: int, hours: float = 1.0) -> tuple[int, float]:
+        return n, hours
+
+    assert f("3", hours="2.5") == (3, 2.5)
+    with pytest.raises(ValidationError) as err:
+        f()
+    assert err.value.field == "parameters"
+    assert list(__import__("inspect").signature(f).parameters) == ["n", "hours"]
+
+
+# -- retries and reports -------------------------------------------------------------------------
+
+
+def test_only_transient_errors_are_retried() -> None:
+    assert is_transient(CommitConflictError("storm")) and is_transient(OSError("io")) and is_transient(TimeoutError())
+    assert not is_transient(ValidationError("x", "bad")) and not is_transient(NotFoundError("t"))
+    assert not is_transient(ValueError("bad"))
+
+    errors = {"io": OSError("disk hiccup"), "rule": ValidationError("field", "broken rule")}
+    calls: list[str] = []
+
+    @store_task(retries=2, delays=[0, 0])
+    def flaky(error: str) -> int:
+        calls.append(error)
+        if len(calls) < 2:
+            raise errors[error]
+        return len(calls)
+
+    @flow
+    def run(error: str) -> int:
+        return flaky(error)
+
+    assert run("io") == 2
+    calls.clear()
+    with pytest.raises(ValidationError):
+        run("rule")
+    assert calls == ["rule"]
+
+
+def test_markdown_table_escapes_cells() -> None:
+    text = markdown_table([{"table": "a|b", "n": 1.23456789}, {"table": "c", "extra": None}])
+    assert text.splitlines() == [
+        "| table | n | extra |",
+        "|---|---|---|",
+        "| a\\|b | 1.23457 |  |",
+        "| c |  |  |",
+    ]
+    assert markdown_table([]) == "_nothing to report_"
