@@ -19,7 +19,6 @@ import multiprocessing as mp
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
