@@ -119,6 +119,7 @@ class ReplayStream(IterableDataset):
         self._pins: contextlib.ExitStack | None = None
         self._lock = threading.Lock()
         self._active = False
+        self._pre_state: dict[int, dict[int, Any]] = {}  # step → stateful samplers' state before it
 
     # -- topology -------------------------------------------------------------------------
 
@@ -225,23 +226,39 @@ class ReplayStream(IterableDataset):
 
     # -- batches ---------------------------------------------------------------------------
 
-    def _batch(self, plan: Plan, snaps: list[Snapshot], step: int) -> dict[str, Any]:
+    def _draw(self, plan: Plan, n: int, source: int, step: int) -> Draw:
+        return Draw(
+            n=n, seed=self.seed, epoch=self.epoch, source=source, step=step,
+            global_step=self.global_base + step, cursor=int(plan.cursors[step, source]),
+            total=int(plan.counts[step, source]), offset=int(plan.offsets[step, source]),
+            count=int(plan.rows[step, source]),
+        )  # fmt: skip
+
+    def _catch_up(self, plan: Plan, n: int, source: int, step: int) -> None:
+        """Feed a step-sequential sampler the steps other workers read, so all workers agree."""
+        sampler = self.sources[source].sampler
+        for earlier in range(max(sampler.next_step - self.global_base, 0), step):  # type: ignore[attr-defined]
+            if plan.counts[earlier, source]:
+                sampler.positions(self._draw(plan, n, source, earlier))
+
+    def _batch(self, plan: Plan, snaps: list[Snapshot], step: int) -> dict[str, Any] | None:
+        """This rank's rows of `step` as tensors; None when it has none (a short last global batch)."""
         tables, index, positions, weights = [], [], [], []
         for i, (source, snap) in enumerate(zip(self.sources, snaps)):
             count = int(plan.rows[step, i])
-            if count == 0:
-                continue
-            draw = Draw(
-                n=snap.num_rows, seed=self.seed, epoch=self.epoch, source=i, step=step,
-                global_step=self.global_base + step, cursor=int(plan.cursors[step, i]),
-                total=int(plan.counts[step, i]), offset=int(plan.offsets[step, i]), count=count,
-            )  # fmt: skip
             with self._lock:
-                pos, weight = source.sampler.positions(draw)
+                if getattr(source.sampler, "stateful", False):
+                    self._catch_up(plan, snap.num_rows, i, step)
+                    self._pre_state.setdefault(step, {})[i] = source.sampler.state_dict()  # for checkpoints
+                if count == 0:
+                    continue
+                pos, weight = source.sampler.positions(self._draw(plan, snap.num_rows, i, step))
             tables.append(snap.read(pos))
             index.append(np.full(count, i, dtype=np.int16))
             positions.append(pos)
             weights.append(np.ones(count, dtype=np.float32) if weight is None else weight.astype(np.float32))
+        if not tables:
+            return None
         if len(tables) > 1:
             schema = tables[0].schema
             tables = [tables[0], *(t.select(schema.names).cast(schema) for t in tables[1:])]
@@ -253,7 +270,7 @@ class ReplayStream(IterableDataset):
             batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         return batch
 
-    def _produce(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _produce(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[tuple[int, dict[str, Any] | None]]:
         """Batches in step order; with `prefetch` > 0 a thread reads ahead into a bounded queue."""
         if self.prefetch == 0:
             for step in steps:
@@ -295,29 +312,36 @@ class ReplayStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.iter_worker(*(info.id, info.num_workers) if info is not None else (0, 1), in_main=info is None)
+
+    def iter_worker(self, worker: int, num_workers: int, in_main: bool = True) -> Iterator[dict[str, Any]]:
+        """The batches DataLoader worker `worker` of `num_workers` yields (every step ≡ worker mod n)."""
+        if not 0 <= worker < num_workers:
+            raise ValidationError("worker", f"must be in [0, {num_workers}), got {worker}")
         if self.versions is None:
-            if info is not None:
+            if not in_main:
                 raise ValidationError("set_epoch", "call stream.set_epoch(epoch) in the main process before iterating with workers")
             self._pin_versions()
         snaps = self._snapshots()
         plan = self._plan([s.num_rows for s in snaps])
-        steps = worker_steps(plan.steps, workers, worker, start=self.step)
-        self._active = info is None
+        steps = worker_steps(plan.steps, num_workers, worker, start=self.step)
+        self._active = in_main
         try:
             for step, batch in self._produce(plan, snaps, steps):
                 self.step = step + 1
                 with self._lock:
+                    self._pre_state = {k: v for k, v in self._pre_state.items() if k >= self.step}
                     for source in self.sources:
                         if isinstance(source.sampler, Prioritized):
                             source.sampler.consumed(self.global_base + step)
-                yield batch
+                if batch is not None:
+                    yield batch
         finally:
             self._active = False
-        if info is None and self.step >= plan.steps:  # the epoch is complete: the next one re-pins
+        if in_main and self.step >= plan.steps:  # the epoch is complete: the next one re-pins
             self._release()
             self.global_base += plan.steps
-            self.epoch, self.step, self.versions = self.epoch + 1, 0, None
+            self.epoch, self.step, self.versions, self._pre_state = self.epoch + 1, 0, None, {}
 
     # -- feedback and checkpoints ----------------------------------------------------------
 
@@ -352,8 +376,14 @@ class ReplayStream(IterableDataset):
             "seed": self.seed,
             "global_batch": self.batch_size * self.world_size,
             "sources": [s.name for s in self.sources],
-            "samplers": [s.sampler.state_dict() for s in self.sources],
+            "samplers": self._sampler_states(),
         }
+
+    def _sampler_states(self) -> list[dict[str, Any]]:
+        """Sampler states as of the next batch to consume, not as far as prefetch has drawn."""
+        with self._lock:
+            ahead = self._pre_state.get(self.step, {})
+            return [ahead.get(i) or s.sampler.state_dict() for i, s in enumerate(self.sources)]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue exactly where `state` stopped (same seed, sources and global batch size)."""

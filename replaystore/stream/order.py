@@ -55,9 +55,9 @@ def rank_share(counts: np.ndarray, world_size: int, rank: int) -> tuple[np.ndarr
 
 
 def worker_steps(steps: int, num_workers: int, worker: int, start: int = 0) -> np.ndarray:
-    """Steps a DataLoader worker produces: round-robin, the order DataLoader yields them back in."""
-    first = start + (worker - start) % num_workers
-    return np.arange(first, steps, num_workers)
+    """Steps a DataLoader worker produces from `start` on: round-robin from worker 0, the order in
+    which DataLoader collects them, so any number of workers yields the single-process sequence."""
+    return np.arange(start + worker, steps, num_workers)
 
 
 def pass_positions(start: int, count: int, n: int, order: Callable[[int], np.ndarray]) -> np.ndarray:

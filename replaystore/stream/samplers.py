@@ -13,7 +13,7 @@ so the global stream does not depend on the world size either.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -21,7 +21,10 @@ from replaystore.errors import ValidationError
 from replaystore.schemas import is_finite_number
 from replaystore.stream.order import pass_positions, permutation, rng
 
-_UNIFORM, _PRIORITIZED, _CURRICULUM = 1, 2, 3  # stream ids, so samplers never share random numbers
+if TYPE_CHECKING:
+    from replaystore.curriculum.sampler import CurriculumSampler
+
+_UNIFORM, _PRIORITIZED = 1, 2  # stream ids, so samplers never share random numbers
 
 
 @dataclass(frozen=True)
@@ -195,3 +198,35 @@ class Prioritized:
         self.base = np.asarray(state["base"], dtype=np.float64).copy()
         self.log = [(int(s), np.asarray(p), np.asarray(v)) for s, p, v in state["log"]]
         self.work, self._applied = self.base.copy(), 0
+
+
+@dataclass
+class Curriculum(_Stateless):
+    """Curriculum pacing: rows whose difficulty percentile ≤ the competence c(t) of the global step,
+    drawn by `replaystore.curriculum.CurriculumSampler` (without replacement within passes).
+
+    That sampler is sequential in steps, so the stream feeds it every global step in order — in each
+    DataLoader worker too, dropping other workers' rows — and the sequence is the same for any number
+    of workers. Its difficulty array must follow the source's snapshot row order.
+    """
+
+    curriculum: "CurriculumSampler"
+    without_replacement = False
+    stateful = True
+
+    @property
+    def next_step(self) -> int:
+        return self.curriculum.next_step
+
+    def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
+        rows = np.asarray(self.curriculum.indices(draw.global_step, draw.total), dtype=np.int64)
+        if len(rows) and rows.max() >= draw.n:
+            raise ValidationError("curriculum", f"difficulty covers rows beyond the source's {draw.n} rows")
+        return rows[draw.offset : draw.offset + draw.count], None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curriculum": self.curriculum.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.curriculum.load_state_dict(state["curriculum"])
