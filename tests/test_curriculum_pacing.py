@@ -122,6 +122,7 @@ def test_pacing_round_trips_through_its_dict(pacing) -> None:
     "spec, field",
     [
         ({"type": "cosine", "c0": 0.1, "T": 10}, "pacing.type"),
+        ({"type": ["linear"], "c0": 0.1, "T": 10}, "pacing.type"),
         ({"type": "linear", "c0": 0.1}, "pacing.T"),
         ({"type": "linear", "c0": 0.1, "T": 10, "p": 2}, "pacing.p"),
         ("linear", "pacing"),
@@ -144,5 +145,7 @@ def test_plot_writes_a_png_with_fraction_and_count_panels(tmp_path) -> None:
     two_panels = matplotlib.image.imread(out)
     one_panel = matplotlib.image.imread(plot_pacing(SqrtPacing(0.1, 40), tmp_path / "one.png"))
     assert two_panels.shape[0] > one_panel.shape[0] and two_panels.std() > 0
+    constant = matplotlib.image.imread(plot_pacing(DiscretePacing([0.5], []), tmp_path / "constant.png"))
+    assert constant.shape == one_panel.shape
     with pytest.raises(ValidationError, match="steps"):
         plot_pacing(SqrtPacing(0.1, 40), tmp_path / "bad.png", steps=0)

@@ -47,15 +47,15 @@ def check_discrete(
 ) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """Validate a discrete schedule: one more difficulty than steps, steps rising, difficulties not falling.
 
-    `upper` bounds the difficulties ((0, upper]); None leaves them unbounded (metric values).
+    `upper` bounds the difficulties to (0, upper]; None allows any finite value (metric values).
     """
     if not isinstance(difficulties, (Sequence, np.ndarray)) or not isinstance(steps, (Sequence, np.ndarray)):
         raise ValidationError(field, "difficulties and steps must be lists")
     diffs, stps = tuple(difficulties), tuple(steps)
     if len(diffs) != len(stps) + 1:
         raise ValidationError(field, f"needs exactly one more entry than steps, got {len(diffs)} difficulties and {len(stps)} steps")
-    if not all(is_finite_number(d) and d > 0 and (upper is None or d <= upper) for d in diffs):
-        rule = f"in (0, {upper:g}]" if upper is not None else "finite and > 0"
+    if not all(is_finite_number(d) and (upper is None or 0 < d <= upper) for d in diffs):
+        rule = f"in (0, {upper:g}]" if upper is not None else "a finite number"
         raise ValidationError(field, f"each difficulty must be {rule}, got {list(diffs)}")
     if any(b < a for a, b in zip(diffs, diffs[1:])):
         raise ValidationError(field, f"must not decrease, got {list(diffs)}")
@@ -146,9 +146,6 @@ class DiscretePacing(Pacing):
         return {"type": "discrete", "difficulties": list(self.difficulties), "steps": list(self.steps)}
 
 
-_KINDS = ("linear", "sqrt", "root", "discrete")
-
-
 def pacing_from_dict(spec: Mapping[str, Any]) -> Pacing:
     """Build a pacing from `{"type": "linear"|"sqrt"|"root"|"discrete", ...parameters}`."""
     if not isinstance(spec, Mapping):
@@ -156,8 +153,8 @@ def pacing_from_dict(spec: Mapping[str, Any]) -> Pacing:
     kind = spec.get("type")
     params = {k: v for k, v in spec.items() if k != "type"}
     allowed = {"linear": {"c0", "T"}, "sqrt": {"c0", "T"}, "root": {"c0", "T", "p"}, "discrete": {"difficulties", "steps"}}
-    if kind not in allowed:
-        raise ValidationError("pacing.type", f"must be one of {list(_KINDS)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in allowed:
+        raise ValidationError("pacing.type", f"must be one of {list(allowed)}, got {kind!r}")
     extra = set(params) - allowed[kind]
     missing = allowed[kind] - set(params) - ({"p"} if kind == "root" else set())
     if extra or missing:
@@ -175,6 +172,6 @@ def pacing_from_dict(spec: Mapping[str, Any]) -> Pacing:
 def schedule_length(pacing: Pacing) -> int:
     """The first step from which c(t) no longer changes (where a plot of the schedule can stop)."""
     if isinstance(pacing, DiscretePacing):
-        return pacing.steps[-1] + 1
+        return pacing.steps[-1] + 1 if pacing.steps else 1
     assert isinstance(pacing, RootPacing)
     return pacing.T
