@@ -9,11 +9,14 @@ How a stream uses it
 3. At each training step t (0, 1, 2, … — steps may skip but never go back):
    `rows = sampler.indices(t, batch_size)` gives int64 row positions; read those rows (e.g. Lance
    `take`). `sampler.batches(batch_size, n)` yields the next n steps' positions instead.
+   Data-parallel ranks each build the same sampler (same seed), draw the global batch and keep
+   their slice, `rows[rank::world_size]`: all ranks agree without talking to each other.
 4. Checkpoint `sampler.state_dict()` with the model; after a restart build the sampler with the same
    difficulty, pacing and seed and call `load_state_dict(state)`: it continues the exact sequence.
 
-Guarantees: at step t only rows with difficulty ≤ c(t) (+1e-12 for rounding) are drawn (at least the easiest tie group is
-always admitted, so a small c0 cannot stall training). Rows are drawn without replacement in passes:
+Guarantees: at step t only rows with difficulty ≤ c(t) (+1e-12 for rounding) are drawn (at least
+the easiest tie group is always admitted, so a small c0 cannot stall training). Rows are drawn
+uniformly without replacement in passes:
 every admitted row is drawn once before any row repeats, and a row admitted mid-pass joins the
 current pass. The sequence depends only on the seed, the difficulties, the pacing and the
 (step, batch_size) calls, so it is the same on every machine.
@@ -33,7 +36,7 @@ STATE_VERSION = 1
 TOLERANCE = 1e-12  # c(t) is computed in floating point: 0.8 may come out as 0.7999…, which must still admit 0.8
 
 
-def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
+def _int_at_least(value: Any, name: str, minimum: int = 1) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
         raise ValidationError(name, f"must be an integer ≥ {minimum}, got {value!r}")
     return int(value)
@@ -54,7 +57,7 @@ class CurriculumSampler:
         if not isinstance(pacing, Pacing):
             raise ValidationError("pacing", f"must be a Pacing, got {type(pacing).__name__}")
         self.pacing = pacing
-        self.seed = _positive_int(seed, "seed", minimum=0)
+        self.seed = _int_at_least(seed, "seed", minimum=0)
         self._difficulty = d
         self._digest = hashlib.sha256(d.tobytes()).hexdigest()
         self._order = np.argsort(d, kind="stable")[: int(valid.sum())]  # NaN sorts last and is cut
@@ -90,8 +93,8 @@ class CurriculumSampler:
 
     def indices(self, step: int, batch_size: int) -> np.ndarray:
         """The row positions of the batch for `step` (int64, length `batch_size`)."""
-        step = _positive_int(step, "step", minimum=0)
-        batch_size = _positive_int(batch_size, "batch_size")
+        step = _int_at_least(step, "step", minimum=0)
+        batch_size = _int_at_least(batch_size, "batch_size")
         if step <= self._last_step:
             raise ValidationError("step", f"must be > the last step drawn ({self._last_step}); rewind with load_state_dict")
         count = self.admitted_count(step)
@@ -129,7 +132,7 @@ class CurriculumSampler:
     def batches(self, batch_size: int, num_steps: int) -> Iterator[np.ndarray]:
         """Yield the next `num_steps` batches, from `next_step` on."""
         start = self.next_step
-        for step in range(start, start + _positive_int(num_steps, "num_steps", minimum=0)):
+        for step in range(start, start + _int_at_least(num_steps, "num_steps", minimum=0)):
             yield self.indices(step, batch_size)
 
     # -- checkpoints ----------------------------------------------------------------------------
