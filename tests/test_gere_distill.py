@@ -191,7 +191,7 @@ def test_resumed_distillation_stores_each_sample_once(store: Store, texts: list[
     assert again["states_written"] == 0 and again["forwarded_tokens"] == 0
     stats = load_stats(store, resumed["model_fingerprint"], -1)
     assert sorted(stats.sample_ids) == sorted(read_samples(store).column("sample_id").to_pylist())
-    mean, var, count = numpy_stats(model, read_samples(store).column("token_ids").to_pylist())
+    mean, _, count = numpy_stats(model, read_samples(store).column("token_ids").to_pylist())
     assert stats.count == count
     np.testing.assert_allclose(stats.mean, mean, rtol=1e-5, atol=1e-6)
 

@@ -50,10 +50,10 @@ def setup(store: Store, corpus: list[str]):
 
 
 def arguments(tmp_path: Path, **overrides) -> TrainingArguments:
-    settings = dict(
-        output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
-        disable_tqdm=True, per_device_train_batch_size=2, learning_rate=3e-3, seed=0,
-    )
+    settings = {
+        "output_dir": str(tmp_path / "out"), "use_cpu": True, "report_to": [], "save_strategy": "no", "logging_strategy": "no",
+        "disable_tqdm": True, "per_device_train_batch_size": 2, "learning_rate": 3e-3, "seed": 0,
+    }
     return TrainingArguments(**{**settings, **overrides})
 
 

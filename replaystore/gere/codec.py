@@ -81,7 +81,7 @@ def decode_rows(states: pa.Array | pa.ChunkedArray, token_counts: np.ndarray, hi
     if precision == "zones":
         codes = zones.unpack_rows(payload, counts * hidden_dim)
         return torch.from_numpy(codes).view(-1, hidden_dim)
-    torch_dtype, np_dtype = _FLOAT_VIEW[precision]
+    np_dtype = _FLOAT_VIEW[precision][1]
     expected = int(counts.sum()) * hidden_dim * np.dtype(np_dtype).itemsize
     if payload.size != expected:
         raise ValidationError("states", f"{payload.size} bytes do not hold {int(counts.sum())}×{hidden_dim} {precision} values")

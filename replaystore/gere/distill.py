@@ -10,8 +10,9 @@ thresholds over *all* samples, so `precision="zones"` makes two passes: statisti
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -122,11 +122,14 @@ class DynamicWeight:
         return (ce / margin).detach()
 
 
+DEFAULT_WEIGHTING = DynamicWeight()
+
+
 def combine_losses(
     task_ce: torch.Tensor,
     replay_ce: torch.Tensor,
     margin: torch.Tensor,
-    weighting: FixedWeight | DynamicWeight = DynamicWeight(),
+    weighting: FixedWeight | DynamicWeight = DEFAULT_WEIGHTING,
 ) -> torch.Tensor:
     """GeRe's total: (replay CE + task CE) / 2 + w · margin."""
     ce = (replay_ce + task_ce) / 2

@@ -9,8 +9,9 @@ once per epoch. `replay_losses` is the forward pass a training loop adds for the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +44,7 @@ class ReplayBatch:
     topk_indices: torch.Tensor | None = None
     topk_values: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "ReplayBatch":
+    def to(self, device: torch.device | str) -> ReplayBatch:
         moved = {
             f.name: getattr(self, f.name).to(device)
             for f in dataclasses.fields(self)
@@ -94,7 +95,7 @@ class ReplaySet:
         samples_table: str = SAMPLES_TABLE,
         states_table: str = STATES_TABLE,
         stats_table: str = STATS_TABLE,
-    ) -> "ReplaySet":
+    ) -> ReplaySet:
         """Load the states of `model` (a module, or its fingerprint) at `layer`.
 
         `precision` picks among stored encodings (needed only when several are stored); `k` is the

@@ -38,7 +38,7 @@ class RunningStats:
     sample_ids: list[str] = field(default_factory=list)
 
     @classmethod
-    def empty(cls, hidden_dim: int) -> "RunningStats":
+    def empty(cls, hidden_dim: int) -> RunningStats:
         return cls(hidden_dim, np.zeros(hidden_dim), np.zeros(hidden_dim))
 
     def update(self, hidden: torch.Tensor, mask: torch.Tensor, sample_ids: list[str]) -> None:

@@ -15,7 +15,7 @@ import torch
 from transformers import Trainer
 
 from replaystore.errors import ValidationError
-from replaystore.gere.losses import DynamicWeight, FixedWeight, combine_losses
+from replaystore.gere.losses import DEFAULT_WEIGHTING, DynamicWeight, FixedWeight, combine_losses
 from replaystore.gere.replay import ReplaySet, replay_losses
 
 
@@ -53,7 +53,7 @@ class GeReTrainer(Trainer):
         *args: Any,
         replay: ReplaySet,
         schedule: ReplaySchedule,
-        weighting: FixedWeight | DynamicWeight = DynamicWeight(),
+        weighting: FixedWeight | DynamicWeight = DEFAULT_WEIGHTING,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
