@@ -181,12 +181,14 @@ def test_bad_scorer_output_is_refused_and_store_unchanged(digits: Store, scorer,
         ({"id_column": "nope"}, "id_column"),
         ({"filter": "class_id > 99"}, "source"),
         ({"batch_size": 0}, "batch_size"),
+        ({"columns": ["pixels"]}, "pixels"),
     ],
 )
 def test_bad_score_calls_name_the_field(digits: Store, kwargs, field) -> None:
     args = {"metric": "seq_len", **kwargs}
     with pytest.raises(ValidationError) as err:
         score(digits, "exemplars", scorer=SequenceLength("tokens"), **args)
+    assert not digits.exists("curriculum_scores")
     assert err.value.field == field
 
 

@@ -140,7 +140,7 @@ class ModelLoss:
         x = torch.from_numpy(np.array(_matrix(batch.column(self.inputs), self.inputs)))
         if self.shape is not None:
             x = x.reshape(len(batch), *self.shape)
-        x = x.float() if x.is_floating_point() else x
+        x = x.float() if x.is_floating_point() else x  # float64 columns meet float32 weights
         y = torch.from_numpy(np.array(batch.column(self.targets).to_numpy(zero_copy_only=False))) if self.targets else None
         return x, y
 
@@ -196,6 +196,9 @@ def compute_scores(
         raise ValidationError("id_column", f"source '{source}' has no column '{id_column}' (has: {', '.join(ds.schema.names)})")
     wanted = columns if columns is not None else getattr(scorer, "columns", None)
     projection = list(dict.fromkeys([id_column, *wanted])) if wanted is not None else None
+    for name in projection or []:
+        if ds.schema.get_field_index(name) < 0:
+            raise ValidationError(name, f"the scorer reads it but source '{source}' has no such column (has: {', '.join(ds.schema.names)})")
     ids: list[np.ndarray] = []
     values: list[np.ndarray] = []
     for batch in ds.to_batches(columns=projection, filter=filter, batch_size=batch_size):
