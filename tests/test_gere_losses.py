@@ -157,6 +157,22 @@ def test_running_stats_equal_numpy_float64_over_unpadded_tokens() -> None:
         stats.update(hidden[..., :3], mask, ["x"])
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 1000), cuts=st.lists(st.integers(1, 5), min_size=1, max_size=5))
+def test_running_stats_do_not_depend_on_how_samples_are_batched(seed: int, cuts: list[int]) -> None:
+    samples = sum(cuts)
+    hidden, _, _, _, mask = random_case(seed, samples, 6, 4)
+    whole, split = RunningStats.empty(4), RunningStats.empty(4)
+    whole.update(hidden, mask, [str(i) for i in range(samples)])
+    start = 0
+    for size in cuts:
+        split.update(hidden[start : start + size], mask[start : start + size], [str(i) for i in range(start, start + size)])
+        start += size
+    assert split.count == whole.count == int(mask.sum()) and split.sample_ids == whole.sample_ids
+    np.testing.assert_allclose(split.total_sum, whole.total_sum, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(split.total_squared_sum, whole.total_squared_sum, rtol=1e-12, atol=1e-12)
+
+
 def test_feature_losses_match_direct_formulas() -> None:
     hidden, frozen, _, _, mask = random_case(5, 2, 5, 3)
     real = mask.bool()
