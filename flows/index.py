@@ -1,13 +1,18 @@
-"""The index flow: scalar indexes on the columns queries filter by, kept current as data arrives.
+"""The index flow: scalar indexes on the columns queries filter by, kept current as data arrives;
+experiences' full-text and vector indexes; curriculum scores and orderings for a source.
 
-A new index is built once; later runs only add the rows appended since (`optimize_indices`), so the
-hourly schedule costs little when nothing changed. Each index build is one Lance commit, retried on
-conflicts with concurrent writers.
+A new scalar index is built once; later runs only add the rows appended since (`optimize_indices`),
+so the hourly schedule costs little when nothing changed. Experiences get theirs from
+`ExperienceMemory.build_index` (the vector index only once the table is large enough). Each index
+build is one Lance commit, retried on conflicts with concurrent writers.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from prefect import flow, get_run_logger
 
@@ -16,15 +21,19 @@ from flows.reporting import publish_summary, with_progress
 from flows.retries import store_task
 from flows.tables import existing_tables
 from replaystore import Store
+from replaystore.curriculum import OrderingDefinition, build_ordering
+from replaystore.curriculum.scoring import SequenceLength, score, validate_metric
+from replaystore.errors import ValidationError
+from replaystore.store import validate_name
 from replaystore.retry import with_retries
 
 IndexType = Literal["BTREE", "BITMAP"]
 
-# Per table kind, the columns that reads filter or join by: ids get a BTREE (many distinct values),
+# Per table kind, the columns that reads filter or join by (experiences index their own, see
+# `replaystore.experiences.index`): ids get a BTREE (many distinct values),
 # classes, tasks, workspaces and other labels a BITMAP (few distinct values).
 SCALAR_INDEXES: dict[str, dict[str, IndexType]] = {
     "exemplars": {"sample_id": "BTREE", "class_id": "BITMAP", "task_id": "BITMAP", "buffer": "BITMAP"},
-    "experiences": {"experience_id": "BTREE", "workspace": "BITMAP", "kind": "BITMAP", "status": "BITMAP"},
     "general_samples": {"sample_id": "BTREE", "source": "BITMAP", "content_hash": "BTREE"},
     "activation_states": {"sample_id": "BTREE", "model_fingerprint": "BITMAP", "layer": "BITMAP"},
     "curriculum_scores": {"sample_id": "BTREE", "source": "BITMAP", "metric": "BITMAP"},
@@ -66,14 +75,70 @@ def scalar_indexes(store: Store, table: str) -> list[dict[str, Any]]:
     return rows
 
 
+@store_task
+def experience_indexes(store: Store, table: str, min_vector_rows: int | None) -> dict[str, Any]:
+    """Scalar, full-text (when_to_use, content) and, once large enough, vector indexes of experiences."""
+    memory = store.experiences(table)
+    report = memory.build_index() if min_vector_rows is None else memory.build_index(min_vector_rows=min_vector_rows)
+    get_run_logger().info(
+        "%s: indexed %d rows; full text on %s; vector index %s",
+        table, report.rows, ", ".join(report.full_text), report.vector or f"skipped ({report.vector_skipped_reason})",
+    )
+    return {"table": table, "rows": report.rows, "full_text": ", ".join(report.full_text), "vector": report.vector or report.vector_skipped_reason}
+
+
+class Curriculum(BaseModel):
+    """Score a source by sequence length (no model needed on a schedule) and store its orderings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Annotated[str, AfterValidator(validate_name)]
+    column: str = "tokens"
+    metric: Annotated[str, AfterValidator(validate_metric)] = "length"
+    directions: list[Literal["easy_to_hard", "hard_to_easy", "random"]] = ["easy_to_hard"]
+
+
+@store_task
+def curriculum_scores(store: Store, spec: Curriculum) -> list[dict[str, Any]]:
+    """Score `spec.source` under `spec.metric`, then (re)build one ordering per direction."""
+    logger = get_run_logger()
+    version = score(store, spec.source, spec.metric, SequenceLength(spec.column))
+    rows = store.count("curriculum_scores", filter=f"source = '{spec.source}' AND metric = '{spec.metric}'")
+    logger.info("scored %d rows of %s by %s (curriculum_scores version %d)", rows, spec.source, spec.metric, version)
+    out = [{"source": spec.source, "metric": spec.metric, "ordering": "(scores)", "rows": rows}]
+    for direction in spec.directions:
+        name = re.sub(r"[^A-Za-z0-9-]", "-", f"{spec.source}-{spec.metric}-{direction}")
+        metric = None if direction == "random" else spec.metric
+        build_ordering(store, name, spec.source, OrderingDefinition(direction=direction, metric=metric))
+        count = store.count("curriculum_orderings", filter=f"ordering = '{name}'")
+        logger.info("ordering %s: %d rows", name, count)
+        out.append({"source": spec.source, "metric": spec.metric, "ordering": name, "rows": count})
+    return out
+
+
 @flow(name="index", validate_parameters=False, log_prints=True)
 @checked
-def index(store_uri: StoreURI = None, tables: TableNames = None) -> dict[str, list[dict[str, Any]]]:
-    """Build or refresh the indexes that queries and retrieval use."""
+def index(
+    store_uri: StoreURI = None,
+    tables: TableNames = None,
+    min_vector_rows: Annotated[int | None, Field(ge=0)] = None,
+    curriculum: Curriculum | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Build or refresh the indexes that queries and retrieval use; score and order `curriculum.source`."""
     store = open_store(store_uri)
-    names = existing_tables(store, tables, SCALAR_INDEXES)
+    names = existing_tables(store, tables)
+    if curriculum is not None:
+        existing_tables(store, [curriculum.source])
+        if curriculum.column not in store.schema(curriculum.source).names:
+            raise ValidationError("curriculum.column", f"source '{curriculum.source}' has no column '{curriculum.column}'")
+    indexed = [t for t in names if store.kind(t) in SCALAR_INDEXES]
     summary = {
-        "scalar indexes": [row for table in with_progress(names, "scalar indexes") for row in scalar_indexes(store, table)]
+        "scalar indexes": [row for table in with_progress(indexed, "scalar indexes") for row in scalar_indexes(store, table)]
     }
+    experience_tables = [t for t in names if store.kind(t) == "experiences"]
+    if experience_tables:
+        summary["experiences"] = [experience_indexes(store, t, min_vector_rows) for t in experience_tables]
+    if curriculum is not None:
+        summary["curriculum"] = curriculum_scores(store, curriculum)
     publish_summary("index", f"indexes of {store.uri}", summary)
     return summary

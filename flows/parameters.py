@@ -37,6 +37,7 @@ TableNames = Annotated[
 ]
 Hours = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 def parameters_model(fn: Callable[..., object]) -> type[pydantic.BaseModel]:

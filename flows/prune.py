@@ -1,5 +1,9 @@
 """The prune flow: buffers back inside their rules, small fragments merged, old versions removed.
 
+Exemplar buffers are cut back inside their byte budgets (`ExemplarBuffer.rebalance`, lowest-ranked
+rows first) and reported (`budget()`); experiences retrieved often but rarely helpful are archived
+by ReMe's utility rule (`ExperienceMemory.refine`; near-duplicates never get in, `add` skips them).
+
 Every step is one or more whole Lance commits, so a run that fails part-way leaves each table at a
 consistent version; a rerun picks up where it stopped. Cleanup goes through `Store.cleanup`, which
 never deletes a tagged version, and pinned versions (`Store.pin`, used by streams) are tags.
@@ -12,11 +16,36 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.parameters import Hours, Positive, StoreURI, TableNames, checked, open_store
+from flows.parameters import Fraction, Hours, Positive, StoreURI, TableNames, checked, open_store
 from flows.reporting import publish_summary, with_progress
 from flows.retries import store_task
-from flows.tables import existing_tables
+from flows.tables import exemplar_buffers, existing_tables
 from replaystore import Store
+
+
+@store_task
+def rebalance_buffer(store: Store, buffer: str) -> dict[str, Any]:
+    """Cut one exemplar buffer back inside its policy and byte budget; report where its bytes go."""
+    exemplars = store.exemplars(buffer)
+    change = exemplars.rebalance()
+    report = exemplars.budget()
+    get_run_logger().info(
+        "rebalanced %s: cut %d rows (%s), freed %d bytes; %s of %s bytes used, %s free",
+        buffer, change.rows_cut, change.cut or "none", change.bytes_freed,
+        report["model_bytes"] + report["exemplar_bytes"], report["total_bytes"], report["free_bytes"],
+    )
+    budget = {k: report[k] for k in ("total_bytes", "model_bytes", "exemplar_bytes", "free_bytes", "rows")}
+    return {"buffer": buffer, "rows_cut": change.rows_cut, "bytes_freed": change.bytes_freed, **budget}
+
+
+@store_task
+def refine_experiences(store: Store, table: str, freq_threshold: int, utility_threshold: float) -> dict[str, Any]:
+    """Archive experiences with freq >= threshold and utility/freq below the threshold."""
+    archived = store.experiences(table).refine(freq_threshold, utility_threshold)
+    get_run_logger().info(
+        "refined %s: archived %d experiences (freq >= %d, utility/freq < %g)", table, archived.num_rows, freq_threshold, utility_threshold
+    )
+    return {"table": table, "archived": archived.num_rows, "active": store.count(table, filter="status = 'active'")}
 
 
 @store_task
@@ -49,14 +78,28 @@ def cleanup_table(store: Store, table: str, retention_hours: float) -> dict[str,
 def prune(
     store_uri: StoreURI = None,
     tables: TableNames = None,
+    buffers: TableNames = None,
+    freq_threshold: Positive = 5,
+    utility_threshold: Fraction = 0.5,
     retention_hours: Hours = 24.0 * 7,
     compact: bool = True,
     target_rows_per_fragment: Positive = 1024 * 1024,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Prune buffers, compact fragments and clean up versions older than `retention_hours`."""
+    """Prune buffers, compact fragments and clean up versions older than `retention_hours`.
+
+    `buffers` and `tables` default to all; experiences tables are refined by the utility rule.
+    """
     store = open_store(store_uri)
     names = existing_tables(store, tables)
+    buffer_names = exemplar_buffers(store, buffers)
     summary: dict[str, list[dict[str, Any]]] = {}
+    if buffer_names:
+        summary["exemplar budgets"] = [rebalance_buffer(store, b) for b in with_progress(buffer_names, "rebalancing buffers")]
+    experience_tables = [t for t in names if store.kind(t) == "experiences"]
+    if experience_tables:
+        summary["experiences"] = [
+            refine_experiences(store, t, freq_threshold, utility_threshold) for t in experience_tables
+        ]
     if compact:
         summary["compaction"] = [
             compact_table(store, table, target_rows_per_fragment) for table in with_progress(names, "compacting tables")

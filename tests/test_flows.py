@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
+from sklearn.datasets import load_digits
 
 import replaystore
 from flows.index import SCALAR_INDEXES, index
@@ -118,6 +120,52 @@ def test_prune_while_writers_append_loses_nothing(store: replaystore.Store) -> N
     assert len(ids) == len(set(ids)) == 10 + 2 * 8 * 5
 
 
+def test_prune_cuts_exemplar_buffers_back_inside_their_budget(store: replaystore.Store) -> None:
+    digits = load_digits()
+    images, labels = digits.images.astype(np.uint8), digits.target
+    sample = images[0].nbytes
+    buffer = store.exemplars("digits", budget=400 + 10 * sample, model_params=100, model_dtype="float32", selector="random")
+    first = buffer.add(0, images[labels == 0][:20])
+    buffer.add(1, images[labels == 1][:20])  # fixed_total: class 0 shrinks to 5
+    store.restore("digits", first.version)  # back to 10 rows of class 0, while the policy says 5 per class
+    assert buffer.budget()["per_class"] == {0: 10}
+    kept_ids = buffer.samples().sample_ids[:5].tolist()
+    summary = prune(store.uri, retention_hours=24)
+    report = buffer.budget()
+    assert report["per_class"] == {0: 5} and buffer.samples().sample_ids.tolist() == kept_ids
+    assert summary["exemplar budgets"] == [
+        {"buffer": "digits", "rows_cut": 5, "bytes_freed": 5 * sample, "total_bytes": 400 + 10 * sample,
+         "model_bytes": 400, "exemplar_bytes": 5 * sample, "free_bytes": 5 * sample, "rows": 5}
+    ]
+    assert prune(store.uri, buffers=["digits"], retention_hours=24)["exemplar budgets"][0]["rows_cut"] == 0
+    artifact = Artifact.get("prune-summary")
+    assert artifact is not None and "## exemplar budgets" in str(artifact.data)
+
+
+def test_prune_archives_experiences_by_the_utility_rule_and_index_builds_their_indexes(store: replaystore.Store) -> None:
+    memory = store.experiences()
+    texts = [
+        ("a test fails with a timeout", "rerun it with a longer timeout and capture the slow step"),
+        ("a CSV file has a broken header", "read it with an explicit schema and skip the first line"),
+        ("the GPU runs out of memory", "halve the batch size and accumulate gradients"),
+    ]
+    ids = memory.add([{"when_to_use": w, "content": c} for w, c in texts], workspace="agents").added
+    assert len(ids) == 3
+    store.update("experiences", {"freq": "6", "utility": "1"}, where=f"experience_id = '{ids[0]}'")  # 1/6 < 0.5
+    store.update("experiences", {"freq": "6", "utility": "4"}, where=f"experience_id = '{ids[1]}'")  # 4/6 kept
+    summary = prune(store.uri, tables=["experiences"], retention_hours=24)
+    status = dict(zip(*store.read("experiences", columns=["experience_id", "status"]).to_pydict().values()))
+    assert status == {ids[0]: "archived", ids[1]: "active", ids[2]: "active"}
+    assert summary["experiences"] == [{"table": "experiences", "archived": 1, "active": 2}]
+
+    indexed = index(store.uri, tables=["experiences"])
+    assert indexed["experiences"][0]["rows"] == 3 and "when_to_use" in indexed["experiences"][0]["full_text"]
+    fields = {tuple(d.field_names) for d in store.dataset("experiences").describe_indices()}
+    assert {("when_to_use",), ("content",), ("experience_id",)} <= fields
+    hits = store.dataset("experiences").to_table(full_text_query="timeout", columns=["experience_id"])
+    assert hits["experience_id"].to_pylist() == [ids[0]]
+
+
 # -- index ---------------------------------------------------------------------------------------
 
 
@@ -144,6 +192,34 @@ def test_index_builds_scalar_indexes_then_keeps_them_current(store: replaystore.
     assert artifact is not None and "| priorities | sample_id | BTREE | current |" in str(artifact.data)
 
 
+def test_index_scores_a_source_and_stores_its_orderings(store: replaystore.Store) -> None:
+    lengths = [5, 1, 3, 2, 4]
+    store.append(
+        "general_samples",
+        {
+            "sample_id": [f"s{i}" for i in range(5)],
+            "source": ["docstrings"] * 5,
+            "text": ["x" * n for n in lengths],
+            "token_ids": [list(range(n)) for n in lengths],
+            "token_count": lengths,
+            "content_hash": [f"h{i}" for i in range(5)],
+            "tokenizer": ["chars"] * 5,
+        },
+    )
+    spec = {"source": "general_samples", "column": "token_ids", "metric": "length", "directions": ["easy_to_hard", "random"]}
+    summary = index(store.uri, curriculum=spec)
+    assert [r["ordering"] for r in summary["curriculum"]] == [
+        "(scores)", "general-samples-length-easy-to-hard", "general-samples-length-random"
+    ]
+    scores = store.read("curriculum_scores").sort_by("value")
+    assert scores["sample_id"].to_pylist() == ["s1", "s3", "s2", "s4", "s0"]
+    ordering = store.read("curriculum_orderings", filter="ordering = 'general-samples-length-easy-to-hard'").sort_by("position")
+    assert ordering["sample_id"].to_pylist() == ["s1", "s3", "s2", "s4", "s0"]
+    random_order = store.read("curriculum_orderings", filter="ordering = 'general-samples-length-random'")
+    assert sorted(random_order["sample_id"].to_pylist()) == [f"s{i}" for i in range(5)]
+    assert any(r["table"] == "general_samples" and r["action"] == "created" for r in summary["scalar indexes"])
+
+
 def test_every_indexed_column_exists_in_its_schema() -> None:
     from replaystore import schemas
 
@@ -162,6 +238,12 @@ BAD: list[tuple[Callable[..., Any], dict[str, Any], str]] = [
     (prune, {"target_rows_per_fragment": 0}, "target_rows_per_fragment"),
     (index, {"tables": ["a/b"]}, "tables"),
     (index, {"tables": "priorities"}, "tables"),
+    (index, {"min_vector_rows": -1}, "min_vector_rows"),
+    (index, {"curriculum": {"source": "priorities", "metric": "bad metric"}}, "curriculum.metric"),
+    (index, {"curriculum": {"source": "priorities", "directions": ["sideways"]}}, "curriculum.directions.0"),
+    (index, {"curriculum": {"source": "priorities", "column": "nope"}}, "curriculum.column"),
+    (prune, {"utility_threshold": -0.1}, "utility_threshold"),
+    (prune, {"buffers": ["no/such"]}, "buffers"),
 ]
 
 
