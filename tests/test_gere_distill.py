@@ -90,6 +90,7 @@ def test_ingest_reads_jsonl_and_parquet(tmp_path: Path, store: Store, texts: lis
     ("texts", "kwargs", "field"),
     [
         (["fine", 42], {}, "text"),
+        (["first chunk is fine", "second", ""], {"chunk_size": 1}, "text"),
         (["fine", "   "], {}, "text"),
         (["fine"], {"source": ""}, "source"),
         (["fine"], {"max_length": 0}, "max_length"),

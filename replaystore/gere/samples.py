@@ -9,7 +9,6 @@ uses exactly the same tokens.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -95,32 +94,31 @@ def ingest(
 ) -> dict[str, Any]:
     """Add general texts to `table`, skipping any whose content hash is already there.
 
-    Returns `{"added", "skipped", "read", "version"}`. Each chunk of `chunk_size` texts is one
-    insert-only merge on `content_hash`, so concurrent ingesters never store a text twice.
+    Returns `{"added", "skipped", "read", "version"}`. Every text is checked before anything is
+    written; then each chunk of `chunk_size` texts is one insert-only merge on `content_hash`, so
+    concurrent ingesters never store a text twice.
     """
     if not isinstance(source, str) or not source.strip():
         raise ValidationError("source", "must be a non-empty corpus name")
     check_max_length(max_length)
+    every = list(read_texts(texts, text_field))
+    for i, text in enumerate(every):  # all of it is checked before anything is written
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError("text", f"item {i} must be a non-empty string, got {text!r:.60}")
     store.create_table(table, "general_samples")
-    added = skipped = read = 0
-    stream = iter(read_texts(texts, text_field))
-    while chunk := list(itertools.islice(stream, chunk_size)):
-        rows = _rows(chunk, read, source, tokenizer, max_length)
-        read += len(chunk)
+    added = 0
+    for start in range(0, len(every), chunk_size):
+        rows = _rows(every[start : start + chunk_size], source, tokenizer, max_length)
         with store.lock(table):
             fresh = _not_stored(store, table, rows)
             if len(fresh):
                 store.merge(table, fresh, on="content_hash", update=False)
         added += len(fresh)
-        skipped += len(chunk) - len(fresh)
-    return {"added": added, "skipped": skipped, "read": read, "version": store.dataset(table).version}
+    return {"added": added, "skipped": len(every) - added, "read": len(every), "version": store.dataset(table).version}
 
 
-def _rows(chunk: list[Any], start: int, source: str, tokenizer: Any, max_length: int) -> pa.Table:
-    """Validate one chunk of texts and build its rows, first copy of each text only."""
-    for i, text in enumerate(chunk):
-        if not isinstance(text, str) or not text.strip():
-            raise ValidationError("text", f"item {start + i} must be a non-empty string, got {text!r:.60}")
+def _rows(chunk: list[str], source: str, tokenizer: Any, max_length: int) -> pa.Table:
+    """The rows of one chunk of texts, first copy of each text only."""
     hashes = [content_hash(text) for text in chunk]
     _, first = np.unique(np.asarray(hashes), return_index=True)
     keep = np.sort(first)
