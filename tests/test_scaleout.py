@@ -23,19 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = [*sorted((ROOT / "deploy" / "ray").glob("*")), *sorted((ROOT / "deploy" / "cluster").glob("*"))]
 
 
-def _consume(uri: str, options: dict[str, str], rank: int, world: int, version: int) -> tuple[str, list[int]]:
-    """One worker: its rank's share of one epoch of the stream, at the version the driver chose."""
-    import ray
-
-    from replaystore.stream import ReplayStream, Shuffled, Source
-
-    store = replaystore.open(uri, options)
-    source = Source.from_store(store, "exemplars", columns=["sample_id"], version=version, sampler=Shuffled())
-    stream = ReplayStream(source, batch_size=32, rank=rank, world_size=world, seed=7)
-    ids = [int(i) for batch in stream for i in batch["sample_id"]]
-    return ray.get_runtime_context().get_node_id(), ids
-
-
 @pytest.fixture(scope="module")
 def two_nodes() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
@@ -52,6 +39,7 @@ def two_nodes() -> Iterator[Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")  # Ray starts raylets with fork+exec
 def test_stream_shards_on_two_nodes_are_read_exactly_once_from_s3(two_nodes: Any, s3_server: S3Server) -> None:
     ray = two_nodes
     uri = f"s3://{s3_server.new_bucket()}/store"
@@ -64,7 +52,7 @@ def test_stream_shards_on_two_nodes_are_read_exactly_once_from_s3(two_nodes: Any
     version = store.dataset("exemplars").version
     store.append("exemplars", {"buffer": ["late"], "sample_id": [n], "class_id": [0], "task_id": [0], "rank": [1], "nbytes": [64]})
 
-    consume = ray.remote(num_cpus=1)(_consume)
+    consume = ray.remote(num_cpus=1)(_consumer())
     refs = [consume.options(resources={f"node-{r}": 1}).remote(uri, s3_server.storage_options, r, 2, version) for r in range(2)]
     (node_a, ids_a), (node_b, ids_b) = ray.get(refs, timeout=300)
 
@@ -101,3 +89,21 @@ def test_deploy_specs_carry_no_credentials() -> None:
         text = path.read_text()
         assert not SECRET.search(text), f"{path} holds a credential; reference a secret instead"
         assert "AKIA" not in text, f"{path} holds an AWS access key id"
+
+
+def _consumer() -> Any:
+    """Built here so cloudpickle ships it by value: Ray workers cannot import test modules."""
+
+    def consume(uri: str, options: dict[str, str], rank: int, world: int, version: int) -> tuple[str, list[int]]:
+        """One worker: its rank's share of one epoch of the stream, at the version the driver chose."""
+        import ray
+
+        from replaystore.stream import ReplayStream, Shuffled, Source
+
+        store = replaystore.open(uri, options)
+        source = Source.from_store(store, "exemplars", columns=["sample_id"], version=version, sampler=Shuffled())
+        stream = ReplayStream(source, batch_size=32, rank=rank, world_size=world, seed=7)
+        ids = [int(i) for batch in stream for i in batch["sample_id"]]
+        return ray.get_runtime_context().get_node_id(), ids
+
+    return consume
