@@ -23,8 +23,8 @@ from replaystore.exemplars import settings as cfg
 from replaystore.exemplars.budget import exemplars_in
 from replaystore.exemplars.plan import plan_keep
 from replaystore.exemplars.policies import make_policy
-from replaystore.exemplars.samples import TOKENS, Encoded, as_numpy, decode_raw, decode_tokens, encode_raw, encode_tokens
-from replaystore.exemplars.selectors import Candidates, make_selector
+from replaystore.exemplars.samples import TOKENS, Encoded, as_numpy, decode_raw, decode_tokens, decode_vectors, encode_raw, encode_tokens
+from replaystore.exemplars.selectors import Candidates, Selector, make_selector
 from replaystore.store import Version, validate_name
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ class ExemplarBuffer:
             )
             classes = tuple(sorted({*s.classes, *np.unique(current["class_id"].to_numpy()).tolist(), class_id}))
             s = replace(s, classes=classes)
-            change = self._offer(s, current, class_id, new_rows, selector, feats is not None)
+            change = self._offer(s, current, class_id, new_rows, selector)
             if s != self.settings:
                 _save(self.store, s)
                 self.settings = s
@@ -223,8 +223,7 @@ class ExemplarBuffer:
             "task_ids": table["task_id"].to_numpy().copy(), "ranks": table["rank"].to_numpy().copy(),
         }
         if table.num_rows and table["features"].null_count == 0:
-            feats = table["features"].combine_chunks()
-            out["features"] = np.asarray(feats.values.to_numpy()[feats.offsets[0].as_py() : feats.offsets[-1].as_py()]).reshape(table.num_rows, -1)
+            out["features"] = decode_vectors(table["features"])
         if table.num_rows and table["tokens"].null_count == 0:
             out["tokens"] = decode_tokens(table["tokens"])
         elif table.num_rows:
@@ -261,7 +260,7 @@ class ExemplarBuffer:
 
     # -- planning and committing -------------------------------------------------------------
 
-    def _offer(self, s: cfg.BufferSettings, current: pa.Table, class_id: int, new_rows: pa.Table, selector: Any, has_features: bool) -> Change:
+    def _offer(self, s: cfg.BufferSettings, current: pa.Table, class_id: int, new_rows: pa.Table, selector: Selector) -> Change:
         """Rank class `class_id`'s kept rows together with the new ones, plan, and commit in one version."""
         kept_before = self.store.read(self.name, filter=f"class_id = {class_id}").sort_by("rank")
         fresh = pc.is_in(kept_before["sample_id"], value_set=new_rows["sample_id"])
@@ -272,10 +271,7 @@ class ExemplarBuffer:
         nbytes = pool["nbytes"].to_numpy()
         quota = make_policy(s.policy, s.memory_per_class).quota(s.exemplar_bytes, len(s.classes))
         k = _selection_size(len(pool), nbytes, quota.rows, [quota.nbytes, s.exemplar_bytes])
-        feats = None
-        if selector.needs_features:
-            f = pool["features"].combine_chunks()
-            feats = np.asarray(f.values.to_numpy()[f.offsets[0].as_py() : f.offsets[-1].as_py()]).reshape(len(pool), -1)
+        feats = decode_vectors(pool["features"]) if selector.needs_features else None
         order = selector.order(Candidates(class_id, pool["sample_id"].to_numpy(), feats), k)
 
         others = current.filter(pc.not_equal(current["class_id"], class_id))

@@ -93,6 +93,14 @@ def decode_raw(data: pa.ChunkedArray | pa.Array, shape: Sequence[int], dtype: st
     return raw.view(dtype).reshape(n, *shape).copy()
 
 
+def decode_vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """`(N, D)` float32 from a list<float32> column whose rows all hold D values (feature vectors)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = np.asarray(arr.offsets)
+    values = arr.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+    return np.asarray(values, dtype=np.float32).reshape(len(arr), -1)
+
+
 def decode_tokens(tokens: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
     arr = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
     offsets = np.asarray(arr.offsets)

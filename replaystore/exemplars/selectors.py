@@ -41,9 +41,10 @@ def _normalised(features: np.ndarray | torch.Tensor) -> torch.Tensor:
     v = torch.tensor(np.asarray(features), dtype=torch.float32) if not isinstance(features, torch.Tensor) else features.detach().to("cpu", torch.float32, copy=True)
     if v.ndim != 2:
         raise ValidationError("features", f"must be a 2-D array (one vector per candidate), got shape {tuple(v.shape)}")
-    if not bool(torch.isfinite(v).all()):
-        raise ValidationError("features", "must be finite (no NaN or inf)")
-    return v.div_(torch.linalg.vector_norm(v, dim=1, keepdim=True).add_(EPSILON))
+    norms = torch.linalg.vector_norm(v, dim=1, keepdim=True)  # NaN/inf anywhere in a row shows here, in O(N)
+    if not bool(torch.isfinite(norms).all()):
+        raise ValidationError("features", "must be finite (no NaN or inf), with L2 norms that fit in float32")
+    return v.div_(norms.add_(EPSILON))
 
 
 def herding_order(features: np.ndarray | torch.Tensor, k: int) -> np.ndarray:

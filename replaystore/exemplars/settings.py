@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from replaystore.errors import NotFoundError, ValidationError
-from replaystore.exemplars.budget import dtype_nbytes, model_nbytes, sample_nbytes
+from replaystore.exemplars.budget import count_parameters, model_nbytes, sample_nbytes
 from replaystore.exemplars.policies import make_policy
 from replaystore.exemplars.samples import TOKENS
 from replaystore.exemplars.selectors import make_selector
@@ -71,6 +71,7 @@ def build(name: str, budget: Any = None, model: torch.nn.Module | None = None, m
           sample_shape: Any = None, sample_dtype: Any = None) -> BufferSettings:
     """Validate user settings (a budget in bytes; a model as a module or a parameter count and dtype)."""
     budget_bytes = None if budget is None else _whole("budget", budget)
+    dtype: str | None = model_dtype
     if model is not None and model_params is not None:
         raise ValidationError("model", "pass a torch.nn.Module or model_params, not both")
     if model is not None:
@@ -79,13 +80,13 @@ def build(name: str, budget: Any = None, model: torch.nn.Module | None = None, m
         first = next(model.parameters(), None)
         dtype = model_dtype or (str(first.dtype).removeprefix("torch.") if first is not None else "float32")
         nbytes = model_nbytes(model, dtype=dtype, count_buffers=count_buffers)
-        params = nbytes // dtype_nbytes(dtype)
+        params = count_parameters(model, count_buffers)
     elif model_params is not None:
         dtype = model_dtype or "float32"
         params = _whole("model_params", model_params)
         nbytes = model_nbytes(params=params, dtype=dtype)
     else:
-        dtype, params, nbytes = model_dtype, None, 0
+        params, nbytes = None, 0
     make_policy(policy, memory_per_class)
     make_selector(selector, _whole("seed", seed))
     if on_over_budget not in ON_OVER_BUDGET:
