@@ -14,6 +14,7 @@ plus per-sample variation.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
 import tempfile
 import time
@@ -94,9 +95,10 @@ def run(scale: float = 1.0) -> list[Result]:
         peer_s, peer_mem, peer_picks = _in_fresh_process("pycil", path, m)
     same = float(np.mean(ours_picks == peer_picks))
     matrix = features.nbytes
+    load = f"1-min load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (mat-vecs are memory-bound: contention hurts)"
     return [
         Result("herding", case, "seconds", ours_s, peer_s, "PyCIL-style numpy herding", False, "≤ 3 s at scale 1",
-               "one torch mat-vec per pick vs building (vectors + S)/k and np.delete per pick"),
+               f"one torch mat-vec per pick vs building (vectors + S)/k and np.delete per pick; {load}"),
         Result("herding", case, "peak extra memory (× the N×D features)", ours_mem / matrix, peer_mem / matrix,
                "PyCIL-style numpy herding", False, "O(N·D): a small multiple, never N×N",
                f"N×D float32 = {matrix / 2**20:.0f} MiB; an N×N float32 matrix would be {n * n * 4 / 2**30:.1f} GiB"),
