@@ -12,11 +12,14 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import replaystore
 from replaystore.errors import NotFoundError, StoreURIError, TableNameError, ValidationError
+from replaystore.gere import tm_margin_loss
+from replaystore.query import QueryRefusedError
 
 DIM = 8
 
@@ -78,6 +81,12 @@ CASES = [
     Case("text bytes not UTF-8", lambda s: s.append("priorities", priority(source=[b"\xff\xfe"])), ValidationError, "source: values cannot be read as string"),
     Case("Arrow text not UTF-8", lambda s: s.append("priorities", priority(source=invalid_utf8(b"\xc3\x28"))),
          ValidationError, "source: text must be valid UTF-8"),
+    Case("negative budget", lambda s: s.exemplars("cifar", budget=-1), ValidationError, "budget: must be a whole number ≥ 0, got -1"),
+    Case("NaN budget", lambda s: s.exemplars("cifar", budget=float("nan")), ValidationError, "budget: must be a whole number ≥ 0, got nan"),
+    Case("activation shape not the model's", lambda s: tm_margin_loss(torch.zeros(2, 3, 4), torch.zeros(5), torch.zeros(5), frozen=torch.zeros(2, 3, 5)),
+         ValidationError, "hidden: shape (2, 3, 4) does not match the frozen states (2, 3, 5)"),
+    Case("SQL that deletes", lambda s: s.sql("DELETE FROM exemplars"), QueryRefusedError, "DELETE writes data; replaystore SQL is read-only"),
+    Case("SQL that drops a table", lambda s: s.sql("DROP TABLE exemplars"), QueryRefusedError, "DROP changes the catalog"),
     Case("unknown table", lambda s: s.read("no_such_table"), NotFoundError, "unknown table 'no_such_table'"),
     Case("unknown version", lambda s: s.read("exemplars", version=999), NotFoundError, "has no version or tag 999"),
     Case("unknown tag", lambda s: s.restore("exemplars", "no-such-tag"), NotFoundError, "has no version or tag 'no-such-tag'"),
