@@ -7,6 +7,7 @@ offline; it is loaded once per process (loading costs seconds, embedding a sente
 from __future__ import annotations
 
 import importlib.util
+import json
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -45,11 +46,12 @@ class TransformerEmbedder:
     """
 
     def __init__(self, path: str | Path, batch_size: int = 64, max_length: int = 256) -> None:
-        from transformers import AutoConfig
-
+        config = Path(path) / "config.json"
+        if not config.is_file():
+            raise ValidationError("embedder", f"{path} is not a local transformers model folder (no config.json)")
         self.path = str(path)
         self.name = Path(path).name if Path(path).name != "model" else Path(path).parent.name
-        self.dim = int(AutoConfig.from_pretrained(self.path).hidden_size)
+        self.dim = int(json.loads(config.read_text())["hidden_size"])
         self.batch_size = batch_size
         self.max_length = max_length
 

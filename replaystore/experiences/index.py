@@ -3,7 +3,7 @@
 Scalar indexes make the workspace/status prefilter and id lookups cheap; an inverted index serves
 full-text and hybrid search; the vector index is only worth building once a table is large
 (below `MIN_VECTOR_ROWS` LanceDB's exact flat scan is fast and exact). Rows appended after an
-index was built are still found: LanceDB scans them flat until `build_index` folds them in.
+index was built are still found: LanceDB scans them flat until `build_index` rebuilds it.
 
 The vector index defaults were chosen by `benchmarks/bench_retrieval.py` (see README):
 IVF_FLAT scores full-precision vectors in the probed partitions, so recall depends only on how
@@ -12,7 +12,6 @@ many partitions are probed, and with ~1,000 rows per partition a query reads ~20
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ import lance
 from replaystore.errors import ValidationError
 from replaystore.retry import with_retries
 
-MIN_VECTOR_ROWS = 50_000
+MIN_VECTOR_ROWS = 10_000
 ROWS_PER_PARTITION = 1_000
 VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_SQ", "IVF_PQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT")
 
@@ -32,7 +31,7 @@ class VectorIndexSpec:
 
     index_type: str = "IVF_FLAT"
     num_partitions: int | None = None  # None: about one per ROWS_PER_PARTITION rows
-    nprobes: int = 24
+    nprobes: int = 12
     refine_factor: int | None = None
     num_sub_vectors: int | None = None  # PQ only
     ef: int | None = None  # HNSW only
@@ -106,15 +105,3 @@ def build(
     if want:
         with_retries(lambda: spec.create(dataset(), "embedding"))
     return IndexReport(rows, tuple(SCALAR_INDEXES), TEXT_COLUMNS, spec.index_type if want else None, reason)
-
-
-def has_vector_index(ds: lance.LanceDataset) -> bool:
-    return any(i.get("fields") == ["embedding"] or "embedding" in i.get("fields", []) for i in ds.list_indices() if i.get("type", "").startswith(("IVF", "Vector")))
-
-
-def nprobes_hint(rows: int, spec: VectorIndexSpec) -> int:
-    """Probe at least `spec.nprobes` partitions, never more than exist."""
-    return max(1, min(spec.nprobes, spec.partitions(rows))) if rows else spec.nprobes
-
-
-__all__ = ["IndexReport", "MIN_VECTOR_ROWS", "VectorIndexSpec", "build", "math"]

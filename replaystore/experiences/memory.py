@@ -13,9 +13,9 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, Iterable, Mapping, Sequence
 
-import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -120,10 +120,16 @@ class ExperienceMemory:
             raise ValidationError(
                 "embedding", f"embedder {self.embedder.name!r} gives {self.embedder.dim}-d vectors but table '{table}' stores {dim}-d"
             )
-        self._db = lancedb.connect(store.uri, storage_options=store.storage_options or None, read_consistency_interval=timedelta(0))
 
     def __repr__(self) -> str:
         return f"ExperienceMemory({self.store.uri!r}, table={self.table!r}, dim={self.embedder.dim})"
+
+    @cached_property
+    def _db(self) -> Any:
+        """LanceDB over the store root; imported on first search (counter-only processes skip it)."""
+        import lancedb
+
+        return lancedb.connect(self.store.uri, storage_options=self.store.storage_options or None, read_consistency_interval=timedelta(0))
 
     def _lance_table(self) -> Any:
         return self._db.open_table(self.table)
