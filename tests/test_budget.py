@@ -100,6 +100,16 @@ def test_fair_comparison_gives_the_grown_bytes_to_exemplars() -> None:
     assert same.extra_exemplars == 0  # nothing grew yet
 
 
+def test_a_buffer_counts_the_module_it_is_given(store) -> None:
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, bias=False), nn.BatchNorm2d(16), nn.Flatten(), nn.Linear(16, 10))
+    plain = store.exemplars("plain", budget=10_000, model=net).budget()
+    counted = store.exemplars("bn", budget=10_000, model=net, count_buffers=True).budget()
+    half = store.exemplars("half", budget=10_000, model=net.to(torch.bfloat16)).budget()
+    assert (plain["model_bytes"], plain["model_params"], plain["model_buffers_counted"]) == (634 * 4, 634, False)
+    assert (counted["model_bytes"], counted["model_buffers_counted"]) == (634 * 4 + 32 * 4 + 8, True)
+    assert (half["model_bytes"], half["model_dtype"]) == (634 * 2, "bfloat16")  # the module's own dtype by default
+
+
 @pytest.mark.parametrize(
     ("call", "field"),
     [
@@ -125,6 +135,7 @@ def test_budget_command_prints_the_report(store, capsys) -> None:
     assert report == json.loads(json.dumps(buf.budget()))
     assert (report["total_bytes"], report["model_bytes"], report["exemplar_bytes"], report["free_bytes"]) == (4_000, 2_000, 1_984, 16)
     assert report["model_exemplar_equivalent"] == 31 and report["per_class"] == {"3": 31} and report["disk_bytes"] > 0
+    assert (report["model_params"], report["model_dtype"], report["model_buffers_counted"]) == (500, "float32", False)
     # the rest in-process: each subprocess pays torch's import
     assert main(["--uri", store.uri, "budget", "digits"]) == 0
     human = capsys.readouterr().out

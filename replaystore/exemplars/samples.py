@@ -47,7 +47,9 @@ def encode_raw(samples: Any) -> Encoded:
     if arr.ndim < 1 or len(arr) == 0:
         raise ValidationError("samples", f"need an array of shape (N, *sample_shape) with N ≥ 1, got shape {arr.shape}")
     n, shape = len(arr), tuple(int(d) for d in arr.shape[1:])
-    per = arr[0].nbytes if n else 0
+    per = arr[0].nbytes
+    if arr.nbytes >= 2**31:  # Arrow `binary` offsets are int32
+        raise ValidationError("samples", f"one add holds at most 2 GiB of samples, got {arr.nbytes:,} B; add in batches")
     offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int64) * per).astype(np.int32))
     data = pa.BinaryArray.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(arr.reshape(-1).view(np.uint8))])
     dims = pa.ListArray.from_arrays(
