@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prefect import flow
@@ -18,12 +21,14 @@ from prefect.testing.utilities import prefect_test_harness
 from sklearn.datasets import load_digits
 
 import replaystore
+from flows.distill import distill
 from flows.index import SCALAR_INDEXES, index
 from flows.parameters import checked
 from flows.prune import prune
 from flows.reporting import markdown_table
 from flows.retries import is_transient, store_task
 from replaystore.errors import CommitConflictError, NotFoundError, ValidationError
+from replaystore.gere.offline import minilm_path, minilm_tokenizer, python_docstrings, tiny_causal_lm
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -166,6 +171,111 @@ def test_prune_archives_experiences_by_the_utility_rule_and_index_builds_their_i
     assert hits["experience_id"].to_pylist() == [ids[0]]
 
 
+# -- distill -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def frozen_lm(tmp_path_factory: Any) -> Path:
+    """A tiny GPT-2 with MiniLM's vocabulary, saved as a local model folder (as a deployment names it)."""
+    folder = tmp_path_factory.mktemp("frozen-lm")
+    tiny_causal_lm(minilm_tokenizer().vocab_size, hidden=32, positions=64).save_pretrained(folder)
+    return folder
+
+
+def general_params(tmp_path: Path, frozen_lm: Path, n: int = 6) -> dict[str, Any]:
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in python_docstrings(limit=n)))
+    return {"model": str(frozen_lm), "tokenizer": str(minilm_path()), "texts": str(texts), "source": "pydoc", "max_length": 32}
+
+
+def test_distill_general_samples_ingests_once_and_stores_states_and_statistics(
+    store: replaystore.Store, tmp_path: Path, frozen_lm: Path
+) -> None:
+    params = general_params(tmp_path, frozen_lm)
+    summary = distill(store.uri, general=params)
+    assert [(r["step"], r["added"], r["skipped"]) for r in summary["general samples"]] == [("ingest", 6, 0), ("states", 6, 0)]
+    samples = store.read("general_samples")
+    assert samples.num_rows == 6 and set(samples["source"].to_pylist()) == {"pydoc"}
+    states = store.read("activation_states", columns=["sample_id", "token_count"])
+    assert sorted(states["sample_id"].to_pylist()) == sorted(samples["sample_id"].to_pylist())
+    stats = store.read("activation_stats")
+    assert stats["count"].to_pylist() == [sum(samples["token_count"].to_pylist())]
+    versions = {t: store.dataset(t).version for t in ("general_samples", "activation_states", "activation_stats")}
+    again = distill(store.uri, general=params)  # resumable: nothing new to ingest or forward
+    assert [(r["added"], r["skipped"]) for r in again["general samples"]] == [(0, 6), (0, 6)]
+    assert {t: store.dataset(t).version for t in versions} == versions
+    artifact = Artifact.get("distill-summary")
+    assert artifact is not None and "## general samples" in str(artifact.data)
+
+
+def test_distill_and_prune_running_together_lose_nothing(store: replaystore.Store, tmp_path: Path, frozen_lm: Path) -> None:
+    add_priorities(store, 0, n=3)
+    results: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: results.update(distill(store.uri, general=general_params(tmp_path, frozen_lm, 10))))
+    worker.start()
+    for _ in range(3):
+        prune(store.uri, retention_hours=0)
+    worker.join()
+    assert results["general samples"][1]["added"] == 10
+    samples = store.read("general_samples", columns=["sample_id", "token_count"])
+    states = store.read("activation_states", columns=["sample_id"])["sample_id"].to_pylist()
+    assert samples.num_rows == 10 and len(states) == len(set(states)) == 10
+    assert store.read("activation_stats")["count"].to_pylist() == [sum(samples["token_count"].to_pylist())]
+    assert store.count("priorities") == 3
+
+
+TRAJECTORIES = [
+    {"task_id": "csv", "score": 1.0, "messages": [
+        {"role": "user", "content": "Load the sales CSV whose header row is broken"},
+        {"role": "assistant", "content": "Read the file with an explicit column list and skip the first line"},
+        {"role": "tool", "name": "read_csv", "content": "1200 rows, 6 columns"},
+        {"role": "assistant", "content": "Check the row count against the source system before continuing"}]},
+    {"task_id": "csv", "score": 0.0, "messages": [
+        {"role": "user", "content": "Load the sales CSV whose header row is broken"},
+        {"role": "assistant", "content": "Read the file with default settings and trust the inferred header"}]},
+]
+
+
+def test_distill_experiences_from_trajectories_skips_duplicates(store: replaystore.Store, tmp_path: Path) -> None:
+    path = tmp_path / "trajectories.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in TRAJECTORIES))
+    params = {"path": str(path), "workspace": "travel", "dedup_threshold": 0.95}
+    summary = distill(store.uri, experiences=params)["experiences"][0]
+    assert summary["candidates"] == 3 and summary["added"] == 3 and summary["rejected"] == 0
+    rows = store.read("experiences", columns=["kind", "workspace", "status"]).to_pylist()
+    assert sorted(r["kind"] for r in rows) == ["comparative", "failure", "success"]
+    assert {(r["workspace"], r["status"]) for r in rows} == {("travel", "active")}
+    again = distill(store.uri, experiences=params)["experiences"][0]
+    assert again["added"] == 0 and again["duplicates"] == 3 and store.count("experiences") == 3
+
+
+def test_distill_offers_exemplar_candidates_with_features(store: replaystore.Store, tmp_path: Path) -> None:
+    digits = load_digits()
+    images, labels = digits.images.astype(np.uint8), digits.target
+    task = np.isin(labels, [0, 1])
+    store.append(
+        "task_samples",
+        {"sample_id": np.flatnonzero(task), "task_id": np.zeros(task.sum(), dtype=np.int64), "class_id": labels[task],
+         "data": [x.tobytes() for x in images[task]], "shape": [[8, 8]] * int(task.sum()), "dtype": ["uint8"] * int(task.sum())},
+    )
+    torch.manual_seed(0)
+    extractor = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU()))
+    extractor.save(str(tmp_path / "features.pt"))
+    sample = images[0].nbytes
+    buffer = store.exemplars("digits", budget=400 + 20 * sample, model_params=100, model_dtype="float32", selector="herding")
+    params = {"buffer": "digits", "task_id": 0, "model": str(tmp_path / "features.pt")}
+    summary = distill(store.uri, exemplars=params)["exemplars"]
+    assert [(r["class_id"], r["offered"]) for r in summary] == [(0, int((labels == 0).sum())), (1, int((labels == 1).sum()))]
+    report = buffer.budget()
+    assert report["per_class"] == {0: 10, 1: 10} and report["free_bytes"] == 0
+    kept = buffer.samples()
+    assert kept.features is not None and kept.features.shape == (20, 16)
+    with torch.inference_mode():
+        expected = extractor(torch.from_numpy(kept.data).float()).numpy()
+    np.testing.assert_allclose(kept.features, expected, rtol=1e-5, atol=1e-6)
+    assert set(kept.sample_ids.tolist()) <= set(np.flatnonzero(task).tolist())
+
+
 # -- index ---------------------------------------------------------------------------------------
 
 
@@ -243,6 +353,12 @@ BAD: list[tuple[Callable[..., Any], dict[str, Any], str]] = [
     (index, {"curriculum": {"source": "priorities", "directions": ["sideways"]}}, "curriculum.directions.0"),
     (index, {"curriculum": {"source": "priorities", "column": "nope"}}, "curriculum.column"),
     (prune, {"utility_threshold": -0.1}, "utility_threshold"),
+    (distill, {}, "parameters"),
+    (distill, {"general": {"model": "/no/such/model"}}, "general.model"),
+    (distill, {"general": {"model": "/tmp", "precision": "int3"}}, "general.precision"),
+    (distill, {"experiences": {"path": "/no/such.jsonl"}}, "experiences.path"),
+    (distill, {"experiences": {"path": __file__, "dedup_threshold": 2}}, "experiences.dedup_threshold"),
+    (distill, {"exemplars": {"buffer": "x", "task_id": -1, "model": __file__}}, "exemplars.task_id"),
     (prune, {"buffers": ["no/such"]}, "buffers"),
 ]
 
