@@ -202,6 +202,8 @@ def _bad(store: replaystore.Store) -> list[tuple[object, type[Exception], str]]:
         (lambda: store.exemplars("m", budget=10, policy="fixed_per_class"), ValidationError, "memory_per_class"),
         (lambda: store.exemplars("over", budget=10, on_over_budget="ignore"), ValidationError, "on_over_budget"),
         (lambda: store.exemplars("../x", budget=10), ValidationError, "table name"),
+        (lambda: store.exemplars("typo", budgte=10), ValidationError, "budgte: unknown exemplar buffer setting"),
+        (lambda: store.exemplars("dt", budget=10, sample_dtype="pixels"), ValidationError, "sample_dtype: must be a numpy dtype"),
         (lambda: store.exemplars("bad", budget=2_000), ValidationError, "budget_bytes: buffer 'bad' exists with budget_bytes=1000"),
         (lambda: buf.add(1, np.zeros((4, 8, 9), np.uint8), features=f), ValidationError, "samples: buffer 'bad' holds samples of shape (8, 8)"),
         (lambda: buf.add(1, np.zeros((4, 8, 8), np.float32), features=f), ValidationError, "dtype float32"),

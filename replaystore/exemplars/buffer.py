@@ -108,6 +108,7 @@ class ExemplarBuffer:
         Reopening with settings that differ from the stored ones is refused; use `configure`.
         """
         validate_name(name)
+        cfg.check_names(settings)
         with store.lock(name):
             stored = _load(store, name)
             if stored is None and not settings:
@@ -136,6 +137,7 @@ class ExemplarBuffer:
 
         With `on_over_budget='refuse'` a change that would evict rows is refused and nothing changes.
         """
+        cfg.check_names(changes)
         with self.store.lock(self.name):
             old = self.refresh()
             base: dict[str, Any] = {

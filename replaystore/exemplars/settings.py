@@ -59,6 +59,17 @@ class BufferSettings:
         return {k: [v] for k, v in values.items()}
 
 
+SETTINGS = ("budget", "model", "model_params", "model_dtype", "count_buffers", "policy", "memory_per_class",
+            "selector", "seed", "on_over_budget", "sample_shape", "sample_dtype")
+
+
+def check_names(given: dict[str, Any]) -> None:
+    """A misspelt setting is an error, not a silently ignored keyword."""
+    for key in given:
+        if key not in SETTINGS:
+            raise ValidationError(key, f"unknown exemplar buffer setting (known: {', '.join(SETTINGS)})")
+
+
 def _whole(field: str, value: Any, minimum: int = 0) -> int:
     if not is_finite_number(value) or int(value) != value or value < minimum:
         raise ValidationError(field, f"must be a whole number ≥ {minimum}, got {value!r}")
@@ -95,7 +106,10 @@ def build(name: str, budget: Any = None, model: torch.nn.Module | None = None, m
         raise ValidationError("budget", "policy 'fixed_total' needs a budget in bytes (e.g. budget=2_000_000)")
     shape = None if sample_shape is None else tuple(_whole("sample_shape", d) for d in sample_shape)
     if sample_dtype is not None and sample_dtype != TOKENS:
-        sample_dtype = np.dtype(sample_dtype).name
+        try:
+            sample_dtype = np.dtype(sample_dtype).name
+        except TypeError:
+            raise ValidationError("sample_dtype", f"must be a numpy dtype or 'tokens', got {sample_dtype!r}") from None
     return check_fits(BufferSettings(name, budget_bytes, nbytes, params, dtype, bool(count_buffers), policy,
                                      None if memory_per_class is None else int(memory_per_class), selector, int(seed),
                                      on_over_budget, shape, sample_dtype))
