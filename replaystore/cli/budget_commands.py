@@ -12,13 +12,12 @@ _SUMMARY = ("buffer", "total_bytes", "model_bytes", "exemplar_bytes", "free_byte
 
 def budget(args: argparse.Namespace) -> dict[str, Any] | list[dict[str, Any]]:
     """One buffer's full report, or a summary line per buffer when none is named."""
-    from replaystore.exemplars.settings import SETTINGS_TABLE  # torch loads only for this command
+    from replaystore.exemplars import ExemplarBuffer  # torch loads only for this command
 
     store = replaystore.open(args.uri)
     if args.buffer:
         return store.exemplars(args.buffer).budget()
-    names = store.read(SETTINGS_TABLE, columns=["buffer"])["buffer"].to_pylist() if store.exists(SETTINGS_TABLE) else []
-    return [{k: v for k, v in store.exemplars(name).budget().items() if k in _SUMMARY} for name in sorted(names)]
+    return [{k: v for k, v in store.exemplars(name).budget().items() if k in _SUMMARY} for name in ExemplarBuffer.names(store)]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

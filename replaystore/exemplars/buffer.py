@@ -124,6 +124,13 @@ class ExemplarBuffer:
             _save(store, asked)
             return cls(store, asked)
 
+    @staticmethod
+    def names(store: Store) -> list[str]:
+        """Every exemplar buffer in the store, sorted."""
+        if not store.exists(cfg.SETTINGS_TABLE):
+            return []
+        return sorted(store.read(cfg.SETTINGS_TABLE, columns=["buffer"])["buffer"].to_pylist())
+
     def refresh(self) -> cfg.BufferSettings:
         """Re-read the settings (another process may have configured the buffer)."""
         stored = _load(self.store, self.name)
