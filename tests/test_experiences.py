@@ -334,3 +334,38 @@ def test_embedder_dimension_must_match_the_table(store: replaystore.Store) -> No
     assert store.experiences("tiny_table", embedder=Tiny()).add([{"when_to_use": "a", "content": "b"}]).added
     with pytest.raises(ValidationError, match="vector"):
         store.experiences().search(np.ones(8, dtype=np.float32), "default")
+
+
+ODD_IDS = ["o'brien", "a,b", "x) OR (1=1", "ünï-côdé", "plain"]
+
+
+@pytest.fixture(scope="module")
+def odd_ids(tmp_path_factory: pytest.TempPathFactory) -> ExperienceMemory:
+    memory = replaystore.open(str(tmp_path_factory.mktemp("odd") / "store")).experiences()
+    memory.upsert([{**row, "experience_id": eid} for row, eid in zip(docstring_rows(len(ODD_IDS)), ODD_IDS)])
+    return memory
+
+
+@settings(max_examples=10, deadline=None)
+@given(uses=st.lists(st.tuples(st.sampled_from(ODD_IDS), st.booleans()), min_size=1, max_size=12))
+def test_record_use_adds_exactly_the_helpful_uses(odd_ids: ExperienceMemory, uses: list[tuple[str, bool]]) -> None:
+    before = dict(zip(*odd_ids.get(ODD_IDS).select(["experience_id", "utility"]).to_pydict().values()))
+    odd_ids.record_use([i for i, _ in uses], helpful=[h for _, h in uses])
+    after = dict(zip(*odd_ids.get(ODD_IDS).select(["experience_id", "utility"]).to_pydict().values()))
+    assert {i: after[i] - before[i] for i in ODD_IDS} == {i: sum(h for j, h in uses if j == i) for i in ODD_IDS}
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    counters=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12)), min_size=1, max_size=8),
+    freq_threshold=st.integers(1, 8),
+    utility_threshold=st.sampled_from([0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 1.0]),
+)
+def test_refine_archives_exactly_the_rule(
+    store: replaystore.Store, counters: list[tuple[int, int]], freq_threshold: int, utility_threshold: float
+) -> None:
+    memory = store.experiences(f"t{abs(hash((tuple(counters), freq_threshold, utility_threshold))) % 10**9}")
+    rows = docstring_rows(len(counters))
+    memory.upsert([{**r, "experience_id": f"r{i}", "freq": f, "utility": u} for i, (r, (f, u)) in enumerate(zip(rows, counters))])
+    archived = set(memory.refine(freq_threshold, utility_threshold)["experience_id"].to_pylist())
+    assert archived == {f"r{i}" for i, (f, u) in enumerate(counters) if f >= freq_threshold and u / f < utility_threshold}
