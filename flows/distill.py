@@ -20,9 +20,9 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 from prefect import flow, get_run_logger
-from pydantic import AfterValidator, BaseModel, ConfigDict, DirectoryPath, Field, FilePath
+from pydantic import AfterValidator, DirectoryPath, Field, FilePath
 
-from flows.parameters import Fraction, Positive, StoreURI, checked, open_store
+from flows.parameters import Fraction, Name, Positive, StoreURI, Strict, checked, open_store
 from flows.reporting import publish_summary, with_progress
 from flows.retries import store_task
 from flows.tables import exemplar_buffers, existing_tables
@@ -32,14 +32,6 @@ from replaystore.exemplars.samples import decode_raw
 from replaystore.gere import distill as distill_states
 from replaystore.gere import ingest
 from replaystore.gere.codec import check_precision
-from replaystore.store import validate_name
-
-Name = Annotated[str, AfterValidator(validate_name)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
 
 class GeneralSamples(Strict):
     """Ingest `texts` (.jsonl/.parquet, optional) as `source`, then distill `model`'s states for every sample."""

@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-
 from prefect import flow, get_run_logger
+from pydantic import AfterValidator, Field
 
-from flows.parameters import StoreURI, TableNames, checked, open_store
+from flows.parameters import Name, StoreURI, Strict, TableNames, checked, open_store
 from flows.reporting import publish_summary, with_progress
 from flows.retries import store_task
 from flows.tables import existing_tables
@@ -24,7 +23,6 @@ from replaystore import Store
 from replaystore.curriculum import OrderingDefinition, build_ordering
 from replaystore.curriculum.scoring import SequenceLength, score, validate_metric
 from replaystore.errors import ValidationError
-from replaystore.store import validate_name
 from replaystore.retry import with_retries
 
 IndexType = Literal["BTREE", "BITMAP"]
@@ -87,12 +85,10 @@ def experience_indexes(store: Store, table: str, min_vector_rows: int | None) ->
     return {"table": table, "rows": report.rows, "full_text": ", ".join(report.full_text), "vector": report.vector or report.vector_skipped_reason}
 
 
-class Curriculum(BaseModel):
+class Curriculum(Strict):
     """Score a source by sequence length (no model needed on a schedule) and store its orderings."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    source: Annotated[str, AfterValidator(validate_name)]
+    source: Name
     column: str = "tokens"
     metric: Annotated[str, AfterValidator(validate_metric)] = "length"
     directions: list[Literal["easy_to_hard", "hard_to_easy", "random"]] = ["easy_to_hard"]

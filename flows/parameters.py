@@ -29,6 +29,7 @@ def _table_names(names: list[str] | None) -> list[str] | None:
     return names
 
 
+Name = Annotated[str, AfterValidator(validate_name)]  # a table or buffer name
 StoreURI = Annotated[str | None, Field(description="store URI; default $REPLAYSTORE_URI or ./replaystore-data")]
 TableNames = Annotated[
     list[str] | None,
@@ -38,6 +39,12 @@ TableNames = Annotated[
 Hours = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Strict(pydantic.BaseModel):
+    """A nested parameter group: unknown keys are refused, not ignored."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
 
 
 def parameters_model(fn: Callable[..., object]) -> type[pydantic.BaseModel]:

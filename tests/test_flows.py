@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -27,6 +28,7 @@ from flows.parameters import checked
 from flows.prune import prune
 from flows.reporting import markdown_table
 from flows.retries import is_transient, store_task
+from flows.stream import stream
 from replaystore.errors import CommitConflictError, NotFoundError, ValidationError
 from replaystore.gere.offline import minilm_path, minilm_tokenizer, python_docstrings, tiny_causal_lm
 
@@ -276,6 +278,59 @@ def test_distill_offers_exemplar_candidates_with_features(store: replaystore.Sto
     assert set(kept.sample_ids.tolist()) <= set(np.flatnonzero(task).tolist())
 
 
+# -- stream --------------------------------------------------------------------------------------
+
+
+def digits_train_loop(stream: Any, log: Any, config: dict[str, Any]) -> dict[str, float]:
+    """A small MLP on digits; every batch's per-sample losses go into the loss log."""
+    import ray.train.torch
+
+    torch.manual_seed(0)
+    model = ray.train.torch.prepare_model(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    )
+    optim = torch.optim.Adam(model.parameters(), lr=0.01)
+    names = [s.name for s in stream.sources]
+    for _ in range(config["epochs"]):
+        for batch in stream:
+            losses = torch.nn.functional.cross_entropy(model(batch["data"].float() / 16), batch["class_id"], reduction="none")
+            optim.zero_grad()
+            (losses * batch["_weight"]).mean().backward()
+            optim.step()
+            log.add(names, stream.state_dict()["versions"] or [None] * len(names), batch, losses)
+    return {"loss": float(losses.mean())}
+
+
+@pytest.mark.slow
+def test_stream_trains_on_ray_over_a_mixture_and_writes_priorities_back(store: replaystore.Store, tmp_path: Path) -> None:
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
+    digits = load_digits()
+    images, labels = digits.images.astype(np.uint8), digits.target
+    for table, classes in (("exemplars", [0, 1]), ("task_samples", [2, 3])):
+        keep = np.isin(labels, classes)
+        n = int(keep.sum())
+        extra = {"buffer": ["digits"] * n, "rank": [1] * n, "nbytes": [64] * n} if table == "exemplars" else {}
+        store.append(table, {**extra, "sample_id": np.flatnonzero(keep), "task_id": np.zeros(n, dtype=np.int64),
+                             "class_id": labels[keep], "data": [x.tobytes() for x in images[keep]],
+                             "shape": [[8, 8]] * n, "dtype": ["uint8"] * n})
+    columns = ["data", "shape", "dtype", "class_id"]
+    sources = [
+        {"table": "task_samples", "columns": columns, "id_column": None, "weight": 3.0},
+        {"table": "exemplars", "columns": columns, "sampler": "prioritized", "weight": 1.0},
+    ]
+    result = stream(
+        sources, f"{__name__}:digits_train_loop", store.uri, train_loop_config={"epochs": 1}, batch_size=16,
+        storage_path=str(tmp_path / "ray"),
+    )
+    priorities = store.read("priorities")
+    assert result["priorities_version"] == store.dataset("priorities").version
+    assert set(priorities["source"].to_pylist()) == {"exemplars"} and result["priority_rows"] == priorities.num_rows > 0
+    assert set(priorities["sample_id"].to_pylist()) <= {str(i) for i in store.read("exemplars")["sample_id"].to_pylist()}
+    assert min(priorities["priority"].to_pylist()) > 0 and np.isfinite(result["metrics"]["loss"])
+
+
 # -- index ---------------------------------------------------------------------------------------
 
 
@@ -375,6 +430,27 @@ def test_bad_parameters_are_refused_before_any_work(
     with pytest.raises(ValidationError) as err:
         state.result()
     assert err.value.field == field and err.value.rule
+    assert task_run_count(state.state_details.flow_run_id) == 0
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"sources": [], "train_loop": "flows.stream:build_stream"}, "sources"),
+        ({"sources": [{"table": "priorities", "weight": 0}], "train_loop": "flows.stream:build_stream"}, "sources.0.weight"),
+        ({"sources": [{"table": "priorities", "sampler": "fifo"}], "train_loop": "flows.stream:build_stream"}, "sources.0.sampler"),
+        ({"sources": [{"table": "priorities"}], "train_loop": "no.such.module:loop"}, "train_loop"),
+        ({"sources": [{"table": "priorities", "columns": ["nope"]}], "train_loop": "flows.stream:build_stream"}, "columns"),
+    ],
+)
+def test_stream_refuses_bad_parameters_before_any_work(store: replaystore.Store, params: dict[str, Any], field: str) -> None:
+    add_priorities(store, 0, n=3)
+    before = snapshot(store)
+    state = stream(store_uri=store.uri, **params, return_state=True)
+    with pytest.raises(ValidationError) as err:
+        state.result()
+    assert err.value.field == field
     assert task_run_count(state.state_details.flow_run_id) == 0
     assert snapshot(store) == before
 
