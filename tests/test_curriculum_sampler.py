@@ -174,3 +174,16 @@ def test_sampler_module_does_not_import_torch() -> None:
     code = "import sys, replaystore.curriculum.sampler; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_sampler_survives_read_only_unpickling() -> None:
+    """Ray hands shipped numpy arrays back read-only; the sampler must still draw after that."""
+    import pickle
+
+    from replaystore.curriculum import CurriculumSampler, LinearPacing
+
+    sampler = CurriculumSampler(np.linspace(0, 1, 50), LinearPacing(0.2, 10), seed=3)
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(sampler, protocol=5, buffer_callback=buffers.append)
+    clone = pickle.loads(data, buffers=[b.raw().toreadonly() for b in buffers])  # as Ray's object store does
+    assert [clone.indices(t, 8).tolist() for t in range(12)] == [sampler.indices(t, 8).tolist() for t in range(12)]

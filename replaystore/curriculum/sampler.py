@@ -72,6 +72,11 @@ class CurriculumSampler:
         self._remaining = 0
         self._passes = 0
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Ray and shared-memory pickling hand numpy arrays back read-only; the pool is written in place.
+        state["_pool"] = np.array(state["_pool"])
+        self.__dict__.update(state)
+
     def __len__(self) -> int:
         """Rows the sampler can ever draw (those with a difficulty)."""
         return len(self._order)
