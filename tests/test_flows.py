@@ -22,6 +22,7 @@ from prefect.testing.utilities import prefect_test_harness
 from sklearn.datasets import load_digits
 
 import replaystore
+from flows.deployments import deployment_specs, load_flow, runner_deployments
 from flows.distill import distill
 from flows.index import SCALAR_INDEXES, index
 from flows.parameters import checked
@@ -504,6 +505,19 @@ def test_only_transient_errors_are_retried() -> None:
     with pytest.raises(ValidationError):
         run("rule")
     assert calls == ["rule"]
+
+
+def test_every_deployment_of_prefect_yaml_serves_its_flow_with_its_schedule() -> None:
+    served = {f"{d.flow_name}/{d.name}": d for d in runner_deployments("/srv/replay")}
+    assert {name: [s.schedule.cron for s in d.schedules] for name, d in served.items()} == {
+        "distill/distill-on-demand": [], "index/index-hourly": ["0 * * * *"],
+        "prune/prune-nightly": ["30 2 * * *"], "stream/stream-on-demand": [],
+    }
+    for spec in deployment_specs():
+        flow_params = load_flow(spec["entrypoint"]).parameters.properties
+        assert set(spec["parameters"]) <= set(flow_params), spec["name"]
+    assert all(d.parameters["store_uri"] == "/srv/replay" for d in served.values())
+    assert served["prune/prune-nightly"].parameters["retention_hours"] == 168
 
 
 def test_markdown_table_escapes_cells() -> None:
