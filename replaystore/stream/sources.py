@@ -62,8 +62,8 @@ class LanceSnapshot:
     columns: list[str] | None
     num_rows: int = field(init=False)
     _scan: Iterator[pa.RecordBatch] | None = field(default=None, init=False, repr=False)
-    _pending: list[pa.RecordBatch] = field(default_factory=list, init=False, repr=False)
-    _next: int = field(default=-1, init=False, repr=False)  # position of _pending's first row
+    _head: pa.RecordBatch | None = field(default=None, init=False, repr=False)  # unread rest of a scanned batch
+    _next: int = field(default=-1, init=False, repr=False)  # position of _head's first row
 
     def __post_init__(self) -> None:
         self.num_rows = self.dataset.count_rows()
@@ -73,20 +73,22 @@ class LanceSnapshot:
             return self.dataset.take(positions, columns=self.columns)
         start, count = int(positions[0]), len(positions)
         if start != self._next:
-            self._scan = iter(self.dataset.to_batches(columns=self.columns, offset=start, batch_size=SCAN_BATCH))
-            self._pending, self._next = [], start
-        have = sum(len(b) for b in self._pending)
+            offset = {"offset": start} if start else {}  # a plain scan from row 0 is Lance's fastest path
+            self._scan = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, **offset))
+            self._head, self._next = None, start
+        parts, have = [], 0
         while have < count:
-            batch = next(self._scan)  # type: ignore[arg-type]
-            self._pending.append(batch)
-            have += len(batch)
-        table = pa.Table.from_batches(self._pending)
-        self._pending = table.slice(count).to_batches() if have > count else []
+            if self._head is None or len(self._head) == 0:
+                self._head = next(self._scan)  # type: ignore[arg-type]
+            take = min(count - have, len(self._head))
+            parts.append(self._head.slice(0, take))
+            self._head = self._head.slice(take)
+            have += take
         self._next = start + count
-        return table.slice(0, count)
+        return pa.Table.from_batches(parts)
 
     def __getstate__(self) -> dict[str, Any]:  # an open scan cannot cross a process boundary
-        return {**self.__dict__, "_scan": None, "_pending": [], "_next": -1}
+        return {**self.__dict__, "_scan": None, "_head": None, "_next": -1}
 
 
 @dataclass

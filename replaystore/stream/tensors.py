@@ -38,10 +38,12 @@ def _numeric(name: str, arr: pa.Array) -> np.ndarray:
 
 def _fixed(name: str, arr: pa.FixedSizeListArray) -> np.ndarray:
     dims = []
+    rows = len(arr)
     while pa.types.is_fixed_size_list(arr.type):
-        dims.append(arr.type.list_size)
-        arr = arr.flatten()  # honours the slice offset
-    return _numeric(name, arr).reshape(-1, *dims)
+        size = arr.type.list_size
+        dims.append(size)
+        arr = arr.values.slice(arr.offset * size, len(arr) * size)  # zero-copy; flatten() runs a kernel
+    return _numeric(name, arr).reshape(rows, *dims)
 
 
 def _offsets(arr: pa.Array) -> np.ndarray:
@@ -97,7 +99,10 @@ def to_tensors(table: pa.Table | pa.RecordBatch, pin_memory: bool = False) -> di
     common = _uniform_shape(table)
     out: dict[str, Any] = {}
     for name, column in zip(table.column_names, table.columns):
-        arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        if isinstance(column, pa.ChunkedArray):  # combine_chunks copies even a single chunk
+            arr = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        else:
+            arr = column
         kind = arr.type
         if pa.types.is_fixed_size_list(kind):
             out[name] = torch.from_numpy(_fixed(name, arr))
