@@ -295,3 +295,15 @@ def test_distill_tokenizes_samples_ingested_without_tokens(store: Store, texts: 
         from transformers import AutoModel
 
         distill(store, AutoModel.from_pretrained(str(minilm_path())), topk=3)
+
+
+def test_several_layers_get_their_own_states_and_statistics(store: Store, texts: list[str], tokenizer, model) -> None:
+    ingest(store, texts[:3], source="pydoc", tokenizer=tokenizer, max_length=12)
+    summary = distill(store, model, layers=(1, -1), batch_size=2)
+    assert summary["states_written"] == 6 and set(summary["stats_count"]) == {1, -1}
+    middle = ReplaySet.load(store, model, layer=1)
+    batch = middle.batch(middle.sample_ids)
+    for row, ids in enumerate(read_samples(store, middle.sample_ids).column("token_ids").to_pylist()):
+        torch.testing.assert_close(batch.states[row, : len(ids)], single_forward(model, ids, layer=1), atol=1e-5, rtol=1e-5)
+    first, last = load_stats(store, summary["model_fingerprint"], 1), load_stats(store, summary["model_fingerprint"], -1)
+    assert first.count == last.count and not np.allclose(first.mean, last.mean)
