@@ -311,7 +311,9 @@ def test_bad_settings_name_the_field() -> None:
         (lambda: Prioritized(alpha=-1), "alpha"),
         (lambda: list(ReplayStream([src, Source.from_arrow("r", rows(3))], 4, mixing=ExactK(4))), "k"),
         (lambda: list(ReplayStream([src, Source.from_arrow("r", rows(3))], 4, mixing=Proportions([1.0]))), "weights"),
-        (lambda: ReplayStream(src, 4, pin_memory=True), "pin_memory"),
+        *([(lambda: ReplayStream(src, 4, pin_memory=True), "pin_memory")] if not torch.cuda.is_available() else []),
+        (lambda: ReplayStream(src, 4, rank=0, world_size=2).for_rank(1, 2), "rank"),
+        (lambda: ReplayStream(src, 4).for_rank(3, 2), "rank"),
     ]
     for make, field in cases:
         with pytest.raises(ValidationError) as err:

@@ -18,6 +18,7 @@ Use it directly (`for batch in stream`: background prefetch in a thread) or thro
 from __future__ import annotations
 
 import contextlib
+import copy
 import queue
 import threading
 from dataclasses import dataclass
@@ -130,6 +131,17 @@ class ReplayStream(IterableDataset):
     @property
     def world_size(self) -> int:
         return self._world if self._world is not None else (_distributed() or (0, 1))[1]
+
+    def for_rank(self, rank: int, world_size: int) -> "ReplayStream":
+        """A copy of this stream that reads `rank`'s share (what each Ray Train worker runs)."""
+        if self._rank is not None or self._world is not None:
+            raise ValidationError("rank", "this stream already has a fixed rank and world_size")
+        mine = copy.copy(self)  # through __getstate__: no pins, a fresh lock
+        _positive_int("world_size", world_size)
+        if not 0 <= rank < world_size:
+            raise ValidationError("rank", f"must be in [0, {world_size}), got {rank!r}")
+        mine._rank, mine._world = rank, world_size
+        return mine
 
     # -- epochs and versions --------------------------------------------------------------
 

@@ -71,7 +71,9 @@ def _ids(source: Source, version: int | None) -> pa.Array:
     if source.id_column is None:
         raise ValidationError("id_column", f"source '{source.name}' needs an id_column to keep priorities")
     if source.arrow is not None:
-        return source.open(version).read(np.arange(len(source.arrow))).column(source.rename.get(source.id_column, source.id_column)).combine_chunks()
+        snapshot = source.open(version)
+        rows = snapshot.read(np.arange(snapshot.num_rows))
+        return rows.column(source.rename.get(source.id_column, source.id_column)).combine_chunks()
     return source.dataset(version).to_table(columns=[source.id_column], filter=source.filter).column(0).combine_chunks()
 
 

@@ -13,7 +13,6 @@ Resources are the caller's (`ScalingConfig`): on a 2-core machine give workers f
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -69,19 +68,15 @@ def stream_trainer(
     snapshot; later epochs are agreed by rank 0 over torch.distributed. With `datasets=True` the
     trainer also gets `ray_datasets(stream)` for `ray.train.get_dataset_shard(name)`.
     """
-    if stream._rank is not None or stream._world is not None:
-        raise ValidationError("stream", "leave rank and world_size unset: each Ray Train worker supplies its own")
+    stream.for_rank(0, 1)  # refuses, here rather than in every worker, a stream with a fixed rank
     if stream.versions is None:
         stream.set_epoch(stream.epoch)
-    shipped = copy.copy(stream)  # pickled per worker without the driver's pins
 
     def per_worker(config: dict[str, Any]) -> None:
         context = ray.train.get_context()
         rank = context.get_world_rank()
-        mine = copy.copy(shipped)
-        mine._rank, mine._world = rank, context.get_world_size()
         log = LossLog()
-        metrics = train_loop(mine, log, config) or {}
+        metrics = train_loop(stream.for_rank(rank, context.get_world_size()), log, config) or {}
         with tempfile.TemporaryDirectory() as folder:
             log.save(Path(folder) / LOSS_FILE.format(rank=rank))
             ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(folder))
