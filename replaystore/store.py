@@ -315,7 +315,7 @@ class Store:
         """Every version still on storage, oldest first, with its row count and tags."""
         ds = self._open(name)
         by_version: dict[int, list[str]] = {}
-        for tag, info in ds.tags.list().items():
+        for tag, info in _tag_list(ds).items():
             by_version.setdefault(int(info["version"]), []).append(tag)
         out = []
         for v in ds.versions():
@@ -326,20 +326,20 @@ class Store:
         return out
 
     def tags(self, name: str) -> dict[str, int]:
-        return {tag: int(info["version"]) for tag, info in self._open(name).tags.list().items()}
+        return {tag: int(info["version"]) for tag, info in _tag_list(self._open(name)).items()}
 
     def tag(self, name: str, version: int, tag: str) -> None:
         """Name a version; tagged versions survive `cleanup`."""
         validate_name(tag)
         ds = self._open(name)
         self._open(name, version)  # unknown versions raise NotFoundError
-        if tag in ds.tags.list():
+        if tag in _tag_list(ds):
             raise ValidationError("tag", f"tag '{tag}' already exists on table '{name}'")
         ds.tags.create(tag, version)
 
     def untag(self, name: str, tag: str) -> None:
         ds = self._open(name)
-        if tag not in ds.tags.list():
+        if tag not in _tag_list(ds):
             raise NotFoundError(f"table '{name}' has no tag '{tag}'")
         ds.tags.delete(tag)
 
@@ -363,7 +363,7 @@ class Store:
         try:
             yield ds.version
         finally:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), self._file_lock(f"{name}.versions.lock"):
                 self._open(name).tags.delete(tag)
 
     # -- maintenance --------------------------------------------------------------------------
@@ -490,6 +490,17 @@ class Store:
             "tags": self.tags(name),
             "columns": {f.name: str(f.type) for f in ds.schema},
         }
+
+
+def _tag_list(ds: lance.LanceDataset, attempts: int = 10) -> dict[str, Any]:
+    """Lance reads tags file by file: a pin released meanwhile vanishes mid-listing, so list again."""
+    for attempt in range(attempts):
+        try:
+            return ds.tags.list()
+        except (ValueError, OSError) as exc:
+            if "_refs/tags" not in str(exc) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def open(uri: str | None = None, storage_options: Mapping[str, str] | None = None) -> Store:  # noqa: A001

@@ -186,3 +186,28 @@ def test_cleanup_counts_age_from_when_a_version_was_superseded(store: replaystor
         assert store.count("exemplars", version=pinned) == BATCH, "the pin held"
     store.cleanup("exemplars", older_than=timedelta(seconds=1))
     assert [v.version for v in store.versions("exemplars")] == [second]
+
+
+def _pin_and_release(uri: str, seconds: float) -> None:
+    store = replaystore.open(uri)
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        with store.pin("exemplars"):
+            pass
+
+
+def test_version_and_tag_listings_survive_pins_released_by_other_processes(store: replaystore.Store) -> None:
+    """Lance lists tags file by file; a pin released mid-listing must not fail a reader or cleanup."""
+    store.append("exemplars", batch_rows(0))
+    ctx = mp.get_context("spawn")
+    pinners = [ctx.Process(target=_pin_and_release, args=(store.uri, 4.0)) for _ in range(2)]
+    for p in pinners:
+        p.start()
+    calls = 0
+    while any(p.is_alive() for p in pinners):
+        store.versions("exemplars")
+        store.tags("exemplars")
+        store.cleanup("exemplars", older_than=timedelta(seconds=1))
+        calls += 1
+    assert [p.exitcode for p in pinners] == [0, 0]
+    assert calls > 10 and not any(t.startswith("pin-") for t in store.tags("exemplars"))
