@@ -115,7 +115,7 @@ class ExperienceMemory:
         self.dedup_threshold = float(dedup_threshold)
         self.index = index or indexes.VectorIndexSpec()
         self.store.create_table(table, "experiences", {"embedding_dim": self.embedder.dim})
-        dim = self.store.schema(table).field("embedding").type.list_size
+        dim = self.store.dataset(table).schema.field("embedding").type.list_size  # dataset(): migrates old schemas
         if dim != self.embedder.dim:
             raise ValidationError(
                 "embedding", f"embedder {self.embedder.name!r} gives {self.embedder.dim}-d vectors but table '{table}' stores {dim}-d"
@@ -125,14 +125,15 @@ class ExperienceMemory:
         return f"ExperienceMemory({self.store.uri!r}, table={self.table!r}, dim={self.embedder.dim})"
 
     @cached_property
-    def _db(self) -> Any:
-        """LanceDB over the store root; imported on first search (counter-only processes skip it)."""
+    def _lance(self) -> Any:
+        """The table through LanceDB, opened on first search (counter-only processes skip the import).
+
+        `read_consistency_interval=0`: every query sees the latest version other writers committed.
+        """
         import lancedb
 
-        return lancedb.connect(self.store.uri, storage_options=self.store.storage_options or None, read_consistency_interval=timedelta(0))
-
-    def _lance_table(self) -> Any:
-        return self._db.open_table(self.table)
+        db = lancedb.connect(self.store.uri, storage_options=self.store.storage_options or None, read_consistency_interval=timedelta(0))
+        return db.open_table(self.table)
 
     # -- add ----------------------------------------------------------------------------------
 
@@ -193,7 +194,7 @@ class ExperienceMemory:
             for ws in set(workspaces):
                 rows = [i for i, w in enumerate(workspaces) if w == ws]
                 hits = (
-                    self._lance_table()
+                    self._lance
                     .search(dedup[rows], vector_column_name="dedup_embedding")
                     .distance_type("cosine")
                     .where(f"workspace = {literal(ws)} AND status = 'active'", prefilter=True)
@@ -240,7 +241,7 @@ class ExperienceMemory:
         if vector.shape != (self.embedder.dim,):
             raise ValidationError("vector", f"must have shape ({self.embedder.dim},), got {vector.shape}")
         query = (
-            self._lance_table()
+            self._lance
             .search(vector, vector_column_name="embedding")
             .distance_type("cosine")
             .where(self._scope(workspace, where), prefilter=True)
@@ -298,10 +299,10 @@ class ExperienceMemory:
         return hits
 
     def _text_search(self, query: str, vector: np.ndarray, workspace: str, k: int, where: str | None, mode: str) -> pa.Table:
-        indexed = {i.columns[0] for i in self._lance_table().list_indices() if i.index_type == "FTS"}
+        indexed = {i.columns[0] for i in self._lance.list_indices() if i.index_type == "FTS"}
         if not set(indexes.TEXT_COLUMNS) <= indexed:
             raise ValidationError("mode", f"{mode!r} search needs the full-text index: call build_index() first")
-        table = self._lance_table()
+        table = self._lance
         if mode == "text":
             builder = table.search(query, query_type="fts", fts_columns=list(indexes.TEXT_COLUMNS))
             score = "_score"
