@@ -94,6 +94,7 @@ def general_states(store: Store, spec: GeneralSamples) -> dict[str, Any]:
 
 
 def read_trajectories(path: Path) -> list[dict[str, Any]]:
+    """The JSONL file's trajectories, read before any task so a broken line fails the run early."""
     out = []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
@@ -106,10 +107,10 @@ def read_trajectories(path: Path) -> list[dict[str, Any]]:
 
 
 @store_task
-def distill_experiences(store: Store, spec: Trajectories) -> dict[str, Any]:
+def distill_experiences(store: Store, spec: Trajectories, trajectories: list[dict[str, Any]]) -> dict[str, Any]:
     """Trajectories -> lessons -> validation -> dedup -> one append."""
     memory = store.experiences(spec.table, dedup_threshold=spec.dedup_threshold)
-    report = memory.distill(read_trajectories(spec.path), workspace=spec.workspace, min_score=spec.min_score)
+    report = memory.distill(trajectories, workspace=spec.workspace, min_score=spec.min_score)
     get_run_logger().info(
         "distilled %s: %d candidates, %d rejected by validation, %d added, %d duplicates skipped",
         spec.path.name, report.candidates, len(report.rejected), len(report.added), len(report.skipped),
@@ -155,6 +156,7 @@ def distill(
     if general is None and experiences is None and exemplars is None:
         raise ValidationError("parameters", "give at least one of general, experiences, exemplars")
     store = open_store(store_uri)
+    trajectories = read_trajectories(experiences.path) if experiences is not None else []
     if exemplars is not None:
         existing_tables(store, [exemplars.source])
         exemplar_buffers(store, [exemplars.buffer])
@@ -163,7 +165,7 @@ def distill(
         steps = [ingest_texts(store, general)] if general.texts is not None else []
         summary["general samples"] = [*steps, general_states(store, general)]
     if experiences is not None:
-        summary["experiences"] = [distill_experiences(store, experiences)]
+        summary["experiences"] = [distill_experiences(store, experiences, trajectories)]
     if exemplars is not None:
         summary["exemplars"] = offer_exemplars(store, exemplars)
     publish_summary("distill", f"distill into {store.uri}", summary)

@@ -239,6 +239,33 @@ TRAJECTORIES = [
 ]
 
 
+def test_a_flow_failing_part_way_leaves_every_table_at_a_whole_version(
+    store: replaystore.Store, tmp_path: Path, frozen_lm: Path
+) -> None:
+    buffer = store.exemplars("digits", budget=10_000, model_params=10, model_dtype="float32", selector="random")
+    store.create_table("task_samples")  # no rows of task 7: the exemplars branch fails after general ran
+    params = {"buffer": "digits", "task_id": 7, "model": str(frozen_lm / "config.json")}
+    state = distill(store.uri, general=general_params(tmp_path, frozen_lm, 4), exemplars=params, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValidationError) as err:
+        state.result()
+    assert err.value.field == "exemplars.task_id"
+    samples = store.read("general_samples", columns=["sample_id", "token_count"])  # the branch that ran is complete
+    assert samples.num_rows == 4 and store.count("activation_states") == 4
+    assert store.read("activation_stats")["count"].to_pylist() == [sum(samples["token_count"].to_pylist())]
+    assert buffer.budget()["rows"] == 0 and [v.version for v in store.versions("digits")] == [1]
+
+
+def test_broken_trajectories_are_refused_before_any_work(store: replaystore.Store, tmp_path: Path, frozen_lm: Path) -> None:
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(TRAJECTORIES[0]) + "\n{not json\n")
+    state = distill(store.uri, general=general_params(tmp_path, frozen_lm, 4), experiences={"path": str(broken)}, return_state=True)
+    with pytest.raises(ValidationError) as err:
+        state.result()
+    assert err.value.field == "experiences.path" and "broken.jsonl:2" in err.value.rule
+    assert task_run_count(state.state_details.flow_run_id) == 0 and store.table_names() == []
+
+
 def test_distill_experiences_from_trajectories_skips_duplicates(store: replaystore.Store, tmp_path: Path) -> None:
     path = tmp_path / "trajectories.jsonl"
     path.write_text("".join(json.dumps(t) + "\n" for t in TRAJECTORIES))
