@@ -125,6 +125,11 @@ class ExperienceMemory:
         return f"ExperienceMemory({self.store.uri!r}, table={self.table!r}, dim={self.embedder.dim})"
 
     @cached_property
+    def _columns(self) -> list[str]:
+        """Every column except the embeddings: what results and `get` return."""
+        return [n for n in self.store.schema(self.table).names if n not in HIDDEN]
+
+    @cached_property
     def _lance(self) -> Any:
         """The table through LanceDB, opened on first search (counter-only processes skip the import).
 
@@ -246,6 +251,7 @@ class ExperienceMemory:
             .distance_type("cosine")
             .where(self._scope(workspace, where), prefilter=True)
             .nprobes(self.index.nprobes)
+            .select([*self._columns, "_distance"])  # hits need no vectors: skip reading 2 × dim floats each
             .limit(self._k(k))
         )
         if self.index.refine_factor:
@@ -412,8 +418,7 @@ class ExperienceMemory:
 
     def get(self, ids: Sequence[str]) -> pa.Table:
         """Experiences by id (without embeddings)."""
-        columns = [n for n in self.store.schema(self.table).names if n not in HIDDEN]
-        return self.store.read(self.table, columns=columns, filter=in_list("experience_id", _check_ids(ids)))
+        return self.store.read(self.table, columns=self._columns, filter=in_list("experience_id", _check_ids(ids)))
 
     def import_jsonl(self, path: str, workspace: str | None = None) -> int:
         """Load a ReMe task-memory dump (see `reme_io`); returns the rows written."""
