@@ -108,13 +108,13 @@ def run(scale: float = 1.0, spec: VectorIndexSpec | None = None) -> list[Result]
     case = f"{n:,} x {DIM}-d, top-5"
     with timer() as gen_time:
         data, queries = clustered_embeddings(n)
-    truth = np.argsort(-(queries @ data.T), axis=1)[:, :10]
+    truth = np.stack([brute_force(data, q, 10) for q in queries])
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as root:
         store = replaystore.open(root)
         load(store, data)
         memory = ExperienceMemory(store, embedder=PrecomputedVectors(), index=spec)
         rid = {uuid.UUID(int=i).hex: i for i in range(n)}
-        exact = latencies(lambda q: memory.search(q, "bench", k=5), queries[:13])
+        exact = latencies(lambda q: memory.search(q, "bench", k=5), queries[:6])  # slow at scale: a few
         with timer() as build_time:
             report = memory.build_index(vector=True)
         ann = latencies(lambda q: memory.search(q, "bench", k=5), queries)
@@ -123,7 +123,8 @@ def run(scale: float = 1.0, spec: VectorIndexSpec | None = None) -> list[Result]
     numpy_ms = latencies(lambda q: brute_force(data, q, 5), queries)
     chosen = memory.index
     params = f"{report.vector} partitions={chosen.partitions(n)} nprobes={chosen.nprobes} refine={chosen.refine_factor}"
-    notes = f"{params}; data generated in {gen_time():.1f}s; mean top-1 cosine {float((queries @ data.T).max(1).mean()):.2f}"
+    top1 = float(np.mean([data[t[0]] @ q for t, q in zip(truth, queries)]))
+    notes = f"{params}; data generated in {gen_time():.1f}s; mean top-1 cosine {top1:.2f}"
     peer = "numpy brute-force scan"
     return [
         Result("retrieval", case, "p50 latency (ms)", float(np.percentile(ann, 50)), float(np.percentile(numpy_ms, 50)), peer, False, "≤ 5 ms", notes),
