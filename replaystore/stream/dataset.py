@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from replaystore.errors import ValidationError
 from replaystore.stream.mixing import Mixing
-from replaystore.stream.order import cursors, rank_share, worker_steps
+from replaystore.stream.order import cursors, rank_share, rank_stripes, worker_steps
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw, Prioritized
 from replaystore.stream.sources import Snapshot, Source
@@ -49,6 +49,8 @@ class Plan:
     cursors: np.ndarray
     rows: np.ndarray
     offsets: np.ndarray
+    stripe_start: np.ndarray  # per source: where this rank's stripe starts (sequential layout)
+    stripe_cursors: np.ndarray  # per (step, source): this rank's rows before the step
 
     @property
     def steps(self) -> int:
@@ -228,7 +230,7 @@ class ReplayStream(IterableDataset):
             if self.drop_last and counts[last].sum() < self.batch_size * self.world_size:
                 counts = counts[:last]
         rows, offsets = rank_share(counts, self.world_size, self.rank)
-        return Plan(counts, cursors(counts), rows, offsets)
+        return Plan(counts, cursors(counts), rows, offsets, *rank_stripes(counts, self.world_size, self.rank))
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch."""
@@ -244,6 +246,7 @@ class ReplayStream(IterableDataset):
             global_step=self.global_base + step, cursor=int(plan.cursors[step, source]),
             total=int(plan.counts[step, source]), offset=int(plan.offsets[step, source]),
             count=int(plan.rows[step, source]),
+            stripe=int(plan.stripe_start[source] + plan.stripe_cursors[step, source]),
         )  # fmt: skip
 
     def _catch_up(self, plan: Plan, n: int, source: int, step: int) -> None:

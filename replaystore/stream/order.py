@@ -54,6 +54,18 @@ def rank_share(counts: np.ndarray, world_size: int, rank: int) -> tuple[np.ndarr
     return rows, before
 
 
+def rank_stripes(counts: np.ndarray, world_size: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where `rank`'s rows of each source start when every rank reads its own contiguous stripe.
+
+    Returns (start per source, rows this rank read before each step). A sequential source laid out
+    this way is one forward scan per rank — the order then depends on the world size, which the
+    stream's guarantee allows — while ranks still partition the epoch's rows exactly once.
+    """
+    rows, _ = rank_share(counts, world_size, rank)
+    start = sum(rank_share(counts, world_size, r)[0].sum(axis=0) for r in range(rank)) if rank else np.zeros(counts.shape[1], np.int64)
+    return np.asarray(start, dtype=np.int64), cursors(rows)
+
+
 def worker_steps(steps: int, num_workers: int, worker: int, start: int = 0) -> np.ndarray:
     """Steps a DataLoader worker produces from `start` on: round-robin from worker 0, the order in
     which DataLoader collects them, so any number of workers yields the single-process sequence."""

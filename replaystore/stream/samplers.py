@@ -41,6 +41,7 @@ class Draw:
     total: int  # global rows of this source in this step
     offset: int  # this rank's first row within the step's rows
     count: int  # this rank's rows
+    stripe: int = 0  # this rank's first row in a layout where each rank reads one contiguous stripe
 
 
 class Sampler(Protocol):
@@ -68,18 +69,16 @@ class _Stateless:
 
 @dataclass
 class Sequential(_Stateless):
-    """Rows in storage order; each epoch reads every row once (fastest: contiguous scans)."""
+    """Rows in storage order; each epoch reads every row once. Each rank reads one contiguous stripe
+    of the epoch (so one forward scan per rank, the fastest read); the order depends on world size."""
 
     without_replacement = True
 
-    def order(self, draw: Draw, pass_: int) -> np.ndarray:
-        return np.arange(draw.n, dtype=np.int64)
-
     def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
-        start = draw.cursor + draw.offset
-        if start + draw.count <= draw.n:  # the common case needs no order array at all
-            return np.arange(start, start + draw.count, dtype=np.int64), None
-        return pass_positions(start, draw.count, draw.n, lambda p: self.order(draw, p)), None
+        if draw.stripe + draw.count <= draw.n:  # the common case needs no wrap-around
+            return np.arange(draw.stripe, draw.stripe + draw.count, dtype=np.int64), None
+        identity = np.arange(draw.n, dtype=np.int64)
+        return pass_positions(draw.stripe, draw.count, draw.n, lambda p: identity), None
 
 
 @dataclass

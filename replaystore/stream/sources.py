@@ -23,6 +23,7 @@ from replaystore.store import Store, Version, validate_name
 from replaystore.stream.samplers import Sampler, Sequential
 
 SCAN_BATCH = 8192  # rows per Lance batch when continuing a scan: large enough to amortise, small enough to stay in cache
+SKIP_ROWS = 4 * SCAN_BATCH  # a gap a scan reads past rather than restarting (DataLoader workers interleave steps)
 
 
 class Snapshot(Protocol):
@@ -72,10 +73,17 @@ class LanceSnapshot:
         if not contiguous(positions):
             return self.dataset.take(positions, columns=self.columns)
         start, count = int(positions[0]), len(positions)
-        if start != self._next:
+        if self._scan is not None and self._next <= start <= self._next + SKIP_ROWS:
+            self._rows(start - self._next)  # read past the rows other workers take
+        elif start != self._next:
             offset = {"offset": start} if start else {}  # a plain scan from row 0 is Lance's fastest path
             self._scan = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, **offset))
-            self._head, self._next = None, start
+            self._head = None
+        self._next = start
+        return pa.Table.from_batches(self._rows(count))
+
+    def _rows(self, count: int) -> list[pa.RecordBatch]:
+        """The next `count` rows of the open scan, as zero-copy slices of its batches."""
         parts, have = [], 0
         while have < count:
             if self._head is None or len(self._head) == 0:
@@ -84,8 +92,8 @@ class LanceSnapshot:
             parts.append(self._head.slice(0, take))
             self._head = self._head.slice(take)
             have += take
-        self._next = start + count
-        return pa.Table.from_batches(parts)
+        self._next += count
+        return parts
 
     def __getstate__(self) -> dict[str, Any]:  # an open scan cannot cross a process boundary
         return {**self.__dict__, "_scan": None, "_head": None, "_next": -1}
