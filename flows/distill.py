@@ -4,8 +4,8 @@
   model's activation states and float64 statistics (`replaystore.gere`; resumable, so a retried or
   repeated run only forwards what is missing).
 - `experiences`: agent trajectories (JSONL) -> validated, deduplicated lessons (`ExperienceMemory.distill`).
-- `exemplars`: candidates of a task in a `task_samples` table -> features from a TorchScript
-  feature extractor -> offered class by class to a byte-budgeted exemplar buffer, whose selector
+- `exemplars`: candidates of a task in a `task_samples` table -> features from a feature
+  extractor saved with `torch.export.save` (a `.pt2` file, batch dimension dynamic) -> offered class by class to a byte-budgeted exemplar buffer, whose selector
   (herding, ...) ranks them by those features.
 
 Models are local paths, so a deployment's parameters stay plain JSON.
@@ -119,7 +119,7 @@ def distill_experiences(store: Store, spec: Trajectories, trajectories: list[dic
             "added": len(report.added), "duplicates": len(report.skipped)}
 
 
-def _features(model: torch.jit.ScriptModule, samples: np.ndarray, batch_size: int) -> np.ndarray:
+def _features(model: torch.nn.Module, samples: np.ndarray, batch_size: int) -> np.ndarray:
     with torch.inference_mode():
         x = torch.from_numpy(samples).float()
         return torch.cat([model(x[i : i + batch_size]).flatten(1) for i in range(0, len(x), batch_size)]).numpy()
@@ -132,7 +132,7 @@ def offer_exemplars(store: Store, spec: ExemplarCandidates) -> list[dict[str, An
     if rows.num_rows == 0:
         raise ValidationError("exemplars.task_id", f"'{spec.source}' has no rows of task {spec.task_id}")
     samples = decode_raw(rows["data"], rows["shape"][0].as_py(), rows["dtype"][0].as_py())
-    features = _features(torch.jit.load(str(spec.model)).eval(), samples, spec.batch_size)
+    features = _features(torch.export.load(str(spec.model)).module(), samples, spec.batch_size)
     labels, ids = rows["class_id"].to_numpy(), rows["sample_id"].to_numpy()
     buffer, logger, out = store.exemplars(spec.buffer), get_run_logger(), []
     for class_id in with_progress(np.unique(labels).tolist(), f"offering task {spec.task_id} to {spec.buffer}"):

@@ -289,11 +289,12 @@ def test_distill_offers_exemplar_candidates_with_features(store: replaystore.Sto
          "data": [x.tobytes() for x in images[task]], "shape": [[8, 8]] * int(task.sum()), "dtype": ["uint8"] * int(task.sum())},
     )
     torch.manual_seed(0)
-    extractor = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU()))
-    extractor.save(str(tmp_path / "features.pt"))
+    extractor = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU())
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(extractor, (torch.zeros(2, 8, 8),), dynamic_shapes=({0: batch},)), tmp_path / "features.pt2")
     sample = images[0].nbytes
     buffer = store.exemplars("digits", budget=400 + 20 * sample, model_params=100, model_dtype="float32", selector="herding")
-    params = {"buffer": "digits", "task_id": 0, "model": str(tmp_path / "features.pt")}
+    params = {"buffer": "digits", "task_id": 0, "model": str(tmp_path / "features.pt2")}
     summary = distill(store.uri, exemplars=params)["exemplars"]
     assert [(r["class_id"], r["offered"]) for r in summary] == [(0, int((labels == 0).sum())), (1, int((labels == 1).sum()))]
     report = buffer.budget()
