@@ -271,8 +271,12 @@ class Store:
         for column in values:
             if ds.schema.get_field_index(column) < 0:
                 raise ValidationError(column, f"unknown column of table '{name}'")
+        if where is not None:
+            with _named("where"):
+                ds.scanner(filter=where).explain_plan()  # planned, not run: names a bad predicate before the values
         # Expressions bypass `conform`, so preview their results and check them before committing.
-        preview = ds.to_table(columns=dict(values), filter=where, with_row_id=True).drop_columns(["_rowid"])
+        with _named("values"):
+            preview = ds.to_table(columns=dict(values), filter=where, with_row_id=True).drop_columns(["_rowid"])
         schemas.check_computed(preview, ds.schema)
 
         def write() -> int:
@@ -292,7 +296,8 @@ class Store:
             ds.delete(where)
             return self._open(name).version
 
-        return with_retries(write)
+        with _named("where"):
+            return with_retries(write)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -304,10 +309,14 @@ class Store:
         filter: str | None = None,
     ) -> pa.Table:
         """Read a table (or a projection / filtered part of it) as of a version."""
-        return self.dataset(name, version).to_table(columns=list(columns) if columns else None, filter=filter)
+        ds = self.dataset(name, version)
+        with _named("filter"):
+            return ds.to_table(columns=list(columns) if columns else None, filter=filter)
 
     def count(self, name: str, filter: str | None = None, version: Version | None = None) -> int:
-        return self.dataset(name, version).count_rows(filter=filter)
+        ds = self.dataset(name, version)
+        with _named("filter"):
+            return ds.count_rows(filter=filter)
 
     # -- versions -----------------------------------------------------------------------------
 
@@ -490,6 +499,18 @@ class Store:
             "tags": self.tags(name),
             "columns": {f.name: str(f.type) for f in ds.schema},
         }
+
+
+@contextlib.contextmanager
+def _named(argument: str) -> Iterator[None]:
+    """Lance reports a bad SQL predicate or expression as a generic error; name the argument instead."""
+    try:
+        yield
+    except (ValueError, OSError) as exc:
+        text = str(exc)
+        if isinstance(exc, ValidationError) or "Invalid user input" not in text:
+            raise
+        raise ValidationError(argument, text.removeprefix("Invalid user input: ").split(", /")[0]) from None
 
 
 def _tag_list(ds: lance.LanceDataset, attempts: int = 10) -> dict[str, Any]:
