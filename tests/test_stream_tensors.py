@@ -107,3 +107,19 @@ def test_losses_become_priorities_in_one_merge_and_steer_the_next_epoch(store: r
     assert set(drawn.tolist()) <= {105} | unseen and (drawn == 105).float().mean() > 0.5
     with pytest.raises(ValidationError):
         log.add([source.name], [None], {"_source": torch.zeros(3), "_position": torch.arange(3)}, [1.0, 2.0])
+
+
+def test_a_mixture_pads_token_lists_to_the_widest_source_and_refuses_mismatched_columns() -> None:
+    from replaystore.stream import ExactK
+
+    short = pa.table({"tokens": pa.array([[1, 2]] * 10, pa.list_(pa.int32())), "name": ["s"] * 10})
+    long = pa.table({"tokens": pa.array([[7, 8, 9, 10, 11]] * 4, pa.list_(pa.int32())), "name": ["l"] * 4})
+    stream = ReplayStream([Source.from_arrow("short", short), Source.from_arrow("long", long)], 5, mixing=ExactK(2))
+    batch = next(iter(stream))
+    assert batch["tokens"].shape == (5, 5) and batch["tokens_lengths"].tolist() == [2, 2, 2, 5, 5]
+    assert batch["tokens"][0].tolist() == [1, 2, 0, 0, 0] and batch["name"] == ["s", "s", "s", "l", "l"]
+    stream.close()
+    other = pa.table({"ids": pa.array([[1]] * 4, pa.list_(pa.int32())), "name": ["o"] * 4})
+    with pytest.raises(ValidationError) as err:
+        list(ReplayStream([Source.from_arrow("short", short), Source.from_arrow("other", other)], 5, mixing=ExactK(2)))
+    assert err.value.field == "columns"

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -35,7 +34,7 @@ from replaystore.stream.order import cursors, rank_share, rank_stripes, worker_s
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw, Prioritized
 from replaystore.stream.sources import Snapshot, Source
-from replaystore.stream.tensors import to_tensors
+from replaystore.stream.tensors import concat, to_tensors
 
 _MAX_STEPS = 1 << 24
 _END = object()
@@ -274,10 +273,7 @@ class ReplayStream(IterableDataset):
             weights.append(np.ones(count, dtype=np.float32) if weight is None else weight.astype(np.float32))
         if not tables:
             return None
-        if len(tables) > 1:
-            schema = tables[0].schema
-            tables = [tables[0], *(t.select(schema.names).cast(schema) for t in tables[1:])]
-        batch = to_tensors(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+        batch = to_tensors(tables[0]) if len(tables) == 1 else concat([to_tensors(t) for t in tables])
         batch["_source"] = torch.from_numpy(np.concatenate(index))
         batch["_position"] = torch.from_numpy(np.concatenate(positions))
         batch["_weight"] = torch.from_numpy(np.concatenate(weights))

@@ -70,9 +70,16 @@ class LanceSnapshot:
         self.num_rows = self.dataset.count_rows()
 
     def read(self, positions: np.ndarray) -> pa.Table:
-        if not contiguous(positions):
+        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+        if len(breaks) > 1 or (len(breaks) == 1 and positions[breaks[0]] != 0):
             return self.dataset.take(positions, columns=self.columns)
-        start, count = int(positions[0]), len(positions)
+        if len(breaks) == 1:  # a sequential source wrapping round to its next pass: two scans, no take
+            head, tail = positions[: breaks[0]], positions[breaks[0] :]
+            return pa.Table.from_batches(self._run(int(head[0]), len(head)) + self._run(0, len(tail)))
+        return pa.Table.from_batches(self._run(int(positions[0]), len(positions)))
+
+    def _run(self, start: int, count: int) -> list[pa.RecordBatch]:
+        """Rows [start, start+count) from the open scan, continuing, skipping ahead or restarting it."""
         if self._scan is not None and self._next <= start <= self._next + SKIP_ROWS:
             self._rows(start - self._next)  # read past the rows other workers take
         elif start != self._next:
@@ -80,7 +87,7 @@ class LanceSnapshot:
             self._scan = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, **offset))
             self._head = None
         self._next = start
-        return pa.Table.from_batches(self._rows(count))
+        return self._rows(count)
 
     def _rows(self, count: int) -> list[pa.RecordBatch]:
         """The next `count` rows of the open scan, as zero-copy slices of its batches."""

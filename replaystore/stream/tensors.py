@@ -118,3 +118,24 @@ def to_tensors(table: pa.Table | pa.RecordBatch, pin_memory: bool = False) -> di
     if pin_memory:
         out = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
     return out
+
+
+def concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One batch from per-source batches: tensors concatenated (padded lists widened), lists joined."""
+    keys = list(parts[0])
+    for part in parts[1:]:
+        if list(part) != keys:
+            raise ValidationError("columns", f"sources of one stream must yield the same columns: {keys} vs {list(part)}")
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = [part[key] for part in parts]
+        if not isinstance(values[0], torch.Tensor):
+            out[key] = [item for value in values for item in value]
+            continue
+        arrays = [v.numpy() for v in values]
+        if f"{key}_lengths" in keys:  # padded variable-length rows: widen to the widest part
+            width = max(a.shape[1] for a in arrays)
+            arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in arrays]
+        # numpy, not torch.cat: one single-threaded memcpy; torch's intra-op pool stalls on a busy CPU
+        out[key] = torch.from_numpy(np.concatenate(arrays))
+    return out
