@@ -22,7 +22,7 @@ import torch
 from prefect import flow, get_run_logger
 from pydantic import AfterValidator, DirectoryPath, Field, FilePath
 
-from flows.parameters import Fraction, Name, Positive, StoreURI, Strict, checked, open_store
+from flows.parameters import Name, NonNegative, Positive, StoreURI, Strict, checked, open_store
 from flows.reporting import publish_summary, with_progress
 from flows.retries import store_task
 from flows.tables import exemplar_buffers, existing_tables
@@ -52,7 +52,7 @@ class Trajectories(Strict):
     path: FilePath
     workspace: str = "default"
     table: Name = "experiences"
-    min_score: Fraction = 0.5
+    min_score: NonNegative = 0.5
     dedup_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.5
 
 

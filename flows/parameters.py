@@ -38,7 +38,7 @@ TableNames = Annotated[
 ]
 Hours = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[int, Field(gt=0)]
-Fraction = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class Strict(pydantic.BaseModel):

@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.parameters import Fraction, Hours, Positive, StoreURI, TableNames, checked, open_store
+from flows.parameters import Hours, NonNegative, Positive, StoreURI, TableNames, checked, open_store
 from flows.reporting import publish_summary, with_progress
 from flows.retries import store_task
 from flows.tables import exemplar_buffers, existing_tables
@@ -80,7 +80,7 @@ def prune(
     tables: TableNames = None,
     buffers: TableNames = None,
     freq_threshold: Positive = 5,
-    utility_threshold: Fraction = 0.5,
+    utility_threshold: NonNegative = 0.5,
     retention_hours: Hours = 24.0 * 7,
     compact: bool = True,
     target_rows_per_fragment: Positive = 1024 * 1024,

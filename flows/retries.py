@@ -45,7 +45,6 @@ def store_task(fn: F | None = None, *, retries: int = RETRIES, delays: list[floa
             retry_delay_seconds=delays if delays is not None else RETRY_DELAYS_S[:retries] or 0,
             retry_condition_fn=_retry_transient,
             cache_policy=NO_CACHE,  # every call changes the store: never skip one as "cached"
-            log_prints=True,
         )
 
     return wrap(fn) if fn is not None else wrap

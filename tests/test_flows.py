@@ -22,6 +22,7 @@ from prefect.testing.utilities import prefect_test_harness
 from sklearn.datasets import load_digits
 
 import replaystore
+from conftest import run_cli
 from flows.deployments import deployment_specs, load_flow, runner_deployments
 from flows.distill import distill
 from flows.index import SCALAR_INDEXES, index
@@ -546,6 +547,12 @@ def test_every_deployment_of_prefect_yaml_serves_its_flow_with_its_schedule() ->
         assert set(spec["parameters"]) <= set(flow_params), spec["name"]
     assert all(d.parameters["store_uri"] == "/srv/replay" for d in served.values())
     assert served["prune/prune-nightly"].parameters["retention_hours"] == 168
+
+
+def test_serve_refuses_a_missing_prefect_file_before_starting_anything(tmp_path: Path) -> None:
+    proc = run_cli("serve", "--prefect-file", str(tmp_path / "none.yaml"), uri=str(tmp_path / "store"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"error: ValidationError: prefect_file: {tmp_path / 'none.yaml'} does not exist"
 
 
 def test_markdown_table_escapes_cells() -> None:
