@@ -37,6 +37,7 @@ SCALAR_INDEXES: dict[str, dict[str, IndexType]] = {
     "curriculum_scores": {"sample_id": "BTREE", "source": "BITMAP", "metric": "BITMAP"},
     "curriculum_orderings": {"sample_id": "BTREE", "ordering": "BITMAP", "source": "BITMAP"},
     "priorities": {"sample_id": "BTREE", "source": "BITMAP"},
+    "task_samples": {"sample_id": "BTREE", "task_id": "BITMAP", "class_id": "BITMAP"},
 }
 
 
