@@ -228,10 +228,9 @@ class ExperienceMemory:
 
     # -- retrieve -----------------------------------------------------------------------------
 
-    def _scope(self, workspace: str, where: str | None, include_archived: bool = False) -> str:
-        parts = [f"workspace = {literal(_check_workspace(workspace))}"]
-        if not include_archived:
-            parts.append("status = 'active'")
+    def _scope(self, workspace: str, where: str | None) -> str:
+        """The workspace and active-status conditions, ANDed with a checked user filter."""
+        parts = [f"workspace = {literal(_check_workspace(workspace))}", "status = 'active'"]
         if where is not None:
             parts.append(f"({check_predicate(where)})")
         return " AND ".join(parts)
@@ -293,6 +292,7 @@ class ExperienceMemory:
             raise ValidationError("query", "must be a non-empty string")
         if mode not in MODES:
             raise ValidationError("mode", f"must be one of {list(MODES)}, got {mode!r}")
+        self._k(k), self._scope(workspace, where)  # refuse bad arguments before paying for the embedding
         vector = self.embedder.embed([query])[0]
         if mode == "vector":
             hits = self.search(vector, workspace, k, where)
