@@ -15,6 +15,17 @@ class ValidationError(ReplayStoreError, ValueError):
         self.rule = rule
         super().__init__(f"{field}: {rule}")
 
+    def __reduce__(self) -> tuple[object, tuple[type, str, str]]:
+        """Rebuild from (field, rule), so the error survives pickling to another process (Ray, spawn)."""
+        return _rebuild_validation_error, (type(self), self.field, self.rule)
+
+
+def _rebuild_validation_error(cls: type[ValidationError], field: str, rule: str) -> ValidationError:
+    """Subclasses take other constructor arguments; set what ValidationError holds, whatever the subclass."""
+    error = cls.__new__(cls)
+    ValidationError.__init__(error, field, rule)
+    return error
+
 
 class TableNameError(ValidationError):
     """A table name that could escape the store or is not portable."""

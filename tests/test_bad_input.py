@@ -5,6 +5,7 @@ The README's `## Bad input` section lists the same cases; add a row there when a
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -125,6 +126,8 @@ def test_bad_input_is_refused_by_name_and_store_unchanged(filled: replaystore.St
         case.action(filled)
     assert case.message in str(err.value)
     assert snapshot(filled) == before
+    copied = pickle.loads(pickle.dumps(err.value))  # errors cross process boundaries (Ray workers, spawn)
+    assert type(copied) is type(err.value) and str(copied) == str(err.value)
     assert [p.name for p in Path(filled.uri).parent.iterdir()] == ["store"], "nothing written beside the store"
 
 
