@@ -1,0 +1,174 @@
+"""One Ray Train run per continual run: workers train task after task, the driver works in between.
+
+Starting a Ray Train worker group costs tens of seconds on a small machine, so the demo starts one
+per run, not one per task. A small `Gate` actor hands each task's spec (which table, ordering and
+replay buffer to stream) to the workers, and tells the driver when rank 0 has saved the model;
+meanwhile the driver selects exemplars, runs the flows and scores the next task.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+import torch.nn.functional as F
+
+import replaystore
+from replaystore.cli.demo.model import MLP, to_input
+from replaystore.curriculum import LinearPacing, curriculum_sampler
+from replaystore.stream import ExactK, ReplayStream, Shuffled, Source
+from replaystore.stream.samplers import Curriculum
+
+COLUMNS = ["data", "shape", "dtype", "class_id"]
+POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the workers stream for one task."""
+
+    table: str
+    ordering: str
+    replay: str | None
+    steps_per_epoch: int
+    epochs: int
+    batch_size: int
+    replay_per_batch: int
+    pacing_c0: float
+    lr: float
+    seed: int
+    out: str
+
+
+@ray.remote(num_cpus=0)
+class Gate:
+    """Driver ↔ workers hand-over: specs go in, finished tasks come out."""
+
+    def __init__(self) -> None:
+        self.specs: dict[int, TaskSpec | None] = {}
+        self.finished: set[int] = set()
+
+    def open(self, task: int, spec: TaskSpec | None) -> None:
+        self.specs[task] = spec
+
+    def spec(self, task: int) -> tuple[bool, TaskSpec | None]:
+        return task in self.specs, self.specs.get(task)
+
+    def finish(self, task: int) -> None:
+        self.finished.add(task)
+
+    def is_finished(self, task: int) -> bool:
+        return task in self.finished
+
+
+def task_stream(store: replaystore.Store, spec: TaskSpec, rank: int, world: int) -> ReplayStream:
+    """The paced task data, mixed with exactly k replay exemplars per global batch when replaying."""
+    pacing = LinearPacing(spec.pacing_c0, spec.steps_per_epoch * spec.epochs)
+    _, paced = curriculum_sampler(store, spec.ordering, source=spec.table, pacing=pacing, seed=spec.seed)
+    sources = [Source.from_store(store, spec.table, columns=COLUMNS, id_column="sample_id", sampler=Curriculum(paced))]
+    mixing = None
+    if spec.replay is not None:
+        sources.append(
+            Source.from_store(store, spec.replay, name="replay", columns=COLUMNS, id_column="sample_id", sampler=Shuffled())
+        )
+        mixing = ExactK(k=spec.replay_per_batch, replay=1)
+    return ReplayStream(
+        sources, batch_size=spec.batch_size, mixing=mixing, seed=spec.seed, rank=rank, world_size=world,
+        steps_per_epoch=spec.steps_per_epoch,
+    )  # fmt: skip
+
+
+def _wait_spec(gate: Any, task: int) -> TaskSpec | None:
+    while True:
+        ready, spec = ray.get(gate.spec.remote(task))
+        if ready:
+            return spec
+        time.sleep(POLL_S)
+
+
+def worker_loop(config: dict[str, Any]) -> None:
+    """Every worker: DDP model, then task after task from the gate until it says stop."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    store = replaystore.open(config["store_uri"])
+    torch.manual_seed(config["seed"])
+    model = MLP(config["hidden"])
+    model.load_state_dict(config["state"])
+    ddp = ray.train.torch.prepare_model(model)
+    gate, task = config["gate"], 0
+    while (spec := _wait_spec(gate, task)) is not None:
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=spec.lr, momentum=0.9)
+        stream = task_stream(store, spec, rank, world)
+        ddp.train()
+        for epoch in range(spec.epochs):
+            stream.set_epoch(epoch)
+            for batch in stream:
+                loss = F.cross_entropy(ddp(to_input(batch["data"])), batch["class_id"])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        stream.close()
+        if rank == 0:
+            torch.save(model.state_dict(), spec.out)
+            ray.get(gate.finish.remote(task))
+        task += 1
+    ray.train.report({"tasks": task})
+
+
+class TrainingSession:
+    """A running Ray Train worker group that trains one task per `train` call."""
+
+    def __init__(self, store: replaystore.Store, model: MLP, hidden: int, seed: int, workers: int) -> None:
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        self.folder = tempfile.TemporaryDirectory()
+        self.gate = Gate.remote()
+        self.task = 0
+        self.error: BaseException | None = None
+        trainer = TorchTrainer(
+            worker_loop,
+            train_loop_config={"store_uri": store.uri, "state": model.state_dict(), "hidden": hidden, "seed": seed, "gate": self.gate},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 0.5}),
+            run_config=RunConfig(storage_path=self.folder.name, name="digits"),
+        )
+        self.thread = threading.Thread(target=self._fit, args=(trainer,), daemon=True)
+        self.thread.start()
+
+    def _fit(self, trainer: Any) -> None:
+        try:
+            trainer.fit()
+        except BaseException as exc:  # surfaced to the driver by train()/close()
+            self.error = exc
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"Ray Train workers failed: {self.error}") from self.error
+        if not self.thread.is_alive():
+            raise RuntimeError("Ray Train workers stopped before the task finished")
+
+    def train(self, **spec: Any) -> dict[str, torch.Tensor]:
+        """Hand one task to the workers; block until rank 0 saved the model; return its weights."""
+        out = str(Path(self.folder.name) / f"model-task{self.task}.pt")
+        ray.get(self.gate.open.remote(self.task, TaskSpec(out=out, **spec)))
+        while not ray.get(self.gate.is_finished.remote(self.task)):
+            self._check()
+            time.sleep(POLL_S)
+        self.task += 1
+        return torch.load(out)
+
+    def close(self) -> None:
+        ray.get(self.gate.open.remote(self.task, None))
+        self.thread.join()
+        self.folder.cleanup()
+        if self.error is not None:
+            raise RuntimeError(f"Ray Train workers failed: {self.error}") from self.error

@@ -1,0 +1,40 @@
+"""`replaystore demo`: the end-to-end continual-learning run on the embedded default store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import replaystore
+
+
+def demo(args: argparse.Namespace) -> str:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the demo's own progress bar says what runs
+    from tqdm import tqdm
+
+    from replaystore.cli.demo import DemoOptions, report, run_demo
+
+    store = replaystore.open(args.uri)
+    options = DemoOptions(
+        seed=args.seed, budget_bytes=args.budget, output=Path(args.output), small=args.small, text=not args.no_text
+    )
+    with tqdm(desc="demo", unit="step", bar_format="{desc}: {n} steps, {elapsed} {postfix}") as bar:
+
+        def log(message: str) -> None:
+            bar.set_postfix_str(message)
+            bar.update(1)
+
+        result = run_demo(store, options, log)
+    files = "\n".join(f"  {f}" for f in result["files"])
+    return f"{report.print_report(result['sections'])}\n\nwrote:\n{files}"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the continual-learning demo end to end and report the results")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=int, default=None, help="exemplar buffer budget in bytes, model included (default: model + 200 images)")
+    p.add_argument("--output", default="demo-output", help="folder for report.md and the PNG plots")
+    p.add_argument("--small", action="store_true", help="a reduced run (fewer epochs and steps), for tests")
+    p.add_argument("--no-text", action="store_true", help="skip the GeRe text part")
+    p.set_defaults(func=demo)
