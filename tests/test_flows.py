@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -347,7 +349,7 @@ def test_stream_trains_on_ray_over_a_mixture_and_writes_priorities_back(store: r
                              "shape": [[8, 8]] * n, "dtype": ["uint8"] * n})
     columns = ["data", "shape", "dtype", "class_id"]
     sources = [
-        {"table": "task_samples", "columns": columns, "id_column": None, "weight": 3.0},
+        {"table": "task_samples", "columns": columns, "weight": 3.0},
         {"table": "exemplars", "columns": columns, "sampler": "prioritized", "weight": 1.0},
     ]
     result = stream(
@@ -356,8 +358,11 @@ def test_stream_trains_on_ray_over_a_mixture_and_writes_priorities_back(store: r
     )
     priorities = store.read("priorities")
     assert result["priorities_version"] == store.dataset("priorities").version
-    assert set(priorities["source"].to_pylist()) == {"exemplars"} and result["priority_rows"] == priorities.num_rows > 0
-    assert set(priorities["sample_id"].to_pylist()) <= {str(i) for i in store.read("exemplars")["sample_id"].to_pylist()}
+    assert set(priorities["source"].to_pylist()) == {"task_samples", "exemplars"}
+    assert result["priority_rows"] == priorities.num_rows > 0
+    for table in ("task_samples", "exemplars"):
+        mine = priorities.filter(pa.compute.equal(priorities["source"], table))["sample_id"].to_pylist()
+        assert set(mine) <= {str(i) for i in store.read(table)["sample_id"].to_pylist()} and len(mine) == len(set(mine))
     assert min(priorities["priority"].to_pylist()) > 0 and np.isfinite(result["metrics"]["loss"])
 
 
