@@ -7,7 +7,8 @@ index was built are still found: LanceDB scans them flat until `build_index` reb
 
 The vector index defaults were chosen by `benchmarks/bench_retrieval.py` (see README):
 IVF_FLAT scores full-precision vectors in the probed partitions, so recall depends only on how
-many partitions are probed, and with ~1,000 rows per partition a query reads ~20-40k vectors.
+many partitions are probed; with ~1,000 rows per partition and 12 probes a query scores ~12k
+vectors (recall@10 0.986-0.9995 from 100k to 1M rows here).
 """
 
 from __future__ import annotations
