@@ -187,6 +187,7 @@ def ray_workers(store: replaystore.Store, uri: str, n: int) -> list[Result]:
 def run(scale: float = 1.0, ray_train: bool = True) -> list[Result]:
     """All cases at `scale` × 1,000,000 rows; `ray_train=False` skips the Ray Train case (~1 min)."""
     n = max(10_000, int(1_000_000 * scale))
+    torch.set_num_threads(1)  # torch's intra-op pool stalls on a shared CPU; peers index with torch, so pin them all to 1
     with tempfile.TemporaryDirectory() as folder:
         store = replaystore.open(str(Path(folder) / "store"))
         uri = store.table_uri("main")

@@ -91,7 +91,7 @@ def test_losses_become_priorities_in_one_merge_and_steer_the_next_epoch(store: r
         "rank": [1] * 20, "nbytes": [1] * 20,
     }  # fmt: skip
     store.append("exemplars", rows)
-    source = Source.from_store(store, "exemplars", columns=["class_id"], id_column="sample_id", sampler=Prioritized(alpha=1.0))
+    source = Source.from_store(store, "exemplars", columns=["class_id", "sample_id"], id_column="sample_id", sampler=Prioritized(alpha=1.0))
     stream = ReplayStream(source, 10, steps_per_epoch=2)
     log = LossLog()
     for batch in stream:

@@ -33,7 +33,7 @@ from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import cursors, rank_share, rank_stripes, worker_steps
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw, Prioritized
-from replaystore.stream.sources import Snapshot, Source
+from replaystore.stream.sources import READ_AHEAD, Snapshot, Source
 from replaystore.stream.tensors import concat, to_tensors
 
 _MAX_STEPS = 1 << 24
@@ -255,60 +255,77 @@ class ReplayStream(IterableDataset):
             if plan.counts[earlier, source]:
                 sampler.positions(self._draw(plan, n, source, earlier))
 
-    def _batch(self, plan: Plan, snaps: list[Snapshot], step: int) -> dict[str, Any] | None:
-        """This rank's rows of `step` as tensors; None when it has none (a short last global batch)."""
-        tables, index, positions, weights = [], [], [], []
-        for i, (source, snap) in enumerate(zip(self.sources, snaps)):
-            count = int(plan.rows[step, i])
-            with self._lock:
-                if getattr(source.sampler, "stateful", False):
-                    self._catch_up(plan, snap.num_rows, i, step)
-                    self._pre_state.setdefault(step, {})[i] = source.sampler.state_dict()  # for checkpoints
-                if count == 0:
+    @property
+    def read_ahead(self) -> int:
+        """Steps whose rows are read together: one read and one conversion per source per chunk.
+        1 when a sampler needs per-step feedback (priorities) or is step-sequential (curriculum)."""
+        feedback = any(isinstance(s.sampler, Prioritized) or getattr(s.sampler, "stateful", False) for s in self.sources)
+        return 1 if feedback else READ_AHEAD
+
+    def _chunk(self, plan: Plan, snaps: list[Snapshot], steps: list[int]) -> list[tuple[int, dict[str, Any] | None]]:
+        """This rank's batches for `steps` (None for a step where it has no rows: a short last batch)."""
+        drawn: list[list[tuple[np.ndarray, np.ndarray | None]]] = [[] for _ in steps]
+        for k, step in enumerate(steps):
+            for i, (source, snap) in enumerate(zip(self.sources, snaps)):
+                with self._lock:
+                    if getattr(source.sampler, "stateful", False):
+                        self._catch_up(plan, snap.num_rows, i, step)
+                        self._pre_state.setdefault(step, {})[i] = source.sampler.state_dict()  # for checkpoints
+                    if plan.rows[step, i] == 0:
+                        drawn[k].append((np.empty(0, np.int64), None))
+                        continue
+                    drawn[k].append(source.sampler.positions(self._draw(plan, snap.num_rows, i, step)))
+        columns = []  # per source: the whole chunk's rows as tensors, split back into steps below
+        for i, snap in enumerate(snaps):
+            wanted = np.concatenate([d[i][0] for d in drawn])
+            columns.append(to_tensors(snap.read(wanted)) if len(wanted) else None)
+        out: list[tuple[int, dict[str, Any] | None]] = []
+        at = [0] * len(snaps)
+        for k, step in enumerate(steps):
+            parts, meta = [], []
+            for i, (pos, weight) in enumerate(drawn[k]):
+                if len(pos) == 0:
                     continue
-                pos, weight = source.sampler.positions(self._draw(plan, snap.num_rows, i, step))
-            tables.append(snap.read(pos))
-            index.append(np.full(count, i, dtype=np.int16))
-            positions.append(pos)
-            weights.append(np.ones(count, dtype=np.float32) if weight is None else weight.astype(np.float32))
-        if not tables:
-            return None
-        batch = to_tensors(tables[0]) if len(tables) == 1 else concat([to_tensors(t) for t in tables])
-        batch["_source"] = torch.from_numpy(np.concatenate(index))
-        batch["_position"] = torch.from_numpy(np.concatenate(positions))
-        batch["_weight"] = torch.from_numpy(np.concatenate(weights))
+                parts.append({key: value[at[i] : at[i] + len(pos)] for key, value in columns[i].items()})  # type: ignore[union-attr]
+                at[i] += len(pos)
+                meta.append((np.full(len(pos), i, dtype=np.int16), pos, np.ones(len(pos), np.float32) if weight is None else weight.astype(np.float32)))
+            out.append((step, self._finish(parts, meta) if parts else None))
+        return out
+
+    def _finish(self, parts: list[dict[str, Any]], meta: list[tuple[np.ndarray, ...]]) -> dict[str, Any]:
+        batch = parts[0] if len(parts) == 1 else concat(parts)
+        for key, values in zip(("_source", "_position", "_weight"), zip(*meta)):
+            batch[key] = torch.from_numpy(np.concatenate(values))
         if self.pin_memory:
             batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         return batch
 
     def _produce(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[tuple[int, dict[str, Any] | None]]:
         """Batches in step order; with `prefetch` > 0 a thread reads ahead into a bounded queue."""
+        chunks = [steps[i : i + self.read_ahead].tolist() for i in range(0, len(steps), self.read_ahead)]
         if self.prefetch == 0:
-            for step in steps:
-                yield int(step), self._batch(plan, snaps, int(step))
+            for chunk in chunks:
+                yield from self._chunk(plan, snaps, chunk)
             return
         out: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
 
-        def work() -> None:
-            try:
-                for step in steps:
-                    item: Any = (int(step), self._batch(plan, snaps, int(step)))
-                    while not stop.is_set():
-                        try:
-                            out.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                item = _END
-            except BaseException as exc:  # handed to the consumer, raised there
-                item = exc
+        def put(item: Any) -> bool:
             while not stop.is_set():
                 with contextlib.suppress(queue.Full):
                     out.put(item, timeout=0.1)
-                    return
+                    return True
+            return False
+
+        def work() -> None:
+            try:
+                for chunk in chunks:
+                    for item in self._chunk(plan, snaps, chunk):
+                        if not put(item):
+                            return
+                put(_END)
+            except BaseException as exc:  # handed to the consumer, raised there
+                put(exc)
 
         thread = threading.Thread(target=work, name="replaystore-prefetch", daemon=True)
         thread.start()

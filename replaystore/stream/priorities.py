@@ -9,7 +9,7 @@ epoch of a prioritized source starts from those priorities (`load_priorities`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -70,8 +70,8 @@ class LossLog:
 def _ids(source: Source, version: int | None) -> pa.Array:
     if source.id_column is None:
         raise ValidationError("id_column", f"source '{source.name}' needs an id_column to keep priorities")
-    if source.arrow is not None:
-        snapshot = source.open(version)
+    if source.arrow is not None:  # the same rows the stream saw (filter included), all columns
+        snapshot = replace(source, columns=None).open(version)
         rows = snapshot.read(np.arange(snapshot.num_rows))
         return rows.column(source.rename.get(source.id_column, source.id_column)).combine_chunks()
     return source.dataset(version).to_table(columns=[source.id_column], filter=source.filter).column(0).combine_chunks()

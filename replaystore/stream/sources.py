@@ -23,6 +23,7 @@ from replaystore.store import Store, Version, validate_name
 from replaystore.stream.samplers import Sampler, Sequential
 
 SCAN_BATCH = 8192  # rows per Lance batch when continuing a scan: large enough to amortise, small enough to stay in cache
+READ_AHEAD = 8  # runs one read may cover: the stream reads up to this many steps at once
 SKIP_ROWS = 4 * SCAN_BATCH  # a gap a scan reads past rather than restarting (DataLoader workers interleave steps)
 
 
@@ -70,13 +71,18 @@ class LanceSnapshot:
         self.num_rows = self.dataset.count_rows()
 
     def read(self, positions: np.ndarray) -> pa.Table:
-        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
-        if len(breaks) > 1 or (len(breaks) == 1 and positions[breaks[0]] != 0):
+        """Ascending runs (a sequential stripe, possibly wrapping to row 0) stream from the open scan;
+        anything else is a `take`."""
+        cuts = np.flatnonzero(np.diff(positions) != 1) + 1
+        starts, ends = np.r_[0, cuts], np.r_[cuts, len(positions)]
+        firsts, lasts = positions[starts], positions[ends - 1]
+        forward = (firsts[1:] > lasts[:-1]) | (firsts[1:] == 0)
+        if len(starts) > 2 * READ_AHEAD or not forward.all():
             return self.dataset.take(positions, columns=self.columns)
-        if len(breaks) == 1:  # a sequential source wrapping round to its next pass: two scans, no take
-            head, tail = positions[: breaks[0]], positions[breaks[0] :]
-            return pa.Table.from_batches(self._run(int(head[0]), len(head)) + self._run(0, len(tail)))
-        return pa.Table.from_batches(self._run(int(positions[0]), len(positions)))
+        parts: list[pa.RecordBatch] = []
+        for first, a, b in zip(firsts, starts, ends):
+            parts += self._run(int(first), int(b - a))
+        return pa.Table.from_batches(parts)
 
     def _run(self, start: int, count: int) -> list[pa.RecordBatch]:
         """Rows [start, start+count) from the open scan, continuing, skipping ahead or restarting it."""
@@ -136,8 +142,6 @@ class Source:
         for column in [*(self.columns or []), *self.rename, *([self.id_column] if self.id_column else [])]:
             if column not in names:
                 raise ValidationError("columns", f"source '{self.name}' has no column '{column}' (has: {', '.join(names)})")
-        if self.id_column and self.columns is not None and self.id_column not in self.columns:
-            self.columns = [*self.columns, self.id_column]
 
     @classmethod
     def from_store(cls, store: Store, table: str, **settings: Any) -> "Source":
