@@ -345,6 +345,17 @@ def test_bad_settings_name_the_field() -> None:
         assert err.value.field == field, (field, err.value)
 
 
+def test_all_zero_priorities_are_refused_by_name() -> None:
+    sampler = Prioritized()
+    stream = ReplayStream(Source.from_arrow("p", rows(5), sampler=sampler), 4, steps_per_epoch=1, prefetch=0)
+    stream.set_epoch(0)
+    sampler.reset(5, np.zeros(5))
+    stream._sampler_epoch = 0
+    with pytest.raises(ValidationError) as err:
+        list(stream)
+    assert err.value.field == "priorities"
+
+
 def test_priority_feedback_is_validated() -> None:
     stream = ReplayStream(Source.from_arrow("p", rows(10), sampler=Prioritized()), 4, steps_per_epoch=2)
     with pytest.raises(ValidationError) as err:

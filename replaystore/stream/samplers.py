@@ -114,6 +114,7 @@ class Uniform(_Stateless):
 class Prioritized:
     """Probability ∝ priority^alpha, with importance weights (N·P)^-beta normalised to ≤ 1.
 
+    A draw costs O(rows) (a cumulative sum, not a sum tree): fine for replay buffers up to ~1M rows.
     beta anneals linearly from `beta` to `beta_end` over `beta_steps` global steps. Priority updates
     arrive in batches (`update`) stamped with the step they take effect at; `base` holds the
     priorities every consumed step has already seen, `work` the ones the reader is drawing with.
@@ -180,6 +181,8 @@ class Prioritized:
             self._applied += 1
         weights = self.work**self.alpha
         cdf = np.cumsum(weights)
+        if not cdf[-1] > 0:
+            raise ValidationError("priorities", f"source {draw.source}: every priority is 0, nothing can be drawn")
         u = rng(draw.seed, draw.epoch, draw.source, draw.step, _PRIORITIZED).random(draw.total)[
             draw.offset : draw.offset + draw.count
         ]
