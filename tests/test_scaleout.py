@@ -20,7 +20,7 @@ from s3_server import S3Server, s3_server  # noqa: F401 - fixture
 import replaystore
 
 ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = [*sorted((ROOT / "deploy" / "ray").glob("*")), *sorted((ROOT / "deploy" / "cluster").glob("*"))]
+DEPLOY = sorted(p for folder in ("ray", "cluster") for p in (ROOT / "deploy" / folder).glob("*") if p.is_file())
 
 
 @pytest.fixture(scope="module")
