@@ -75,8 +75,9 @@ class Sequential(_Stateless):
     without_replacement = True
 
     def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
-        if draw.stripe + draw.count <= draw.n:  # the common case needs no wrap-around
-            return np.arange(draw.stripe, draw.stripe + draw.count, dtype=np.int64), None
+        start = draw.stripe % draw.n  # later passes of a source smaller than the epoch start over
+        if start + draw.count <= draw.n:  # the common case needs no wrap-around
+            return np.arange(start, start + draw.count, dtype=np.int64), None
         identity = np.arange(draw.n, dtype=np.int64)
         return pass_positions(draw.stripe, draw.count, draw.n, lambda p: identity), None
 
