@@ -19,11 +19,11 @@ def store(tmp_path: Path) -> replaystore.Store:
     return replaystore.open(str(tmp_path / "store"))
 
 
-def run_cli(*args: str, uri: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, uri: str | None = None, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the installed `replaystore` entry point exactly as a user would."""
     cmd = [sys.executable, "-m", "replaystore.cli", *(["--uri", uri] if uri else []), *args]
     env = {**os.environ, "LANCE_LOG": "error"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -12,9 +12,10 @@ from tests.conftest import run_cli
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_demo_reports_sane_numbers_and_replay_forgets_less(tmp_path: Path) -> None:
     uri, out = str(tmp_path / "store"), tmp_path / "out"
-    proc = run_cli("demo", "--small", "--seed", "0", "--output", str(out), uri=uri, check=True)
+    proc = run_cli("demo", "--small", "--seed", "0", "--output", str(out), uri=uri, check=True, timeout=900)
     assert "Digits summary" in proc.stdout and "General-text loss" in proc.stdout
     results = json.loads((out / "results.json").read_text())
     replay, finetune = results["digits"]["replay"], results["digits"]["fine-tuning"]
@@ -36,6 +37,6 @@ def test_demo_reports_sane_numbers_and_replay_forgets_less(tmp_path: Path) -> No
     store = replaystore.open(uri)
     assert store.count("digits-replay-exemplars") == 200
     assert store.exists("activation_states") and store.count("activation_states") > 0
-    again = run_cli("demo", "--small", "--no-text", "--output", str(out), uri=uri, check=True)  # running twice works
+    again = run_cli("demo", "--small", "--no-text", "--output", str(out), uri=uri, check=True, timeout=600)  # running twice works
     assert json.loads((out / "results.json").read_text())["digits"]["replay"]["accuracy"] == replay["accuracy"]
     assert "Digits summary" in again.stdout

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from replaystore.cli.demo import digits, report, text
+from replaystore.cli.demo.training import TrainingSession
 from replaystore.exemplars.settings import SETTINGS_TABLE
 from replaystore.store import Store
 
@@ -68,8 +69,13 @@ def run_demo(store: Store, options: DemoOptions, log: Callable[[str], None] = pr
     runs: dict[str, digits.RunResult] = {}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
     try:
-        for name, replay in (("replay", True), ("fine-tuning", False)):
-            runs[name] = digits.run(store, cfg, replay, between, log)
+        log(f"starting Ray Train: {cfg.workers} CPU workers, one worker group for both runs")
+        session = TrainingSession(store, digits.MLP(cfg.hidden), cfg.hidden, cfg.seed, cfg.workers)
+        try:
+            for name, replay in (("replay", True), ("fine-tuning", False)):
+                runs[name] = digits.run(store, session, cfg, replay, between, log)
+        finally:
+            session.close()
     finally:
         ray.shutdown()
     text_result = text.run(store, text_cfg, log) if options.text else None

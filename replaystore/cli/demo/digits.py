@@ -113,6 +113,7 @@ class RunResult:
 
 def run(
     store: Store,
+    session: TrainingSession,
     cfg: DigitsConfig,
     replay: bool,
     between_tasks: Callable[[int, ExemplarBuffer | None], None],
@@ -132,33 +133,29 @@ def run(
         )  # fmt: skip
     acc = np.zeros((len(cfg.tasks), len(cfg.tasks)))
     result = RunResult(acc=[])
-    session = TrainingSession(store, model, cfg.hidden, cfg.seed, cfg.workers)
-    try:
-        for t, classes in enumerate(cfg.tasks):
-            table = f"{prefix}-task{t}"
-            store.append(table, task_rows(split, t, classes), kind="task_samples")
-            progress(f"{prefix}: task {t + 1}/{len(cfg.tasks)} classes {classes}: scoring difficulty")
-            score(
-                store, table, "loss", ModelLoss(model.eval(), nn.CrossEntropyLoss(reduction="none"), collate=_loss_inputs),
-                columns=["data", "shape", "dtype", "class_id"], description="digits MLP cross-entropy before the task",
-            )  # fmt: skip
-            ordering = f"{table}-easy-first"
-            build_ordering(store, ordering, table, OrderingDefinition(metric="loss", direction="easy_to_hard", seed=cfg.seed))
-            progress(f"{prefix}: task {t + 1}/{len(cfg.tasks)}: Ray Train, {cfg.workers} workers")
-            state = session.train(
-                table=table, ordering=ordering, replay=buffer.name if buffer is not None and t > 0 else None,
-                steps_per_epoch=max(1, store.count(table) // cfg.batch_size), epochs=cfg.epochs, batch_size=cfg.batch_size,
-                replay_per_batch=cfg.replay_per_batch, pacing_c0=cfg.pacing_c0, lr=cfg.lr, seed=cfg.seed + t,
-            )  # fmt: skip
-            model.load_state_dict(state)
-            if buffer is not None:
-                add_exemplars(buffer, model, split, t, classes)
-            between_tasks(t, buffer)
-            if buffer is not None:
-                result.budgets.append(buffer.budget())
-            acc[:, t] = evaluate(model, split, cfg.tasks)
-    finally:
-        session.close()
+    for t, classes in enumerate(cfg.tasks):
+        table = f"{prefix}-task{t}"
+        store.append(table, task_rows(split, t, classes), kind="task_samples")
+        progress(f"{prefix}: task {t + 1}/{len(cfg.tasks)} classes {classes}: scoring difficulty")
+        score(
+            store, table, "loss", ModelLoss(model.eval(), nn.CrossEntropyLoss(reduction="none"), collate=_loss_inputs),
+            columns=["data", "shape", "dtype", "class_id"], description="digits MLP cross-entropy before the task",
+        )  # fmt: skip
+        ordering = f"{table}-easy-first"
+        build_ordering(store, ordering, table, OrderingDefinition(metric="loss", direction="easy_to_hard", seed=cfg.seed))
+        progress(f"{prefix}: task {t + 1}/{len(cfg.tasks)}: Ray Train, {cfg.workers} workers")
+        state = session.train(
+            restart=model if t == 0 else None, table=table, ordering=ordering, replay=buffer.name if buffer is not None and t > 0 else None,
+            steps_per_epoch=max(1, store.count(table) // cfg.batch_size), epochs=cfg.epochs, batch_size=cfg.batch_size,
+            replay_per_batch=cfg.replay_per_batch, pacing_c0=cfg.pacing_c0, lr=cfg.lr, seed=cfg.seed + t,
+        )  # fmt: skip
+        model.load_state_dict(state)
+        if buffer is not None:
+            add_exemplars(buffer, model, split, t, classes)
+        between_tasks(t, buffer)
+        if buffer is not None:
+            result.budgets.append(buffer.budget())
+        acc[:, t] = evaluate(model, split, cfg.tasks)
     result.acc = [[float(acc[i, j]) for j in range(len(cfg.tasks))] for i in range(len(cfg.tasks))]
     return result
 

@@ -44,6 +44,7 @@ class TaskSpec:
     lr: float
     seed: int
     out: str
+    restart_from: str | None = None  # weights to load first: a new run on the same worker group
 
 
 @ray.remote(num_cpus=0)
@@ -106,6 +107,8 @@ def worker_loop(config: dict[str, Any]) -> None:
     ddp = ray.train.torch.prepare_model(model)
     gate, task = config["gate"], 0
     while (spec := _wait_spec(gate, task)) is not None:
+        if spec.restart_from is not None:
+            model.load_state_dict(torch.load(spec.restart_from))
         optimizer = torch.optim.SGD(ddp.parameters(), lr=spec.lr, momentum=0.9)
         stream = task_stream(store, spec, rank, world)
         ddp.train()
@@ -125,7 +128,7 @@ def worker_loop(config: dict[str, Any]) -> None:
 
 
 class TrainingSession:
-    """A running Ray Train worker group that trains one task per `train` call."""
+    """A running Ray Train worker group that trains one task per `train` call, for any number of runs."""
 
     def __init__(self, store: replaystore.Store, model: MLP, hidden: int, seed: int, workers: int) -> None:
         from ray.train import RunConfig, ScalingConfig
@@ -156,10 +159,15 @@ class TrainingSession:
         if not self.thread.is_alive():
             raise RuntimeError("Ray Train workers stopped before the task finished")
 
-    def train(self, **spec: Any) -> dict[str, torch.Tensor]:
-        """Hand one task to the workers; block until rank 0 saved the model; return its weights."""
+    def train(self, restart: MLP | None = None, **spec: Any) -> dict[str, torch.Tensor]:
+        """Hand one task to the workers (first resetting their model to `restart`'s weights);
+        block until rank 0 saved the model; return its weights."""
         out = str(Path(self.folder.name) / f"model-task{self.task}.pt")
-        ray.get(self.gate.open.remote(self.task, TaskSpec(out=out, **spec)))
+        restart_from = None
+        if restart is not None:
+            restart_from = str(Path(self.folder.name) / f"restart-task{self.task}.pt")
+            torch.save(restart.state_dict(), restart_from)
+        ray.get(self.gate.open.remote(self.task, TaskSpec(out=out, restart_from=restart_from, **spec)))
         while not ray.get(self.gate.is_finished.remote(self.task)):
             self._check()
             time.sleep(POLL_S)
