@@ -8,12 +8,14 @@ then GeRe general replay on text. Results go to the terminal, a markdown report 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from replaystore.cli.demo import digits, report, text
+from replaystore.cli.demo.model import export_features
 from replaystore.cli.demo.training import TrainingSession
 from replaystore.exemplars.settings import SETTINGS_TABLE
 from replaystore.store import Store
@@ -40,13 +42,20 @@ def reset(store: Store) -> None:
         store.delete(SETTINGS_TABLE, " OR ".join(f"buffer LIKE '{p}%'" for p in PREFIXES))
 
 
-def _flows_between_tasks(store: Store, log: Callable[[str], None]) -> Callable[[int, Any], None]:
-    """After each task: index and prune as Prefect flow runs (Prefect's local mode, no server)."""
+def _flows_between_tasks(store: Store, folder: Path, log: Callable[[str], None]) -> Callable[[int, str, Any, Any], None]:
+    """After each task, as Prefect flow runs (local mode, no server): distill offers the task's
+    images to the exemplar buffer with the trained model's features, index refreshes the scalar
+    indexes, prune cuts the buffer back inside its budget and compacts."""
+    from flows.distill import distill
     from flows.index import index
     from flows.prune import prune
 
-    def between(task: int, buffer: Any) -> None:
+    def between(task: int, table: str, model: Any, buffer: Any) -> None:
         tables = [n for n in store.table_names() if n.startswith(PREFIXES)]
+        if buffer is not None:
+            log(f"flows after task {task + 1}: distill (exemplar candidates → herding)")
+            features = export_features(model, str(folder / f"features-task{task}.pt2"))
+            distill(store_uri=store.uri, exemplars={"buffer": buffer.name, "task_id": task, "model": features, "source": table, "batch_size": 4096})
         log(f"flows after task {task + 1}: index, prune")
         index(store_uri=store.uri, tables=tables)
         prune(store_uri=store.uri, tables=tables, buffers=[buffer.name] if buffer is not None else [], retention_hours=0.0)
@@ -65,7 +74,8 @@ def run_demo(store: Store, options: DemoOptions, log: Callable[[str], None] = pr
     if options.small:
         cfg.epochs = 8
         text_cfg.pretrain_steps, text_cfg.task_steps, text_cfg.general, text_cfg.task_texts = 60, 30, 80, 60
-    between = _flows_between_tasks(store, log)
+    models = tempfile.TemporaryDirectory()
+    between = _flows_between_tasks(store, Path(models.name), log)
     runs: dict[str, digits.RunResult] = {}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
     try:
@@ -78,6 +88,7 @@ def run_demo(store: Store, options: DemoOptions, log: Callable[[str], None] = pr
             session.close()
     finally:
         ray.shutdown()
+        models.cleanup()
     text_result = text.run(store, text_cfg, log) if options.text else None
     seconds = time.perf_counter() - started
     parts = report.sections(runs, text_result, seconds, store.uri)

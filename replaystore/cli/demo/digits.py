@@ -2,8 +2,9 @@
 
 Each task's images go into a `task_samples` table; the current model scores them (loss) into a
 curriculum ordering that paces the task; Ray Train workers (one worker group for the whole run, see
-`training`) stream the paced task data mixed with replay exemplars from a MEMO-budgeted buffer; after the task the exemplars are re-selected by
-herding on the model's features and the buffer is cut back inside its budget. The same seeds run
+`training`) stream the paced task data mixed with replay exemplars from a MEMO-budgeted buffer;
+after the task the distill flow offers the task's images to the buffer (herding on the model's
+features) and the prune flow keeps it inside its byte budget. The same seeds run
 once more with no replay (fine-tuning) for the forgetting comparison.
 """
 
@@ -116,7 +117,7 @@ def run(
     session: TrainingSession,
     cfg: DigitsConfig,
     replay: bool,
-    between_tasks: Callable[[int, ExemplarBuffer | None], None],
+    between_tasks: Callable[[int, str, MLP, ExemplarBuffer | None], None],
     progress: Callable[[str], None],
 ) -> RunResult:
     """Train the 5 tasks in order, with a replay buffer or without (fine-tuning)."""
@@ -150,9 +151,7 @@ def run(
             replay_per_batch=cfg.replay_per_batch, pacing_c0=cfg.pacing_c0, lr=cfg.lr, seed=cfg.seed + t,
         )  # fmt: skip
         model.load_state_dict(state)
-        if buffer is not None:
-            add_exemplars(buffer, model, split, t, classes)
-        between_tasks(t, buffer)
+        between_tasks(t, table, model, buffer)
         if buffer is not None:
             result.budgets.append(buffer.budget())
         acc[:, t] = evaluate(model, split, cfg.tasks)
@@ -163,14 +162,3 @@ def run(
 def _loss_inputs(batch: pa.RecordBatch) -> tuple[torch.Tensor, torch.Tensor]:
     tensors = to_tensors(pa.Table.from_batches([batch]))
     return to_input(tensors["data"]), tensors["class_id"]
-
-
-def add_exemplars(buffer: ExemplarBuffer, model: MLP, split: Split, task: int, classes: tuple[int, ...]) -> None:
-    """Offer every training image of the task's classes; herding on the model's features picks."""
-    model.eval()
-    for c in classes:
-        mask = split.train_y == c
-        images = split.train_x[mask]
-        with torch.no_grad():
-            feats = model.features(to_input(torch.from_numpy(images))).numpy()
-        buffer.add(c, images, feats, task_id=task, sample_ids=np.nonzero(mask)[0])

@@ -21,4 +21,23 @@ class MLP(nn.Module):
 
 def to_input(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 digits (0–16) → float inputs in [0, 1]."""
-    return pixels.reshape(len(pixels), -1).float() / 16.0
+    return pixels.flatten(1).float() / 16.0
+
+
+class PixelFeatures(nn.Module):
+    """Raw uint8-valued pixels → the MLP's features: what the distill flow runs on candidates."""
+
+    def __init__(self, mlp: MLP) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.mlp.features(to_input(pixels))
+
+
+def export_features(mlp: MLP, path: str) -> str:
+    """Save the feature extractor with `torch.export`, the format the distill flow loads."""
+    example = torch.zeros(4, 8, 8)
+    program = torch.export.export(PixelFeatures(mlp).eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, path)
+    return path
