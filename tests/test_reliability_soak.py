@@ -53,7 +53,6 @@ class Gate:
 def _until(gate: Gate, step: Callable[[int], None], pause: float = 0.0) -> None:
     i = 0
     while gate.open():
-        t = time.time()
         step(i)
         i += 1
         time.sleep(pause)
