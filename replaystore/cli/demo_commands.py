@@ -35,6 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=int, default=None, help="exemplar buffer budget in bytes, model included (default: model + 200 images)")
     p.add_argument("--output", default="demo-output", help="folder for report.md and the PNG plots")
-    p.add_argument("--small", action="store_true", help="a reduced run (fewer epochs and steps), for tests")
+    p.add_argument("--small", action="store_true", help="a reduced run (3 tasks, fewer epochs and steps), for tests")
     p.add_argument("--no-text", action="store_true", help="skip the GeRe text part")
     p.set_defaults(func=demo)

@@ -72,7 +72,7 @@ def run_demo(store: Store, options: DemoOptions, log: Callable[[str], None] = pr
     cfg = digits.DigitsConfig(seed=options.seed, budget_bytes=options.budget_bytes, workers=options.workers)
     text_cfg = text.TextConfig(seed=options.seed)
     if options.small:
-        cfg.epochs = 8
+        cfg.epochs, cfg.tasks = 8, cfg.tasks[:3]
         text_cfg.pretrain_steps, text_cfg.task_steps, text_cfg.general, text_cfg.task_texts = 60, 30, 80, 60
     models = tempfile.TemporaryDirectory()
     between = _flows_between_tasks(store, Path(models.name), log)

@@ -120,7 +120,7 @@ def run(
     between_tasks: Callable[[int, str, MLP, ExemplarBuffer | None], None],
     progress: Callable[[str], None],
 ) -> RunResult:
-    """Train the 5 tasks in order, with a replay buffer or without (fine-tuning)."""
+    """Train the tasks in order, with a replay buffer or without (fine-tuning)."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     split = load_split(cfg.seed)

@@ -43,7 +43,8 @@ def sections(runs: dict[str, RunResult], text: TextResult | None, seconds: float
     out: list[tuple[str, list[dict[str, Any]]]] = []
     for name, r in runs.items():
         out.append((f"Digits accuracy matrix, {name} (row: task, column: after training task)", accuracy_rows(r)))
-    out.append(("Digits summary (class-incremental, 5 tasks × 2 classes)", summary_rows(runs)))
+    tasks = len(next(iter(runs.values())).acc)
+    out.append((f"Digits summary (class-incremental, {tasks} tasks × 2 classes)", summary_rows(runs)))
     replay = next((r for r in runs.values() if r.budgets), None)
     if replay is not None:
         out.append(("Exemplar byte budget (MEMO: the model's bytes count too)", budget_rows(replay)))
