@@ -23,6 +23,7 @@ from replaystore.cli.demo.model import MLP, to_input
 from replaystore.cli.demo.training import TrainingSession
 from replaystore.curriculum import ModelLoss, OrderingDefinition, build_ordering, score
 from replaystore.exemplars import ExemplarBuffer, model_nbytes, sample_nbytes
+from replaystore.exemplars.samples import encode_raw
 from replaystore.store import Store
 from replaystore.stream import to_tensors
 
@@ -70,17 +71,14 @@ def default_budget(cfg: DigitsConfig) -> int:
 
 
 def task_rows(split: Split, task: int, classes: tuple[int, ...]) -> dict[str, Any]:
+    """The task's training images as `task_samples` rows, encoded like exemplars (one buffer, no per-row Python)."""
     mask = np.isin(split.train_y, classes)
     ids = np.nonzero(mask)[0].astype(np.int64)
-    images = split.train_x[mask]
-    n = len(ids)
     return {
         "sample_id": ids,
-        "task_id": np.full(n, task, dtype=np.int64),
+        "task_id": np.full(len(ids), task, dtype=np.int64),
         "class_id": split.train_y[mask],
-        "data": pa.array([img.tobytes() for img in images], pa.binary()),
-        "shape": pa.array([list(IMAGE_SHAPE)] * n, pa.list_(pa.int32())),
-        "dtype": pa.array(["uint8"] * n),
+        **encode_raw(split.train_x[mask]).columns,
     }
 
 
