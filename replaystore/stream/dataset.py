@@ -34,7 +34,7 @@ from replaystore.stream.order import cursors, rank_share, rank_stripes, worker_s
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw, Prioritized
 from replaystore.stream.sources import READ_AHEAD, Snapshot, Source
-from replaystore.stream.tensors import concat, to_tensors
+from replaystore.stream.tensors import as_tensors, concat, cut, to_arrays
 
 _MAX_STEPS = 1 << 24
 _END = object()
@@ -275,30 +275,27 @@ class ReplayStream(IterableDataset):
                         drawn[k].append((np.empty(0, np.int64), None))
                         continue
                     drawn[k].append(source.sampler.positions(self._draw(plan, snap.num_rows, i, step)))
-        columns = []  # per source: the whole chunk's rows as tensors, split back into steps below
+        sizes = [[len(d[i][0]) for d in drawn] for i in range(len(snaps))]
+        runs = []  # per source: each step's rows as views of the chunk's record batches
         for i, snap in enumerate(snaps):
             wanted = np.concatenate([d[i][0] for d in drawn])
-            columns.append(to_tensors(snap.read(wanted)) if len(wanted) else None)
+            pieces = [to_arrays(b) for b in snap.read(wanted).to_batches()] if len(wanted) else []
+            runs.append(cut(pieces, sizes[i]))
         out: list[tuple[int, dict[str, Any] | None]] = []
-        at = [0] * len(snaps)
         for k, step in enumerate(steps):
-            parts, meta = [], []
-            for i, (pos, weight) in enumerate(drawn[k]):
-                if len(pos) == 0:
-                    continue
-                parts.append({key: value[at[i] : at[i] + len(pos)] for key, value in columns[i].items()})  # type: ignore[union-attr]
-                at[i] += len(pos)
-                meta.append((np.full(len(pos), i, dtype=np.int16), pos, np.ones(len(pos), np.float32) if weight is None else weight.astype(np.float32)))
-            out.append((step, self._finish(parts, meta) if parts else None))
+            parts = [view for i in range(len(snaps)) for view in runs[i][k]]
+            out.append((step, self._finish(parts, drawn[k]) if parts else None))
         return out
 
-    def _finish(self, parts: list[dict[str, Any]], meta: list[tuple[np.ndarray, ...]]) -> dict[str, Any]:
+    def _finish(self, parts: list[dict[str, Any]], drawn: list[tuple[np.ndarray, np.ndarray | None]]) -> dict[str, Any]:
+        """One batch: a single piece stays a view; several are copied once, straight into place."""
         batch = parts[0] if len(parts) == 1 else concat(parts)
-        for key, values in zip(("_source", "_position", "_weight"), zip(*meta)):
-            batch[key] = torch.from_numpy(np.concatenate(values))
-        if self.pin_memory:
-            batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        return batch
+        sizes = [len(pos) for pos, _ in drawn]
+        batch["_source"] = np.repeat(np.arange(len(drawn), dtype=np.int16), sizes)
+        batch["_position"] = np.concatenate([pos for pos, _ in drawn])
+        weights = [np.ones(len(pos), np.float32) if w is None else w.astype(np.float32) for pos, w in drawn if len(pos)]
+        batch["_weight"] = weights[0] if len(weights) == 1 else np.concatenate(weights)
+        return as_tensors(batch, self.pin_memory)
 
     def _produce(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[tuple[int, dict[str, Any] | None]]:
         """Batches in step order; with `prefetch` > 0 a thread reads ahead into a bounded queue."""

@@ -51,13 +51,29 @@ class Proportions:
     weights: Weights
 
     def counts(self, steps: int, global_batch: int, sources: int) -> np.ndarray:
+        if not callable(self.weights):
+            fixed = _fixed_counts(_check_weights(self.weights, sources, 0), steps, global_batch)
+            if fixed is not None:
+                return fixed
         out = np.zeros((steps, sources), dtype=np.int64)
         carry = np.zeros(sources)
-        fixed = None if callable(self.weights) else _check_weights(self.weights, sources, 0)
         for step in range(steps):
-            w = fixed if fixed is not None else _check_weights(self.weights(step), sources, step)  # type: ignore[operator]
+            w = _check_weights(self.weights(step) if callable(self.weights) else self.weights, sources, step)
             out[step] = apportion(w * global_batch, global_batch, carry)
         return out
+
+
+def _fixed_counts(w: np.ndarray, steps: int, global_batch: int) -> np.ndarray | None:
+    """`apportion` over all steps at once for constant weights: the carried remainder makes the
+    cumulative count of a source floor(target so far), plus one for the largest remainders. None
+    when that would ask a source to give rows back (weights under one row per step): use the loop."""
+    target = np.outer(np.arange(1, steps + 1), w * global_batch)
+    base = np.floor(target + 1e-9).astype(np.int64)
+    short = np.arange(1, steps + 1) * global_batch - base.sum(axis=1)
+    rank = np.argsort(np.argsort(-(target - base), axis=1, kind="stable"), axis=1, kind="stable")
+    cumulative = base + (rank < short[:, None])
+    out = np.diff(cumulative, axis=0, prepend=0)
+    return out if (out >= 0).all() else None
 
 
 @dataclass(frozen=True)

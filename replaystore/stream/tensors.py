@@ -89,13 +89,14 @@ def _binary(name: str, arr: pa.Array, common: tuple[tuple[int, ...], np.dtype] |
     if common is not None and not arr.null_count:
         shape, dtype = common
         if (np.diff(offsets) == int(np.prod(shape)) * dtype.itemsize).all():
-            return {name: torch.from_numpy(values[offsets[0] : offsets[-1]].view(dtype).reshape(len(arr), *shape))}
+            return {name: values[offsets[0] : offsets[-1]].view(dtype).reshape(len(arr), *shape)}
     padded, lengths = pad(values, offsets)
-    return {name: torch.from_numpy(padded), f"{name}_lengths": torch.from_numpy(lengths)}
+    return {name: padded, f"{name}_lengths": lengths}
 
 
-def to_tensors(table: pa.Table | pa.RecordBatch, pin_memory: bool = False) -> dict[str, Any]:
-    """Convert every column of an Arrow batch; see the module docstring for the rules."""
+def to_arrays(table: pa.Table | pa.RecordBatch) -> dict[str, Any]:
+    """Every column of an Arrow batch as a numpy array (a view where the rules allow; strings as lists).
+    A multi-chunk table column is combined (one copy); stream record batches one by one to avoid it."""
     common = _uniform_shape(table)
     out: dict[str, Any] = {}
     for name, column in zip(table.column_names, table.columns):
@@ -105,37 +106,65 @@ def to_tensors(table: pa.Table | pa.RecordBatch, pin_memory: bool = False) -> di
             arr = column
         kind = arr.type
         if pa.types.is_fixed_size_list(kind):
-            out[name] = torch.from_numpy(_fixed(name, arr))
+            out[name] = _fixed(name, arr)
         elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
-            padded, lengths = pad(_numeric(name, arr.values), _offsets(arr))
-            out[name], out[f"{name}_lengths"] = torch.from_numpy(padded), torch.from_numpy(lengths)
+            out[name], out[f"{name}_lengths"] = pad(_numeric(name, arr.values), _offsets(arr))
         elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
             out.update(_binary(name, arr, common))
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
             out[name] = arr.to_pylist()
         else:
-            out[name] = torch.from_numpy(_numeric(name, arr))
+            out[name] = _numeric(name, arr)
+    return out
+
+
+def as_tensors(arrays: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
+    """numpy arrays → torch tensors over the same memory (pinned: copied into page-locked memory)."""
+    out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
     if pin_memory:
         out = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
     return out
 
 
+def to_tensors(table: pa.Table | pa.RecordBatch, pin_memory: bool = False) -> dict[str, Any]:
+    """Convert every column of an Arrow batch; see the module docstring for the rules."""
+    return as_tensors(to_arrays(table), pin_memory)
+
+
 def concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One batch from per-source batches: tensors concatenated (padded lists widened), lists joined."""
+    """One batch of arrays from several (per-source pieces): one copy per column, padded lists widened,
+    string lists joined."""
     keys = list(parts[0])
     for part in parts[1:]:
-        if list(part) != keys:
+        if part.keys() != parts[0].keys():
             raise ValidationError("columns", f"sources of one stream must yield the same columns: {keys} vs {list(part)}")
     out: dict[str, Any] = {}
     for key in keys:
-        values = [part[key] for part in parts]
-        if not isinstance(values[0], torch.Tensor):
-            out[key] = [item for value in values for item in value]
+        arrays = [part[key] for part in parts]
+        if not isinstance(arrays[0], np.ndarray):
+            out[key] = [item for value in arrays for item in value]
             continue
-        arrays = [v.numpy() for v in values]
-        if f"{key}_lengths" in keys:  # padded variable-length rows: widen to the widest part
+        if f"{key}_lengths" in parts[0]:  # padded variable-length rows: widen to the widest part
             width = max(a.shape[1] for a in arrays)
-            arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in arrays]
+            arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) if a.shape[1] < width else a for a in arrays]
         # numpy, not torch.cat: one single-threaded memcpy; torch's intra-op pool stalls on a busy CPU
-        out[key] = torch.from_numpy(np.concatenate(arrays))
+        out[key] = np.concatenate(arrays)
+    return out
+
+
+def cut(pieces: list[dict[str, Any]], sizes: list[int]) -> list[list[dict[str, Any]]]:
+    """Consecutive runs of `sizes` rows out of a sequence of column dicts (record batches), as views:
+    a run that spans two pieces comes back as two views."""
+    out: list[list[dict[str, Any]]] = []
+    lengths = [len(next(iter(p.values()))) if p else 0 for p in pieces]
+    j, at = 0, 0
+    for size in sizes:
+        run: list[dict[str, Any]] = []
+        while size > 0:
+            while at >= lengths[j]:
+                j, at = j + 1, 0
+            take = min(size, lengths[j] - at)
+            run.append({k: v[at : at + take] for k, v in pieces[j].items()})
+            at, size = at + take, size - take
+        out.append(run)
     return out
