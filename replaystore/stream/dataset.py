@@ -289,7 +289,7 @@ class ReplayStream(IterableDataset):
 
     def _finish(self, parts: list[dict[str, Any]], drawn: list[tuple[np.ndarray, np.ndarray | None]]) -> dict[str, Any]:
         """One batch: a single piece stays a view; several are copied once, straight into place."""
-        batch = parts[0] if len(parts) == 1 else concat(parts)
+        batch = parts[0] if len(parts) == 1 else concat(parts, self.pin_memory)
         sizes = [len(pos) for pos, _ in drawn]
         batch["_source"] = np.repeat(np.arange(len(drawn), dtype=np.int16), sizes)
         batch["_position"] = np.concatenate([pos for pos, _ in drawn])
@@ -433,6 +433,10 @@ class ReplayStream(IterableDataset):
 
     def loader(self, num_workers: int = 0, **settings: Any) -> DataLoader:
         """A DataLoader over the stream: batches pass through whole; workers use spawn (Lance is not fork-safe)."""
+        if settings.get("persistent_workers"):
+            raise ValidationError(
+                "persistent_workers", "each epoch starts fresh workers: persistent ones would not see set_epoch and repeat the epoch"
+            )
         if num_workers and self.versions is None:
             self._pin_versions()
         extra = {"multiprocessing_context": "spawn"} if num_workers else {}

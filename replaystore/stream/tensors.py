@@ -119,10 +119,11 @@ def to_arrays(table: pa.Table | pa.RecordBatch) -> dict[str, Any]:
 
 
 def as_tensors(arrays: dict[str, Any], pin_memory: bool = False) -> dict[str, Any]:
-    """numpy arrays → torch tensors over the same memory (pinned: copied into page-locked memory)."""
+    """numpy arrays → torch tensors over the same memory (pinned: copied into page-locked memory,
+    except tensors that already are)."""
     out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
     if pin_memory:
-        out = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+        out = {k: v.pin_memory() if isinstance(v, torch.Tensor) and not v.is_pinned() else v for k, v in out.items()}
     return out
 
 
@@ -131,9 +132,9 @@ def to_tensors(table: pa.Table | pa.RecordBatch, pin_memory: bool = False) -> di
     return as_tensors(to_arrays(table), pin_memory)
 
 
-def concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def concat(parts: list[dict[str, Any]], pin_memory: bool = False) -> dict[str, Any]:
     """One batch of arrays from several (per-source pieces): one copy per column, padded lists widened,
-    string lists joined."""
+    string lists joined. With `pin_memory` that one copy lands in page-locked memory (no second copy)."""
     keys = list(parts[0])
     for part in parts[1:]:
         if part.keys() != parts[0].keys():
@@ -148,7 +149,14 @@ def concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
             width = max(a.shape[1] for a in arrays)
             arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) if a.shape[1] < width else a for a in arrays]
         # numpy, not torch.cat: one single-threaded memcpy; torch's intra-op pool stalls on a busy CPU
-        out[key] = np.concatenate(arrays)
+        if pin_memory:
+            shape = (sum(len(a) for a in arrays), *arrays[0].shape[1:])
+            dtype = np.result_type(*arrays)
+            target = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True)
+            out[key] = target
+            np.concatenate(arrays, out=target.numpy())
+        else:
+            out[key] = np.concatenate(arrays)
     return out
 
 

@@ -1,0 +1,83 @@
+"""Mixture assembly: counts per step, views cut across record batches, one copy per mixed batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replaystore.errors import ValidationError
+from replaystore.stream import Proportions, ReplayStream, Sequential, Source
+from replaystore.stream.tensors import concat, cut, to_arrays
+
+FAST = settings(max_examples=60, deadline=None)
+weights = st.lists(st.floats(0.0, 10.0, allow_nan=False), min_size=1, max_size=5).filter(lambda w: sum(w) > 0.01)
+
+
+@FAST
+@given(weights, st.integers(1, 300), st.integers(1, 80))
+def test_constant_weights_count_exactly_like_the_step_by_step_apportioning(w: list[float], batch: int, steps: int) -> None:
+    fixed = Proportions(w).counts(steps, batch, len(w))
+    looped = Proportions(lambda step: w).counts(steps, batch, len(w))  # a callable takes the per-step path
+    assert (fixed.sum(axis=1) == batch).all() and (fixed >= 0).all()
+    # cumulative shares never drift from the target by a row or more
+    target = np.outer(np.arange(1, steps + 1), np.asarray(w) / sum(w) * batch)
+    assert np.abs(np.cumsum(fixed, axis=0) - target).max() < 1 + 1e-6
+    assert np.abs(np.cumsum(fixed, axis=0) - np.cumsum(looped, axis=0)).max() <= 1
+
+
+@FAST
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=6), st.data())
+def test_cut_returns_consecutive_runs_as_views_across_pieces(piece_sizes: list[int], data: st.DataObject) -> None:
+    total = sum(piece_sizes)
+    values = np.arange(total, dtype=np.int64)
+    starts = np.cumsum([0, *piece_sizes])
+    pieces = [{"v": values[a:b], "s": [str(x) for x in values[a:b]]} for a, b in zip(starts[:-1], starts[1:])]
+    sizes = data.draw(st.lists(st.integers(0, 7), max_size=8).filter(lambda s: sum(s) <= total))
+    runs = cut(pieces, sizes)
+    at = 0
+    for size, run in zip(sizes, runs):
+        got = np.concatenate([p["v"] for p in run]) if run else np.empty(0, np.int64)
+        assert got.tolist() == list(range(at, at + size))
+        assert [x for p in run for x in p["s"]] == [str(x) for x in range(at, at + size)]
+        assert all(np.shares_memory(p["v"], values) for p in run if len(p["v"]))  # views, not copies
+        at += size
+
+
+def test_concat_copies_once_widens_padded_lists_and_joins_strings() -> None:
+    a = to_arrays(pa.table({"tok": pa.array([[1, 2], [3]], pa.list_(pa.int64())), "name": ["a", "b"]}))
+    b = to_arrays(pa.table({"tok": pa.array([[4, 5, 6]], pa.list_(pa.int64())), "name": ["c"]}))
+    out = concat([a, b])
+    assert out["tok"].tolist() == [[1, 2, 0], [3, 0, 0], [4, 5, 6]]
+    assert out["tok_lengths"].tolist() == [2, 1, 3]
+    assert out["name"] == ["a", "b", "c"]
+    with pytest.raises(ValidationError, match="columns"):
+        concat([a, {"other": np.zeros(1)}])
+
+
+def test_mixed_batches_hold_the_planned_rows_of_every_source_in_source_order() -> None:
+    def table(start: int, n: int) -> pa.Table:
+        ids = np.arange(start, start + n, dtype=np.int64)
+        return pa.table({"id": ids, "x": pa.FixedSizeListArray.from_arrays(pa.array(np.repeat(ids, 2).astype(np.float32)), 2)})
+
+    sources = [Source.from_arrow(name, table(start, n), sampler=Sequential()) for name, start, n in (("a", 0, 100), ("b", 1000, 30), ("c", 2000, 7))]
+    stream = ReplayStream(sources, 10, mixing=Proportions([0.6, 0.3, 0.1]))
+    steps = len(stream)
+    counts = stream.mixing.counts(steps, 10, 3)  # type: ignore[union-attr]
+    counts[-1, 0] -= counts[:, 0].sum() - 100  # the epoch ends when source a's 100 rows are spent
+    for step, batch in enumerate(stream):
+        assert torch.equal(batch["x"][:, 0], batch["id"].float())  # columns stay aligned row by row
+        source = batch["_source"].numpy()
+        assert np.bincount(source, minlength=3).tolist() == counts[step].tolist()
+        assert (np.diff(source) >= 0).all()  # source by source
+        offsets = np.array([0, 1000, 2000])[source]
+        assert (batch["id"].numpy() == offsets + batch["_position"].numpy()).all()
+
+
+def test_persistent_loader_workers_are_refused_by_name() -> None:
+    stream = ReplayStream(Source.from_arrow("a", pa.table({"id": np.arange(8)})), 4)
+    with pytest.raises(ValidationError, match="persistent_workers"):
+        stream.loader(num_workers=1, persistent_workers=True)
