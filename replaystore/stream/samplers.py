@@ -20,6 +20,7 @@ import numpy as np
 from replaystore.errors import ValidationError
 from replaystore.schemas import is_finite_number
 from replaystore.stream.order import pass_positions, permutation, rng
+from replaystore.stream.sumtree import SumTree
 
 if TYPE_CHECKING:
     from replaystore.curriculum.sampler import CurriculumSampler
@@ -115,10 +116,11 @@ class Uniform(_Stateless):
 class Prioritized:
     """Probability ∝ priority^alpha, with importance weights (N·P)^-beta normalised to ≤ 1.
 
-    A draw costs O(rows) (a cumulative sum, not a sum tree): fine for replay buffers up to ~1M rows.
+    Draws descend a sum tree over priority^alpha (`sumtree.SumTree`): a batch of k rows costs
+    O(k log n), an update of k priorities O(k log n), and an epoch's start O(n) to build the tree.
     beta anneals linearly from `beta` to `beta_end` over `beta_steps` global steps. Priority updates
     arrive in batches (`update`) stamped with the step they take effect at; `base` holds the
-    priorities every consumed step has already seen, `work` the ones the reader is drawing with.
+    priorities every consumed step has already seen, the tree the ones the reader is drawing with.
     """
 
     alpha: float = 0.6
@@ -129,9 +131,9 @@ class Prioritized:
     default_priority: float = 1.0
     without_replacement = False
     base: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
-    work: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
     log: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
-    _applied: int = field(default=0, repr=False)  # log entries already applied to `work`
+    _tree: SumTree | None = field(default=None, repr=False)  # over base^alpha plus the applied updates
+    _applied: int = field(default=0, repr=False)  # log entries already applied to the tree
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "beta_end", "eps", "default_priority"):
@@ -149,7 +151,12 @@ class Prioritized:
             stored = np.full(n, np.nan) if priorities is None else np.array(priorities, dtype=np.float64)
             self.base = np.where(np.isnan(stored), self.default_priority, stored)  # unseen rows: default
             self.log = []  # positions of pending updates referred to the previous snapshot
-        self.work, self._applied = self.base.copy(), 0
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """The tree of `base`, no update applied: the same bits as any run that reached `base`."""
+        self._tree = SumTree(self.base**self.alpha) if len(self.base) else None
+        self._applied = 0
 
     def update(self, positions: np.ndarray, losses: np.ndarray, at_step: int) -> None:
         """Queue new priorities |loss| + eps for rows, effective from global step `at_step`."""
@@ -175,24 +182,23 @@ class Prioritized:
         self.log = keep
 
     def positions(self, draw: Draw) -> tuple[np.ndarray, np.ndarray]:
-        log = list(self.log)
+        if self._tree is None or self._tree.n != draw.n:
+            raise ValidationError("priorities", f"source {draw.source}: sampler not reset to the snapshot's {draw.n} rows")
+        tree, log = self._tree, list(self.log)
         while self._applied < len(log) and log[self._applied][0] <= draw.global_step:
             _, positions, values = log[self._applied]
-            self.work[positions] = values
+            tree.update(positions, values**self.alpha)
             self._applied += 1
-        weights = self.work**self.alpha
-        cdf = np.cumsum(weights)
-        if not cdf[-1] > 0:
+        total = tree.total
+        if not total > 0:
             raise ValidationError("priorities", f"source {draw.source}: every priority is 0, nothing can be drawn")
         u = rng(draw.seed, draw.epoch, draw.source, draw.step, _PRIORITIZED).random(draw.total)[
             draw.offset : draw.offset + draw.count
         ]
-        rows = np.minimum(np.searchsorted(cdf, u * cdf[-1], side="right"), draw.n - 1)
-        prob = weights[rows] / cdf[-1]
-        min_prob = weights[weights > 0].min() / cdf[-1]
+        rows = tree.find(u * total)
         frac = min(1.0, draw.global_step / self.beta_steps)
         beta = self.beta + frac * (self.beta_end - self.beta)
-        return rows.astype(np.int64), (prob / min_prob) ** (-beta)
+        return rows, (tree.weights(rows) / tree.min) ** (-beta)  # (N·P / N·P_min)^-beta: the max weight is 1
 
     def state_dict(self) -> dict[str, Any]:
         return {"base": self.base.copy(), "log": [(s, p.copy(), v.copy()) for s, p, v in self.log]}
@@ -200,7 +206,7 @@ class Prioritized:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.base = np.asarray(state["base"], dtype=np.float64).copy()
         self.log = [(int(s), np.asarray(p), np.asarray(v)) for s, p, v in state["log"]]
-        self.work, self._applied = self.base.copy(), 0
+        self._rebuild()
 
 
 @dataclass
