@@ -141,6 +141,62 @@ def random_batches(store: replaystore.Store, uri: str, n: int, folder: Path) -> 
     ]  # fmt: skip
 
 
+def prioritized_draws(n: int, steps: int = 2000) -> list[Result]:
+    """Sampler only: draw 256 rows ∝ priority^alpha, then update their priorities, as training does.
+
+    Ours (`Prioritized`, a numpy sum tree) beside TorchRL's `PrioritizedSampler` (a C++ sum tree),
+    and the O(rows) cumulative sum per draw the sampler used before, all on the same n priorities.
+    """
+    from tensordict import TensorDict
+    from torchrl.data import LazyTensorStorage, ReplayBuffer
+    from torchrl.data.replay_buffers.samplers import PrioritizedSampler
+
+    from replaystore.stream.samplers import Draw, Prioritized
+
+    alpha, beta = 0.6, 0.4
+    priorities = np.random.default_rng(2).random(n) + 0.01
+    losses = np.random.default_rng(3).random((steps, RANDOM_BATCH))
+
+    def ours() -> int:
+        sampler = Prioritized(alpha=alpha, beta=beta)
+        sampler.reset(n, priorities)
+        for step in range(steps):
+            draw = Draw(n, 0, 0, 0, step, step, 0, RANDOM_BATCH, 0, RANDOM_BATCH)
+            rows, _ = sampler.positions(draw)
+            sampler.update(rows, losses[step], step + 1)
+            sampler.consumed(step)
+        return steps * RANDOM_BATCH
+
+    def cumsum() -> int:
+        work = priorities.copy()
+        for step in range(steps // 20):  # O(rows) per draw: fewer steps, same rate
+            weights = work**alpha
+            cdf = np.cumsum(weights)
+            rows = np.searchsorted(cdf, np.random.default_rng(step).random(RANDOM_BATCH) * cdf[-1], side="right")
+            (weights[rows] / weights.min()) ** -beta
+            work[rows] = losses[step]
+        return steps // 20 * RANDOM_BATCH
+
+    case = f"prioritized draw + priority update of {RANDOM_BATCH} from {n:,} rows (sampler only)"
+    mine, before = paired(ours, cumsum, repeat=3)
+    results = [Result(NAME, case, "samples/s", mine, before, "cumulative sum per draw (previous sampler)", True, "report")]
+    try:  # TorchRL's sum tree is a C++ extension, built for one torch version
+        rb = ReplayBuffer(storage=LazyTensorStorage(n), sampler=PrioritizedSampler(n, alpha, beta), batch_size=RANDOM_BATCH)
+    except RuntimeError as exc:
+        return results + [Result(NAME, case, "samples/s", mine, None, "TorchRL PrioritizedSampler", True, "≥ 1.0×", f"peer unavailable: {exc}")]
+    rb.extend(TensorDict({"id": torch.arange(n)}, batch_size=[n]))
+    rb.update_priority(torch.arange(n), torch.from_numpy(priorities))
+
+    def peer() -> int:
+        for step in range(steps):
+            index, _ = rb.sampler.sample(rb.storage, RANDOM_BATCH)
+            rb.update_priority(index, torch.from_numpy(losses[step]))
+        return steps * RANDOM_BATCH
+
+    mine, torchrl = paired(ours, peer, repeat=3)
+    return results + [Result(NAME, case, "samples/s", mine, torchrl, "TorchRL PrioritizedSampler (C++ sum tree)", True, "≥ 1.0×")]
+
+
 def ray_workers(store: replaystore.Store, uri: str, n: int) -> list[Result]:
     import ray
     import ray.train
@@ -195,6 +251,7 @@ def run(scale: float = 1.0, ray_train: bool = True) -> list[Result]:
         lance.write_dataset(make_table(n // 4, start=n), store.table_uri("replay_a"))
         lance.write_dataset(make_table(n // 10, start=2 * n), store.table_uri("replay_b"))
         results = sequential(store, uri, n) + mixture(store, n) + random_batches(store, uri, n, Path(folder))
+        results += prioritized_draws(n)
         if ray_train:
             results += ray_workers(store, uri, n)
     return results
