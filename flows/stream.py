@@ -1,5 +1,6 @@
 """The stream flow: a Ray Train run over a mixture read from the store, then its losses written
-back as replay priorities in one merge.
+back as replay priorities in one merge, and the uses of experiences as one `freq` / `utility`
+update (a use helped when the loop flagged it, else when its loss ≤ `helpful_below`).
 
 The training loop is user code, named by import path (`package.module:function`, the
 `replaystore.stream.ray_train.TrainLoop` signature), so the flow stays deployable with JSON
@@ -11,6 +12,7 @@ private local Ray instance (never a neighbour's cluster), with `ray_address` it 
 from __future__ import annotations
 
 import importlib
+from dataclasses import asdict
 from typing import Annotated, Any, Callable, Literal
 
 from prefect import flow, get_run_logger
@@ -62,9 +64,10 @@ def build_stream(store: Store, sources: list[StreamSource], batch_size: int, see
 @store_task(retries=1, delays=[10])
 def train_and_write_back(
     store: Store, stream: ReplayStream, train_loop: str, config: dict[str, Any], workers: int, cpus_per_worker: float,
-    ray_address: str | None, storage_path: str | None,
+    ray_address: str | None, storage_path: str | None, helpful_below: float | None,
 ) -> dict[str, Any]:
-    """Fit a TorchTrainer over the stream; every rank's losses become one priorities merge."""
+    """Fit a TorchTrainer over the stream; every rank's losses become one priorities merge and
+    one experience-counter update per experiences table."""
     import ray
     from ray.train import RunConfig, ScalingConfig
 
@@ -82,14 +85,17 @@ def train_and_write_back(
         result = trainer.fit()
         if result.error is not None:
             raise result.error
-        version = write_back(result, store, stream)
+        back = write_back(result, store, stream, helpful_below)
     finally:
         if started:
             ray.shutdown()
     names = [s.name for s in stream.sources]
+    version = back.priorities
     written = store.count("priorities", filter=" OR ".join(f"source = '{n}'" for n in names)) if version is not None else 0
-    logger.info("trained %d workers: %s; priorities version %s holds %d rows of %s", workers, result.metrics, version, written, names)
-    return {"metrics": dict(result.metrics), "priorities_version": version, "priority_rows": written}
+    utility = [asdict(u) for u in back.utility]
+    logger.info("trained %d workers: %s; priorities version %s holds %d rows of %s; experience counters %s",
+                workers, result.metrics, version, written, names, utility)  # fmt: skip
+    return {"metrics": dict(result.metrics), "priorities_version": version, "priority_rows": written, "utility": utility}
 
 
 @flow(name="stream", validate_parameters=False, log_prints=True)
@@ -105,17 +111,20 @@ def stream(
     seed: int = 0,
     ray_address: str | None = None,
     storage_path: str | None = None,
+    helpful_below: Annotated[float | None, Field(allow_inf_nan=False)] = None,
 ) -> dict[str, Any]:
-    """Train `train_loop` on Ray over the mixture of `sources`; write the losses back as priorities."""
+    """Train `train_loop` on Ray over the mixture of `sources`; write the losses back as priorities
+    and, for experiences tables, as uses (`freq`) and helpful uses (`utility`)."""
     store = open_store(store_uri)
     load_train_loop(train_loop)
     existing_tables(store, [s.table for s in sources])
     replay = build_stream(store, sources, batch_size, seed)
     result = train_and_write_back(
-        store, replay, train_loop, train_loop_config or {}, workers, cpus_per_worker, ray_address, storage_path
+        store, replay, train_loop, train_loop_config or {}, workers, cpus_per_worker, ray_address, storage_path, helpful_below
     )
     metrics = [{"metric": k, "value": v} for k, v in result["metrics"].items() if isinstance(v, (int, float))]
     sources_rows = [{"table": s.table, "sampler": s.sampler, "weight": s.weight} for s in sources]
     written = [{"priorities_version": result["priorities_version"], "rows": result["priority_rows"]}]
-    publish_summary("stream", f"stream from {store.uri}", {"mixture": sources_rows, "metrics": metrics, "priorities": written})
+    sections = {"mixture": sources_rows, "metrics": metrics, "priorities": written, "experience utility": result["utility"]}
+    publish_summary("stream", f"stream from {store.uri}", sections)
     return result

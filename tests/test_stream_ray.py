@@ -1,9 +1,11 @@
 """Ray Train over a stream: 2 CPU workers train a small MLP on a mixture of new-task data (an Arrow
-table) and replay exemplars from the store; per-sample losses come back as one priorities merge."""
+table) and replay exemplars from the store; per-sample losses come back as one priorities merge, and
+uses of experiences as one freq/utility update."""
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ import torch
 from sklearn.datasets import load_digits
 
 import replaystore
-from replaystore.stream import ExactK, LossLog, Prioritized, ReplayStream, Shuffled, Source
+from replaystore.errors import ValidationError
+from replaystore.stream import ExactK, LossLog, Prioritized, ReplayStream, Shuffled, Source, Uniform
 
 ray = pytest.importorskip("ray")
 
@@ -86,15 +89,76 @@ def test_torch_trainer_trains_on_a_mixture_and_writes_priorities_back(ray_cluste
     assert result.error is None
     assert result.metrics["replay_min"] == result.metrics["replay_max"] == 3  # 6 per global batch, 3 per rank
     assert result.metrics["loss"] < 0.5
-    version = write_back(result, store, stream)
+    back = write_back(result, store, stream)
     priorities = store.read("priorities")
-    assert version == store.dataset("priorities").version
+    assert back.priorities == store.dataset("priorities").version and back.utility == []
     assert set(priorities["source"].to_pylist()) == {"exemplars"}  # the task source has no id_column
     replayed = priorities.filter(pa.compute.equal(priorities["source"], "exemplars"))
     draws = 2 * -(-task.num_rows // (32 - 6)) * 6  # 2 epochs × steps (task rows end an epoch) × 6 replay rows
     assert draws // 2 < replayed.num_rows <= draws  # distinct replayed exemplars, drawn with replacement
     assert pa.compute.min(replayed["priority"]).as_py() > 0
     assert set(replayed["sample_id"].to_pylist()) <= {str(i) for i in store.read("exemplars")["sample_id"].to_pylist()}
+
+
+def regression_loop(stream: ReplayStream, log: LossLog, config: dict[str, Any]) -> dict[str, float]:
+    """A linear probe on 384-d embeddings; losses logged per row, no helpful flags (the rule decides)."""
+    torch.manual_seed(0)
+    model = ray.train.torch.prepare_model(torch.nn.Linear(384, 1))
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    names = [s.name for s in stream.sources]
+    for _ in range(config["epochs"]):
+        for batch in stream:
+            losses = (model(batch["embedding"]).squeeze(1) - batch["target"]) ** 2
+            optim.zero_grad()
+            losses.mean().backward()
+            optim.step()
+            log.add(names, stream.state_dict()["versions"], batch, losses)
+    return {"loss": float(losses.mean())}
+
+
+@pytest.mark.slow
+def test_torch_trainer_writes_experience_uses_back(ray_cluster: Any, store: replaystore.Store) -> None:
+    memory = store.experiences()
+    topics = ["a flaky test", "a full disk", "a held lock", "a slow query", "a failed merge", "an expired token"]
+    memory.upsert([{"experience_id": f"e{i}", "when_to_use": f"When {t} appears", "content": f"Handle {t}", "confidence": i / 5}
+                   for i, t in enumerate(topics)])  # fmt: skip
+    vectors = np.random.default_rng(0).standard_normal((120, 384)).astype(np.float32)
+    task = pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 384), "target": np.ones(120, np.float32)})
+    rename = {"confidence": "target"}
+    stream = ReplayStream(
+        [
+            Source.from_arrow("task", task, sampler=Shuffled()),
+            Source.from_store(store, "experiences", columns=["embedding", "confidence"], rename=rename, id_column="experience_id", sampler=Uniform()),
+        ],
+        batch_size=8, mixing=ExactK(4), seed=2,  # 4 experiences in every global batch of 2 × 8
+    )  # fmt: skip
+    epochs, threshold = 2, 0.25
+    trainer = stream_trainer(
+        regression_loop, stream, ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        train_loop_config={"epochs": epochs}, run_config=ray.train.RunConfig(storage_path=str(Path(store.uri).parent / "ray"), name="exp"),
+    )  # fmt: skip
+    result = trainer.fit()
+    assert result.error is None
+    version = store.dataset("experiences").version
+    with pytest.raises(ValidationError) as err:  # unflagged rows and no rule: refused before any write
+        write_back(result, store, stream)
+    assert err.value.field == "helpful_below"
+    assert not store.exists("priorities") and store.dataset("experiences").version == version
+    back = write_back(result, store, stream, helpful_below=threshold)
+    [utility] = back.utility
+    assert utility.uses == epochs * -(-task.num_rows // (16 - 4)) * 4  # every experience row trained on
+    assert back.priorities is not None and store.count("priorities", "source = 'experiences'") > 0
+    with result.checkpoint.as_directory() as folder:  # what the workers logged, mapped independently
+        log = LossLog.load(sorted(Path(folder).glob("losses-rank*.arrow"))).to_pylist()
+    uses, helpful = Counter(), Counter()
+    for row in log:
+        if row["source"] == "experiences":
+            eid = store.read("experiences", version=row["version"], columns=["experience_id"])["experience_id"][row["position"]].as_py()
+            uses[eid] += 1
+            helpful[eid] += row["loss"] <= threshold
+    rows = store.read("experiences", columns=["experience_id", "freq", "utility"]).to_pylist()
+    assert {r["experience_id"]: (r["freq"], r["utility"]) for r in rows} == {f"e{i}": (uses[f"e{i}"], helpful[f"e{i}"]) for i in range(6)}
+    assert 0 < utility.helpful == sum(helpful.values())
 
 
 def test_ray_datasets_read_the_pinned_version_with_columns_and_filter(ray_cluster: Any, store: replaystore.Store) -> None:

@@ -3,12 +3,14 @@
 The folder is the architecture: `sources` (what to read, at which version), `order` (pure functions
 deciding who reads which rows), `samplers` (per-source policies), `mixing` (rows per source per
 global batch), `tensors` (Arrow → torch), `cache` (memory-mapped hot tier), `dataset` (the
-IterableDataset), `priorities` (losses back into the store). `ray_train` is the only module that
+IterableDataset), `priorities` (losses back into the store), `feedback` (experience uses back into
+freq/utility), `sumtree` (prioritized draws in O(log n)). `ray_train` is the only module that
 imports Ray and is not imported here.
 """
 
 from replaystore.stream.cache import HotCache
 from replaystore.stream.dataset import ReplayStream
+from replaystore.stream.feedback import UtilityWrite, write_utility
 from replaystore.stream.mixing import ExactK, Proportions
 from replaystore.stream.priorities import LossLog, load_priorities, write_priorities
 from replaystore.stream.samplers import Prioritized, Sequential, Shuffled, Uniform
@@ -26,7 +28,9 @@ __all__ = [
     "Shuffled",
     "Source",
     "Uniform",
+    "UtilityWrite",
     "load_priorities",
     "to_tensors",
     "write_priorities",
+    "write_utility",
 ]

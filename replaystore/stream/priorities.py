@@ -24,7 +24,13 @@ from replaystore.stream.sources import Source
 
 PRIORITIES = "priorities"
 _LOG_SCHEMA = pa.schema(
-    [("source", pa.string()), ("version", pa.int64()), ("position", pa.int64()), ("loss", pa.float64())]
+    [
+        ("source", pa.string()),
+        ("version", pa.int64()),
+        ("position", pa.int64()),
+        ("loss", pa.float64()),
+        ("helpful", pa.bool_()),  # null where the loop did not judge the row (experience utility)
+    ]
 )
 
 
@@ -34,19 +40,29 @@ class LossLog:
 
     parts: list[pa.RecordBatch] = field(default_factory=list)
 
-    def add(self, sources: Sequence[str], versions: Sequence[int | None], batch: dict[str, Any], losses: Any) -> None:
-        """Log one batch: `batch` is what the stream yielded, `losses` one value per row."""
-        loss = np.asarray(losses.detach().cpu() if hasattr(losses, "detach") else losses, dtype=np.float64).reshape(-1)
+    def add(
+        self, sources: Sequence[str], versions: Sequence[int | None], batch: dict[str, Any], losses: Any, helpful: Any = None
+    ) -> None:
+        """Log one batch: `batch` is what the stream yielded, `losses` one value per row.
+
+        `helpful` (optional, one bool per row): whether the row helped, e.g. the agent's task
+        succeeded with that experience in context; `write_utility` counts it as a helpful use.
+        """
+        loss = _numpy(losses, np.float64)
         index = np.asarray(batch["_source"]).astype(np.int64)
         if loss.shape != index.shape:
             raise ValidationError("losses", f"need one loss per row: batch has {len(index)} rows, got {len(loss)} losses")
         if not np.isfinite(loss).all():
             raise ValidationError("losses", "must be finite")
+        flags = None if helpful is None else _numpy(helpful, None)
+        if flags is not None and (flags.dtype != np.bool_ or flags.shape != index.shape):
+            raise ValidationError("helpful", f"must be one bool per row: batch has {len(index)} rows, got {len(flags)} of {flags.dtype}")
         names = pa.array(list(sources), pa.string())
         version = pa.array([-1 if v is None else v for v in versions], pa.int64())
         self.parts.append(
             pa.RecordBatch.from_arrays(
-                [names.take(index), version.take(index), pa.array(np.asarray(batch["_position"])), pa.array(loss)],
+                [names.take(index), version.take(index), pa.array(np.asarray(batch["_position"])), pa.array(loss),
+                 pa.nulls(len(index), pa.bool_()) if flags is None else pa.array(flags)],
                 schema=_LOG_SCHEMA,
             )
         )
@@ -67,14 +83,28 @@ class LossLog:
         return pa.concat_tables(tables) if tables else _LOG_SCHEMA.empty_table()
 
 
-def _ids(source: Source, version: int | None) -> pa.Array:
-    if source.id_column is None:
+def _numpy(values: Any, dtype: Any) -> np.ndarray:
+    """A flat array from a tensor (any device), an array or a list."""
+    return np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=dtype).reshape(-1)
+
+
+def row_ids(source: Source, version: int | None, column: str | None = None) -> pa.Array:
+    """`column` (default: the source's id_column) of the rows the stream saw at `version`, in row order."""
+    column = column or source.id_column
+    if column is None:
         raise ValidationError("id_column", f"source '{source.name}' needs an id_column to keep priorities")
     if source.arrow is not None:  # the same rows the stream saw (filter included), all columns
         snapshot = replace(source, columns=None).open(version)
         rows = snapshot.read(np.arange(snapshot.num_rows))
-        return rows.column(source.rename.get(source.id_column, source.id_column)).combine_chunks()
-    return source.dataset(version).to_table(columns=[source.id_column], filter=source.filter).column(0).combine_chunks()
+        return rows.column(source.rename.get(column, column)).combine_chunks()
+    return source.dataset(version).to_table(columns=[column], filter=source.filter).column(0).combine_chunks()
+
+
+def ids_at(ids: pa.Array, positions: pa.ChunkedArray, source: str, version: int) -> pa.Array:
+    """The ids of logged positions; positions outside the snapshot are refused by name."""
+    if len(positions) and (pc.min(positions).as_py() < 0 or pc.max(positions).as_py() >= len(ids)):
+        raise ValidationError("position", f"source '{source}' had {len(ids)} rows at version {version}; the log names rows outside them")
+    return ids.take(positions)
 
 
 def write_priorities(
@@ -93,8 +123,8 @@ def write_priorities(
         if by_name[name].id_column is None:
             continue
         rows = log.filter(pc.and_(pc.equal(log["source"], name), pc.equal(log["version"], version)))
-        ids = _ids(by_name[name], None if version < 0 else version)
-        sample = ids.take(rows["position"]).cast(pa.string())
+        ids = row_ids(by_name[name], None if version < 0 else version)
+        sample = ids_at(ids, rows["position"], name, version).cast(pa.string())
         parts.append(pa.table({"source": rows["source"], "sample_id": sample, "priority": pc.add(pc.abs(rows["loss"]), eps)}))
     if not parts:
         return None
@@ -115,7 +145,7 @@ def load_priorities(store: Store, source: Source, version: int | None, table: st
     stored = store.read(table, columns=["sample_id", "priority"], filter=f"source = '{source.name}'")
     if stored.num_rows == 0:
         return None
-    ids = _ids(source, version).cast(pa.string())
+    ids = row_ids(source, version).cast(pa.string())
     rows = pa.table({"sample_id": ids, "_row": pa.array(np.arange(len(ids)))})
     joined = rows.join(stored, "sample_id", join_type="left outer")
     out = np.full(len(ids), np.nan)

@@ -4,7 +4,8 @@ Two ways for workers to read: (1) the stream itself, each worker reading its ran
 (`stream_trainer`; fast, mixture- and resume-aware); (2) Ray Data datasets built from the stream's
 sources with the same versions, columns and filters (`ray_datasets`), for pipelines that want Ray
 Data's operators. Workers log per-sample losses into a `LossLog`; each rank hands its log back as a
-file in its final checkpoint, and `write_back` turns all of them into one merge into `priorities`.
+file in its final checkpoint, and `write_back` turns all of them into one merge into `priorities`
+and, for sources reading experiences, one counter update of `freq` and `utility`.
 
 Resources are the caller's (`ScalingConfig`): on a 2-core machine give workers fractional CPUs
 (`resources_per_worker={"CPU": 0.5}`) so Ray Data's read tasks still get a CPU; on GPUs set
@@ -14,6 +15,7 @@ Resources are the caller's (`ScalingConfig`): on a 2-core machine give workers f
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +28,7 @@ from ray.train.torch import TorchTrainer
 from replaystore.errors import ValidationError
 from replaystore.store import Store
 from replaystore.stream.dataset import ReplayStream
+from replaystore.stream.feedback import UtilityWrite, apply_utility, utility_counts
 from replaystore.stream.priorities import LossLog, write_priorities
 from replaystore.stream.sources import ArrowSnapshot
 
@@ -90,10 +93,26 @@ def stream_trainer(
     )
 
 
-def write_back(result: ray.train.Result, store: Store, stream: ReplayStream) -> int | None:
-    """After `fit()`: every rank's logged losses → one merge into the `priorities` table."""
+@dataclass(frozen=True)
+class WriteBack:
+    """What `write_back` wrote: the priorities version (None: no source keeps priorities) and one
+    counter update per experiences table the stream read."""
+
+    priorities: int | None
+    utility: list[UtilityWrite]
+
+
+def write_back(result: ray.train.Result, store: Store, stream: ReplayStream, helpful_below: float | None = None) -> WriteBack:
+    """After `fit()`: every rank's logged losses → one merge into `priorities`, and the uses of
+    experiences → one update of their `freq` / `utility` (see `feedback.write_utility`).
+
+    Experience counters are checked before the priorities are written, so a refused write-back
+    (no `helpful_below` for unjudged rows, positions outside the snapshot) writes nothing.
+    """
     if result.checkpoint is None:
         raise ValidationError("result", "the run reported no checkpoint, so no losses came back")
     with result.checkpoint.as_directory() as folder:
         log = LossLog.load(sorted(Path(folder).glob(LOSS_FILE.format(rank="*"))))
-    return write_priorities(store, stream.sources, log)
+    counts = utility_counts(store, stream.sources, log, helpful_below)
+    version = write_priorities(store, stream.sources, log)
+    return WriteBack(version, [apply_utility(store, c) for c in counts])
