@@ -182,6 +182,8 @@ class Prioritized:
         self.log = keep
 
     def positions(self, draw: Draw) -> tuple[np.ndarray, np.ndarray]:
+        if self._tree is None and len(self.base) == draw.n:  # unpickled: the tree stayed behind
+            self._rebuild()
         if self._tree is None or self._tree.n != draw.n:
             raise ValidationError("priorities", f"source {draw.source}: sampler not reset to the snapshot's {draw.n} rows")
         tree, log = self._tree, list(self.log)
@@ -199,6 +201,11 @@ class Prioritized:
         frac = min(1.0, draw.global_step / self.beta_steps)
         beta = self.beta + frac * (self.beta_end - self.beta)
         return rows, (tree.weights(rows) / tree.min) ** (-beta)  # (N·P / N·P_min)^-beta: the max weight is 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles (to DataLoader or Ray workers) leave the tree behind: it is twice the priorities'
+        size, and rebuilding it from `base` and replaying the log gives the same bits."""
+        return {**self.__dict__, "_tree": None, "_applied": 0}
 
     def state_dict(self) -> dict[str, Any]:
         return {"base": self.base.copy(), "log": [(s, p.copy(), v.copy()) for s, p, v in self.log]}
