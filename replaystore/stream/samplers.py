@@ -203,7 +203,7 @@ class Prioritized:
         return rows, (tree.weights(rows) / tree.min) ** (-beta)  # (N·P / N·P_min)^-beta: the max weight is 1
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickles (to DataLoader or Ray workers) leave the tree behind: it is twice the priorities'
+        """Pickles (to DataLoader or Ray workers) leave the tree behind: it is several times the priorities'
         size, and rebuilding it from `base` and replaying the log gives the same bits."""
         return {**self.__dict__, "_tree": None, "_applied": 0}
 
