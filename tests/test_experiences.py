@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import replaystore
 from replaystore.errors import NotFoundError, ValidationError
-from replaystore.experiences import ExperienceMemory, RuleExtractor, default_embedder
+from replaystore.experiences import ExperienceMemory, RuleExtractor, VectorIndexSpec, default_embedder
 from replaystore.experiences.extractors import Trajectory, group
 
 WORKSPACES = ("alpha", "beta", "gamma")
@@ -369,3 +369,39 @@ def test_refine_archives_exactly_the_rule(
     memory.upsert([{**r, "experience_id": f"r{i}", "freq": f, "utility": u} for i, (r, (f, u)) in enumerate(zip(rows, counters))])
     archived = set(memory.refine(freq_threshold, utility_threshold)["experience_id"].to_pylist())
     assert archived == {f"r{i}" for i, (f, u) in enumerate(counters) if f >= freq_threshold and u / f < utility_threshold}
+
+
+class TableVectors:
+    """Text "v<i>" embeds to row i of a fixed matrix of unit vectors: exact answers are known."""
+
+    name, dim = "table-vectors", 16
+
+    def __init__(self, rows: int) -> None:
+        m = np.random.default_rng(7).standard_normal((rows, self.dim)).astype(np.float32)
+        self.vectors = m / np.linalg.norm(m, axis=1, keepdims=True)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self.vectors[[int(t.split()[0][1:]) for t in texts]]
+
+
+def test_indexed_search_is_exact_when_every_partition_is_probed_and_sees_later_writes(store: replaystore.Store) -> None:
+    embedder = TableVectors(501)
+    spec = VectorIndexSpec(num_partitions=4, nprobes=4)
+    memory = store.experiences("vec", embedder=embedder, index=spec)
+    rows = [{"experience_id": f"r{i}", "when_to_use": f"v{i}", "workspace": "a" if i % 5 else "b"} for i in range(500)]
+    memory.upsert(rows)
+    assert memory.build_index(vector=True).vector == spec.index_type
+    assert sorted(memory.prewarm()) == ["embedding_idx", "status_idx", "workspace_idx"]
+    query = embedder.vectors[3]
+    hits = memory.search(query, "a", k=7)
+    in_a = [i for i in range(500) if i % 5]
+    exact = sorted(in_a, key=lambda i: -float(embedder.vectors[i] @ query))[:7]
+    assert hits["experience_id"].to_pylist() == [f"r{i}" for i in exact]
+    assert hits["similarity"].to_numpy() == pytest.approx(embedder.vectors[exact] @ query, abs=1e-5)
+    # another writer's later commits: a new row (not yet in the index) and an archived one
+    other = store.experiences("vec", embedder=embedder, index=spec)
+    other.upsert([{"experience_id": "new", "when_to_use": "v500", "workspace": "a"}])
+    assert memory.search(embedder.vectors[500], "a", k=1)["experience_id"].to_pylist() == ["new"]
+    store.update("vec", {"status": "'archived'"}, where="experience_id = 'r3'")
+    assert "r3" not in memory.search(query, "a", k=7)["experience_id"].to_pylist()
+    assert set(memory.search(query, "b", k=50)["workspace"].to_pylist()) == {"b"}

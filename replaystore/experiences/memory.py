@@ -16,6 +16,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, Iterable, Mapping, Sequence
 
+import lance
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -235,31 +236,53 @@ class ExperienceMemory:
             parts.append(f"({check_predicate(where)})")
         return " AND ".join(parts)
 
+    def _dataset(self) -> lance.LanceDataset:
+        """The table at its latest version, from one dataset kept open across searches.
+
+        Reopening per search would start a fresh Lance session each time and reload the vector
+        index's centroids and partition metadata; `checkout_version` keeps the session's caches.
+        """
+        ds: lance.LanceDataset | None = self.__dict__.get("_ds")
+        if ds is None:
+            ds = self.store.dataset(self.table)
+        elif (latest := ds.latest_version) != ds.version:
+            ds = ds.checkout_version(latest)
+        self._ds = ds
+        return ds
+
+    def prewarm(self) -> list[str]:
+        """Load the vector index and the workspace/status prefilter indexes into the search cache now.
+
+        Otherwise each IVF partition is read from disk the first time a query probes it (~5 ms per
+        query at 1M rows until most partitions were touched). Returns the index names loaded.
+        """
+        ds = self._dataset()
+        names = [i["name"] for i in ds.list_indices() if set(i["fields"]) & {"embedding", "workspace", "status"}]
+        for name in names:
+            ds.prewarm_index(name)
+        return names
+
     def search(self, vector: np.ndarray, workspace: str, k: int = 5, where: str | None = None) -> pa.Table:
         """Top-k active experiences of `workspace` by cosine similarity to `vector`; read-only.
 
-        Exact (flat) while the table has no vector index; through the IVF index with the memory's
-        `nprobes`/`refine_factor` once `build_index` made one. `similarity` = 1 − cosine distance.
+        Exact (flat) while the table has no vector index; through it with the memory's
+        `nprobes`/`refine_factor`/`ef` once `build_index` made one. `similarity` = 1 − cosine distance.
+        Goes through pylance, not LanceDB: its query builder and per-query consistency check cost
+        more than the search itself. Lance reads the public columns of the k hits only after the
+        prefiltered search (late materialization), so a separate fetch by row id gains nothing.
         """
         vector = np.asarray(vector, dtype=np.float32)
         if vector.shape != (self.embedder.dim,):
             raise ValidationError("vector", f"must have shape ({self.embedder.dim},), got {vector.shape}")
-        query = (
-            self._lance
-            .search(vector, vector_column_name="embedding")
-            .distance_type("cosine")
-            .where(self._scope(workspace, where), prefilter=True)
-            .nprobes(self.index.nprobes)
-            .select([*self._columns, "_distance"])  # hits need no vectors: skip reading 2 × dim floats each
-            .limit(self._k(k))
-        )
+        nearest: dict[str, Any] = {"column": "embedding", "q": vector, "k": self._k(k), "metric": "cosine", "nprobes": self.index.nprobes}
         if self.index.refine_factor:
-            query = query.refine_factor(self.index.refine_factor)
+            nearest["refine_factor"] = self.index.refine_factor
         if self.index.ef:
-            query = query.ef(self.index.ef)
-        hits = query.to_arrow()
-        similarity = pc.subtract(1.0, hits["_distance"].cast(pa.float32()))
-        return self._public(hits).append_column("similarity", similarity)
+            nearest["ef"] = self.index.ef
+        hits = self._dataset().to_table(
+            columns=[*self._columns, "_distance"], nearest=nearest, filter=self._scope(workspace, where), prefilter=True
+        )
+        return self._public(hits).append_column("similarity", pc.subtract(1.0, hits["_distance"].cast(pa.float32())))
 
     @staticmethod
     def _k(k: int) -> int:
