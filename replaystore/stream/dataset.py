@@ -281,11 +281,38 @@ class ReplayStream(IterableDataset):
             wanted = np.concatenate([d[i][0] for d in drawn])
             pieces = [to_arrays(b) for b in snap.read(wanted).to_batches()] if len(wanted) else []
             runs.append(cut(pieces, sizes[i]))
+        first = next((view for run in runs for step in run for view in step), {})
+        if len(snaps) > 1 and not any(key.endswith("_lengths") for key in first):  # padded widths stay per batch
+            return self._assemble(steps, runs, drawn)
         out: list[tuple[int, dict[str, Any] | None]] = []
         for k, step in enumerate(steps):
             parts = [view for i in range(len(snaps)) for view in runs[i][k]]
             out.append((step, self._finish(parts, drawn[k]) if parts else None))
         return out
+
+    def _assemble(
+        self, steps: list[int], runs: list[list[list[dict[str, Any]]]], drawn: list[list[tuple[np.ndarray, np.ndarray | None]]]
+    ) -> list[tuple[int, dict[str, Any] | None]]:
+        """A mixture's chunk with fixed-width columns: every column copied once for the whole chunk,
+        batch after batch and source after source, and each batch a slice of it (few large copies
+        instead of one small copy per batch, source and column)."""
+        cells = [(k, i) for k in range(len(steps)) for i in range(len(runs))]
+        views = [view for k, i in cells for view in runs[i][k]]
+        if not views:
+            return [(step, None) for step in steps]
+        sizes = np.array([len(drawn[k][i][0]) for k, i in cells], dtype=np.int64)
+        columns = concat(views, self.pin_memory) if len(views) > 1 else dict(views[0])
+        columns["_source"] = np.repeat(np.tile(np.arange(len(runs), dtype=np.int16), len(steps)), sizes)
+        columns["_position"] = np.concatenate([drawn[k][i][0] for k, i in cells])
+        columns["_weight"] = np.concatenate(
+            [np.ones(size, np.float32) if w is None else w.astype(np.float32) for (k, i), size in zip(cells, sizes) for w in [drawn[k][i][1]]]
+        )
+        tensors = as_tensors(columns, self.pin_memory)
+        bounds = np.r_[0, np.cumsum(sizes.reshape(len(steps), len(runs)).sum(axis=1))]
+        return [
+            (step, {key: value[a:b] for key, value in tensors.items()} if b > a else None)
+            for step, a, b in zip(steps, bounds[:-1].tolist(), bounds[1:].tolist())
+        ]
 
     def _finish(self, parts: list[dict[str, Any]], drawn: list[tuple[np.ndarray, np.ndarray | None]]) -> dict[str, Any]:
         """One batch: a single piece stays a view; several are copied once, straight into place."""
