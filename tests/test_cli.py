@@ -49,3 +49,14 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path) -> None:
     assert "Traceback" in debug.stderr
     bad = run_cli("tables", uri="ftp://x/y")
     assert bad.returncode == 1 and "unsupported store URI scheme 'ftp'" in bad.stderr
+
+
+def test_demo_refuses_a_task_count_it_does_not_have_and_leaves_the_store_alone(tmp_path: Path) -> None:
+    uri = str(tmp_path / "store")
+    store = replaystore.open(uri)
+    store.append("digits-replay-task0", {"sample_id": [1], "task_id": [0], "class_id": [0]}, kind="task_samples")
+    proc = run_cli("demo", "--small", "--tasks", "4", "--output", str(tmp_path / "out"), uri=uri)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == "error: ValidationError: tasks: must be between 1 and 3, got 4"
+    assert store.table_names() == ["digits-replay-task0"] and store.count("digits-replay-task0") == 1
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,8 @@ def demo(args: argparse.Namespace) -> str:
 
     store = replaystore.open(args.uri)
     options = DemoOptions(
-        seed=args.seed, budget_bytes=args.budget, output=Path(args.output), small=args.small, text=not args.no_text
+        seed=args.seed, budget_bytes=args.budget, output=Path(args.output), small=args.small, tasks=args.tasks,
+        text=not args.no_text,
     )
     with tqdm(desc="demo", unit="step", bar_format="{desc}: {n} steps, {elapsed} {postfix}") as bar:
 
@@ -36,5 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, default=None, help="exemplar buffer budget in bytes, model included (default: model + 200 images)")
     p.add_argument("--output", default="demo-output", help="folder for report.md and the PNG plots")
     p.add_argument("--small", action="store_true", help="a reduced run (3 tasks, fewer epochs and steps), for tests")
+    p.add_argument("--tasks", type=int, default=None, help="train only the first N digits tasks (default: all)")
     p.add_argument("--no-text", action="store_true", help="skip the GeRe text part")
     p.set_defaults(func=demo)

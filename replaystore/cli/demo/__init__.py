@@ -17,6 +17,7 @@ from typing import Any, Callable
 from replaystore.cli.demo import digits, report, text
 from replaystore.cli.demo.model import export_features
 from replaystore.cli.demo.training import TrainingSession
+from replaystore.errors import ValidationError
 from replaystore.exemplars.settings import SETTINGS_TABLE
 from replaystore.store import Store
 
@@ -29,6 +30,7 @@ class DemoOptions:
     budget_bytes: int | None = None
     output: Path = Path("demo-output")
     small: bool = False
+    tasks: int | None = None  # train only the first N tasks (a cheap rerun in the tests); default: all
     text: bool = True
     workers: int = 2
 
@@ -65,15 +67,19 @@ def _flows_between_tasks(store: Store, folder: Path, log: Callable[[str], None])
 
 def run_demo(store: Store, options: DemoOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run everything; return the report sections and the files written."""
-    import ray
-
     started = time.perf_counter()
-    reset(store)
     cfg = digits.DigitsConfig(seed=options.seed, budget_bytes=options.budget_bytes, workers=options.workers)
     text_cfg = text.TextConfig(seed=options.seed)
     if options.small:
         cfg.epochs, cfg.tasks = 8, cfg.tasks[:3]
         text_cfg.pretrain_steps, text_cfg.task_steps, text_cfg.general, text_cfg.task_texts = 60, 30, 80, 60
+    if options.tasks is not None:
+        if not 1 <= options.tasks <= len(cfg.tasks):
+            raise ValidationError("tasks", f"must be between 1 and {len(cfg.tasks)}, got {options.tasks}")
+        cfg.tasks = cfg.tasks[: options.tasks]
+    import ray
+
+    reset(store)
     models = tempfile.TemporaryDirectory()
     between = _flows_between_tasks(store, Path(models.name), log)
     runs: dict[str, digits.RunResult] = {}
