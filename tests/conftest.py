@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh on-disk store per test, and a subprocess runner for the CLI."""
+"""Shared fixtures: a fresh on-disk store per test, one Prefect test server per session, and a
+subprocess runner for the CLI."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -17,6 +19,17 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def store(tmp_path: Path) -> replaystore.Store:
     return replaystore.open(str(tmp_path / "store"))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """Prefect's test server (its own temporary database), started once: it takes 10-20 s to come up.
+    It sets Prefect's in-process settings only; subprocesses see no change."""
+    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings({PREFECT_SERVER_ANALYTICS_ENABLED: False}), prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 def run_cli(*args: str, uri: str | None = None, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -19,8 +19,6 @@ from prefect import flow
 from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
-from prefect.testing.utilities import prefect_test_harness
 from sklearn.datasets import load_digits
 
 import replaystore
@@ -37,10 +35,7 @@ from replaystore.errors import CommitConflictError, NotFoundError, ValidationErr
 from replaystore.gere.offline import minilm_path, minilm_tokenizer, python_docstrings, tiny_causal_lm
 
 
-@pytest.fixture(scope="module", autouse=True)
-def harness() -> Iterator[None]:
-    with temporary_settings({PREFECT_SERVER_ANALYTICS_ENABLED: False}), prefect_test_harness(server_startup_timeout=120):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # tests/conftest.py: one test server per session
 
 
 def add_priorities(store: replaystore.Store, start: int, n: int = 1, source: str = "digits") -> int:
