@@ -30,16 +30,19 @@ SAMPLE_BYTES = 16
 CLASSES = 6
 QUOTA = 12  # rows per class once every class has arrived
 BUDGET = CLASSES * QUOTA * SAMPLE_BYTES
-RUN_S = 12.0
+MIN_RUN_S = 4.0  # the soak lasts at least this long...
+MIN_STEPS = 3  # ...and until every role has done this many steps (the audit needs two of each)...
+MAX_RUN_S = 60.0  # ...but no longer than this
 WORKSPACE = "soak"
 RETENTION = timedelta(seconds=2)  # longer than any unpinned read; the stream pins its versions
 
 
 class Gate:
-    """Every role waits here after its imports and model loads; the parent then sets one deadline."""
+    """Every role waits here after its imports and model loads; the parent then sets one deadline,
+    and brings it forward once every role has done enough steps (a loaded machine just runs longer)."""
 
-    def __init__(self, barrier: Any, deadline: Any) -> None:
-        self.barrier, self.deadline = barrier, deadline
+    def __init__(self, barrier: Any, deadline: Any, steps: Any, role: int) -> None:
+        self.barrier, self.deadline, self.steps, self.role = barrier, deadline, steps, role
 
     def wait(self) -> None:
         self.barrier.wait()
@@ -49,11 +52,15 @@ class Gate:
     def open(self) -> bool:
         return time.time() < self.deadline.value
 
+    def stepped(self) -> None:
+        self.steps[self.role] += 1
+
 
 def _until(gate: Gate, step: Callable[[int], None], pause: float = 0.0) -> None:
     i = 0
     while gate.open():
         step(i)
+        gate.stepped()
         i += 1
         time.sleep(pause)
 
@@ -177,15 +184,21 @@ def test_soak_six_processes_then_audit(tmp_path: Path) -> None:
     )
 
     ctx = mp.get_context("spawn")  # Lance is not fork-safe
-    barrier, deadline = ctx.Barrier(len(ROLES) + 1), ctx.Value("d", 0.0)
+    barrier, deadline, steps = ctx.Barrier(len(ROLES) + 1), ctx.Value("d", 0.0), ctx.Array("i", len(ROLES))
     logs = {role.__name__: str(tmp_path / f"{role.__name__}.json") for role in ROLES}
-    procs = [ctx.Process(target=_run, args=(role, uri, barrier, deadline, logs[role.__name__])) for role in ROLES]
+    procs = [
+        ctx.Process(target=_run, args=(role, uri, barrier, deadline, steps, i, logs[role.__name__])) for i, role in enumerate(ROLES)
+    ]
     for proc in procs:
         proc.start()
     barrier.wait(timeout=120)  # everyone has set up: the soak time starts now, for all at once
-    deadline.value = time.time() + RUN_S
+    started = time.time()
+    deadline.value = started + MAX_RUN_S
+    while time.time() < started + MIN_RUN_S or (min(steps[:]) < MIN_STEPS and time.time() < started + MAX_RUN_S):
+        time.sleep(0.1)
+    deadline.value = time.time()
     for proc in procs:
-        proc.join(timeout=RUN_S + 60)
+        proc.join(timeout=60)
     assert [p.exitcode for p in procs] == [0] * len(ROLES), {r.__name__: p.exitcode for r, p in zip(ROLES, procs)}
     log = {name: json.loads(Path(path).read_text()) for name, path in logs.items()}
 
@@ -224,5 +237,5 @@ def test_soak_six_processes_then_audit(tmp_path: Path) -> None:
     assert min(log["compactor"].values()) >= 2
 
 
-def _run(role: Callable[[str, Gate, str], None], uri: str, barrier: Any, deadline: Any, out: str) -> None:
-    role(uri, Gate(barrier, deadline), out)
+def _run(role: Callable[[str, Gate, str], None], uri: str, barrier: Any, deadline: Any, steps: Any, index: int, out: str) -> None:
+    role(uri, Gate(barrier, deadline, steps, index), out)
