@@ -32,6 +32,7 @@ def prefect_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
     """A private PREFECT_HOME (its own sqlite database) for the server, the CLI and the worker."""
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    monkeypatch.setenv("PREFECT_RUNNER_POLL_FREQUENCY", "1")  # the served runner picks a new run up in ~1 s, not ~10 s
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
     return dict(os.environ)
