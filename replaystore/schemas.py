@@ -46,6 +46,7 @@ _PRIMITIVES: dict[str, pa.DataType] = {
     "float64": pa.float64(),
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
+STORAGE_VERSIONS = ("2.0", "2.1", "2.2")  # Lance data file formats a schema file may pin
 _LIST = re.compile(r"^list<(.+)>$")
 _FIXED = re.compile(r"^fixed_size_list<(.+),\s*(\$?\w+)>$")
 
@@ -71,6 +72,7 @@ class TableSpec:
     description: str
     params: Mapping[str, Any]
     fields: tuple[FieldSpec, ...]
+    data_storage_version: str | None = None  # None: pylance's default file format
 
     def field(self, name: str) -> FieldSpec:
         for f in self.fields:
@@ -124,7 +126,11 @@ def load_spec(kind: str) -> TableSpec:
     path = SCHEMA_DIR / f"{kind}.json"
     if not re.fullmatch(r"[a-z_]+", kind) or not path.exists():
         raise NotFoundError(f"unknown table kind '{kind}' (known: {', '.join(known_kinds())})")
-    raw = json.loads(path.read_text())
+    return parse_spec(json.loads(path.read_text()))
+
+
+def parse_spec(raw: Mapping[str, Any]) -> TableSpec:
+    """A table kind from the parsed JSON of its schema file."""
     fields = tuple(
         FieldSpec(
             name=f["name"],
@@ -136,7 +142,26 @@ def load_spec(kind: str) -> TableSpec:
         )
         for f in raw["fields"]
     )
-    return TableSpec(raw["kind"], int(raw["schema_version"]), raw.get("description", ""), raw.get("params", {}), fields)
+    return TableSpec(
+        raw["kind"], int(raw["schema_version"]), raw.get("description", ""), raw.get("params", {}), fields, _storage_version(raw)
+    )
+
+
+def _storage_version(raw: Mapping[str, Any]) -> str | None:
+    """The optional `"lance": {"data_storage_version": ...}` section: the file format new tables use.
+
+    Appends, merges and compactions keep the format a table was created with.
+    """
+    section = raw.get("lance", {})
+    if not isinstance(section, Mapping):
+        raise ValidationError("lance", f"must be an object, got {type(section).__name__}")
+    unknown = sorted(set(section) - {"data_storage_version"})
+    if unknown:
+        raise ValidationError(f"lance.{unknown[0]}", "unknown setting (known: data_storage_version)")
+    version = section.get("data_storage_version")
+    if version is not None and version not in STORAGE_VERSIONS:
+        raise ValidationError("lance.data_storage_version", f"must be one of {list(STORAGE_VERSIONS)}, got {version!r}")
+    return version
 
 
 def known_kinds() -> list[str]:

@@ -131,7 +131,13 @@ class Store:
         schema = spec.arrow_schema(params)
         uri = self.table_uri(name)
         try:
-            ds = lance.write_dataset(schema.empty_table(), uri, mode="create", storage_options=self.storage_options or None)
+            ds = lance.write_dataset(
+                schema.empty_table(),
+                uri,
+                mode="create",
+                data_storage_version=spec.data_storage_version,  # appends and compactions keep it
+                storage_options=self.storage_options or None,
+            )
             return ds.version
         except OSError as exc:
             if "already exists" not in str(exc).lower():

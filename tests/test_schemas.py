@@ -111,3 +111,25 @@ def test_invalid_utf8_text_refused(store: replaystore.Store) -> None:
     with pytest.raises(ValidationError, match="text"):
         store.append("general_samples", row)
     assert store.count("general_samples") == 0
+
+
+def test_a_schema_file_may_pin_the_lance_file_format() -> None:
+    raw = json.loads((schemas.SCHEMA_DIR / "experiences.json").read_text())
+    assert schemas.parse_spec(raw).data_storage_version == "2.1"
+    assert schemas.parse_spec({**raw, "lance": {}}).data_storage_version is None
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ({"data_storage_version": "3.7"}, "lance.data_storage_version"),
+        ({"data_storage_version": 2.1}, "lance.data_storage_version"),
+        ({"file_format": "2.1"}, "lance.file_format"),
+        ("2.1", "lance"),
+    ],
+)
+def test_unknown_lance_settings_are_refused_by_name(section: object, field: str) -> None:
+    raw = json.loads((schemas.SCHEMA_DIR / "experiences.json").read_text())
+    with pytest.raises(ValidationError) as err:
+        schemas.parse_spec({**raw, "lance": section})
+    assert err.value.field == field

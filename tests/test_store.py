@@ -176,3 +176,16 @@ def test_concurrent_appends_from_processes_lose_nothing(tmp_path: Path) -> None:
     ids = replaystore.open(uri).read("exemplars", columns=["sample_id"]).column(0).to_pylist()
     assert len(ids) == workers * batches * 10
     assert len(set(ids)) == len(ids)
+
+
+def test_a_table_keeps_the_file_format_its_schema_file_names(store: replaystore.Store) -> None:
+    store.create_table("experiences", params={"embedding_dim": 4})
+    row = {"experience_id": ["e"], "workspace": ["w"], "kind": ["insight"], "when_to_use": ["x"], "content": ["y"], "embedding": [[1.0, 0, 0, 0]]}
+    for i in range(3):
+        store.append("experiences", {**row, "experience_id": [f"e{i}"]})
+    store.merge("experiences", {**row, "experience_id": ["e0"], "content": ["z"]}, on="experience_id")
+    store.compact("experiences")
+    ds = store.dataset("experiences")
+    assert ds.data_storage_version == schemas.load_spec("experiences").data_storage_version == "2.1"
+    assert {(f.file_major_version, f.file_minor_version) for frag in ds.get_fragments() for f in frag.metadata.files} == {(2, 1)}
+    assert store.count("experiences") == 3
