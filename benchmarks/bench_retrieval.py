@@ -4,9 +4,11 @@ Peer: a numpy brute-force scan (matrix-vector product + argpartition over the wh
 RAM), measured in the same run on the same vectors and queries. Ours: `ExperienceMemory.search`
 (pylance, prefiltered by workspace and status, all 16 public columns of the hits) through the
 vector index `build_index` makes with the default `VectorIndexSpec` (IVF_SQ, ~1,000 rows per
-partition, 20 probes, exact rescoring of the hits; why: `replaystore/experiences/index.py`), after `prewarm()` loaded the
-indexes into the search cache as a long-running service has them; recall@10 is against the
-exact answer.
+partition, 20 probes, exact rescoring of the hits; why: `replaystore/experiences/index.py`) on
+the table `build_index` compacted first, in Lance file format 2.1 (`schemas/experiences.json`).
+The first search loads the indexes into the search cache (`auto_prewarm`); it is timed on its own
+and the steady-state latencies exclude it, as a long-running service sees them; recall@10 is
+against the exact answer.
 
 Vectors are clustered like sentence embeddings, not uniform noise: topics with sub-topics whose
 points vary inside a low-rank subspace per topic (sentence embeddings have an intrinsic dimension
@@ -120,7 +122,8 @@ def run(scale: float = 1.0, spec: VectorIndexSpec | None = None) -> list[Result]
         exact = latencies(lambda q: memory.search(q, "bench", k=5), queries[:6])  # slow at scale: a few
         with timer() as build_time:
             report = memory.build_index(vector=True)
-        memory.prewarm()
+        with timer() as first_time:
+            memory.search(queries[0], "bench", k=5)  # loads the indexes (auto_prewarm)
         ann = latencies(lambda q: memory.search(q, "bench", k=5), queries)
         found = [[rid[e] for e in memory.search(q, "bench", k=10)["experience_id"].to_pylist()] for q in queries]
         recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
@@ -128,13 +131,14 @@ def run(scale: float = 1.0, spec: VectorIndexSpec | None = None) -> list[Result]
     chosen = memory.index
     params = f"{report.vector} partitions={chosen.partitions(n)} nprobes={chosen.nprobes} refine={chosen.refine_factor}"
     top1 = float(np.mean([data[t[0]] @ q for t, q in zip(truth, queries)]))
-    notes = f"{params}; data generated in {gen_time():.1f}s; mean top-1 cosine {top1:.2f}"
+    notes = f"{params}; fragments {report.fragments[0]}->{report.fragments[1]}; data generated in {gen_time():.1f}s; mean top-1 cosine {top1:.2f}"
     peer = "numpy brute-force scan"
     return [
         Result("retrieval", case, "p50 latency (ms)", float(np.percentile(ann, 50)), float(np.percentile(numpy_ms, 50)), peer, False, "≤ 5 ms", notes),
         Result("retrieval", case, "p95 latency (ms)", float(np.percentile(ann, 95)), float(np.percentile(numpy_ms, 95)), peer, False, "≤ 15 ms", notes),
         Result("retrieval", case, "recall@10", recall, 1.0, peer, True, "≥ 0.95", notes),
         Result("retrieval", case, "index build (s)", build_time(), None, "none (numpy needs no index)", False, "", params),
+        Result("retrieval", case, "first search after build (ms)", first_time() * 1e3, None, "none", False, "", "includes loading the indexes"),
         Result("retrieval", case, "exact search p50 (ms), no index", float(np.percentile(exact, 50)), float(np.percentile(numpy_ms, 50)), peer, False, "", "LanceDB flat scan from disk"),
     ]
 

@@ -405,3 +405,37 @@ def test_indexed_search_is_exact_when_every_partition_is_probed_and_sees_later_w
     store.update("vec", {"status": "'archived'"}, where="experience_id = 'r3'")
     assert "r3" not in memory.search(query, "a", k=7)["experience_id"].to_pylist()
     assert set(memory.search(query, "b", k=50)["workspace"].to_pylist()) == {"b"}
+
+
+def test_build_index_compacts_the_fragments_each_add_left(store: replaystore.Store) -> None:
+    embedder = TableVectors(300)
+    memory = store.experiences("frag", embedder=embedder, index=VectorIndexSpec(num_partitions=2, nprobes=2))
+    for start in range(0, 300, 50):
+        memory.upsert([{"experience_id": f"r{i}", "when_to_use": f"v{i}"} for i in range(start, start + 50)])
+    fragments = len(store.dataset("frag").get_fragments())
+    report = memory.build_index(vector=True)
+    assert report.fragments == (fragments, 1) and fragments > 1
+    assert store.count("frag") == 300
+    assert memory.search(embedder.vectors[7], "default", k=1)["experience_id"].to_pylist() == ["r7"]
+
+
+def test_first_search_loads_new_search_indexes_once_unless_turned_off(store: replaystore.Store) -> None:
+    embedder = TableVectors(300)
+    spec = VectorIndexSpec(num_partitions=2, nprobes=2)
+    store.experiences("warm", embedder=embedder, index=spec).upsert([{"experience_id": f"r{i}", "when_to_use": f"v{i}"} for i in range(300)])
+    lazy = store.experiences("warm", embedder=embedder, index=spec)
+    cold = store.experiences("warm", embedder=embedder, index=spec, auto_prewarm=False)
+    lazy.search(embedder.vectors[0], "default")  # no index yet: nothing to load
+    lazy.build_index(vector=True)
+    lazy.search(embedder.vectors[0], "default")
+    cold.search(embedder.vectors[0], "default")
+    assert lazy.prewarm() == []  # the search loaded them already
+    assert sorted(cold.prewarm()) == ["embedding_idx", "status_idx", "workspace_idx"]
+    lazy.retrieve("v1")  # counts freq: a new version, same indexes, nothing reloaded
+    assert lazy.prewarm() == []
+    lazy.build_index(vector=True)  # new indexes: the next search loads them
+    lazy.search(embedder.vectors[0], "default")
+    assert lazy.prewarm() == []
+    with pytest.raises(ValidationError) as err:
+        store.experiences("warm", embedder=embedder, auto_prewarm="yes")
+    assert err.value.field == "auto_prewarm"

@@ -31,6 +31,7 @@ from replaystore.store import Store
 
 MODES = ("vector", "text", "hybrid")
 HIDDEN = ("embedding", "dedup_embedding")
+SEARCH_INDEXED = {"embedding", "workspace", "status"}  # the indexes a vector search reads
 NOW = "arrow_cast(now(), 'Timestamp(Microsecond, Some(\"UTC\"))')"  # exactly the schema's timestamp type
 DEFAULT_WORKSPACE = "default"
 
@@ -98,6 +99,8 @@ class ExperienceMemory:
 
     `Store.experiences(table, **settings)` builds one. The embedder decides the vector dimension;
     a table created with another dimension is refused rather than silently mixed.
+    `auto_prewarm` (default on): the first search that meets a new search index loads it into
+    memory (see `prewarm`), so a long-running service is fast from its first queries on.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class ExperienceMemory:
         embedder: Embedder | None = None,
         dedup_threshold: float = 0.5,
         index: indexes.VectorIndexSpec | None = None,
+        auto_prewarm: bool = True,
     ) -> None:
         if not schemas.is_finite_number(dedup_threshold) or not -1.0 <= dedup_threshold <= 1.0:
             raise ValidationError("dedup_threshold", f"must be a cosine similarity in [-1, 1], got {dedup_threshold!r}")
@@ -115,6 +119,11 @@ class ExperienceMemory:
         self.embedder = embedder or default_embedder()
         self.dedup_threshold = float(dedup_threshold)
         self.index = index or indexes.VectorIndexSpec()
+        if not isinstance(auto_prewarm, bool):
+            raise ValidationError("auto_prewarm", f"must be a bool, got {auto_prewarm!r}")
+        self.auto_prewarm = auto_prewarm
+        self._warm_uuids: set[str] = set()
+        self._warm_version: int | None = None
         self.store.create_table(table, "experiences", {"embedding_dim": self.embedder.dim})
         dim = self.store.dataset(table).schema.field("embedding").type.list_size  # dataset(): migrates old schemas
         if dim != self.embedder.dim:
@@ -254,35 +263,49 @@ class ExperienceMemory:
         """Load the vector index and the workspace/status prefilter indexes into the search cache now.
 
         Otherwise each IVF partition is read from disk the first time a query probes it (~5 ms per
-        query at 1M rows until most partitions were touched). Returns the index names loaded.
+        query at 1M rows until most partitions were touched). Costs memory: ~0.38 GB at 1M rows
+        for IVF_SQ (1.5 GB for IVF_FLAT) and ~1 s per 300k rows once. Indexes this memory already
+        loaded (same index uuid) are skipped: re-prewarming a loaded index still costs ~0.1 s.
+        Returns the names of the indexes loaded.
         """
         ds = self._dataset()
-        names = [i["name"] for i in ds.list_indices() if set(i["fields"]) & {"embedding", "workspace", "status"}]
-        for name in names:
-            ds.prewarm_index(name)
-        return names
+        todo = [i for i in ds.list_indices() if set(i["fields"]) & SEARCH_INDEXED and i["uuid"] not in self._warm_uuids]
+        for info in todo:
+            ds.prewarm_index(info["name"])
+            self._warm_uuids.add(info["uuid"])
+        self._warm_version = ds.version
+        return [i["name"] for i in todo]
 
     def search(self, vector: np.ndarray, workspace: str, k: int = 5, where: str | None = None) -> pa.Table:
         """Top-k active experiences of `workspace` by cosine similarity to `vector`; read-only.
 
         Exact (flat) while the table has no vector index; through it with the memory's
-        `nprobes`/`refine_factor`/`ef` once `build_index` made one. `similarity` = 1 − cosine distance.
-        Goes through pylance, not LanceDB: its query builder and per-query consistency check cost
-        more than the search itself. Lance reads the public columns of the k hits only after the
-        prefiltered search (late materialization), so a separate fetch by row id gains nothing.
+        `nprobes`/`refine_factor`/`ef` once `build_index` made one. Goes through pylance, not
+        LanceDB: its query builder and per-query consistency check cost more than the search.
+        The search returns row ids only; one take then reads the hits' public columns and full
+        embeddings, which rescore them exactly (`similarity` = cosine similarity, hits in its
+        order). Measured at 300k rows: 6.9 ms against 8.8 ms for one search that projects the
+        columns and refines (Lance reads each projected column of the hits separately there).
         """
         vector = np.asarray(vector, dtype=np.float32)
         if vector.shape != (self.embedder.dim,):
             raise ValidationError("vector", f"must have shape ({self.embedder.dim},), got {vector.shape}")
         nearest: dict[str, Any] = {"column": "embedding", "q": vector, "k": self._k(k), "metric": "cosine", "nprobes": self.index.nprobes}
-        if self.index.refine_factor:
+        if self.index.refine_factor and self.index.refine_factor > 1:  # the k hits are rescored below anyway
             nearest["refine_factor"] = self.index.refine_factor
         if self.index.ef:
             nearest["ef"] = self.index.ef
-        hits = self._dataset().to_table(
-            columns=[*self._columns, "_distance"], nearest=nearest, filter=self._scope(workspace, where), prefilter=True
-        )
-        return self._public(hits).append_column("similarity", pc.subtract(1.0, hits["_distance"].cast(pa.float32())))
+        if self.auto_prewarm and self._dataset().version != self._warm_version:  # new version: maybe a new index
+            self.prewarm()
+        ds = self._dataset()
+        found = ds.to_table(columns=[], with_row_id=True, nearest=nearest, filter=self._scope(workspace, where), prefilter=True)
+        # pylance's take by row id (marked unstable; LanceDB searches through it too), on the same version
+        rows = ds._take_rows(found["_rowid"].to_pylist(), columns=[*self._columns, "embedding"])
+        emb = rows["embedding"].combine_chunks().flatten().to_numpy().reshape(rows.num_rows, self.embedder.dim)
+        norms = np.linalg.norm(emb, axis=1) * np.linalg.norm(vector)
+        similarity = (emb @ vector) / np.maximum(norms, np.finfo(np.float32).tiny)
+        order = np.argsort(-similarity, kind="stable")
+        return self._public(rows).take(order).append_column("similarity", pa.array(similarity[order], pa.float32()))
 
     @staticmethod
     def _k(k: int) -> int:
