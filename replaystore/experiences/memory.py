@@ -264,8 +264,8 @@ class ExperienceMemory:
 
         Otherwise each IVF partition is read from disk the first time a query probes it (~5 ms per
         query at 1M rows until most partitions were touched). Costs memory: ~0.38 GB at 1M rows
-        for IVF_SQ (1.5 GB for IVF_FLAT) and ~1 s per 300k rows once. Indexes this memory already
-        loaded (same index uuid) are skipped: re-prewarming a loaded index still costs ~0.1 s.
+        for IVF_SQ (1.5 GB for IVF_FLAT) and ~0.5 s once (bench_retrieval, 1M rows). Indexes already
+        loaded by this memory (same index uuid) are skipped: prewarming them again costs ~0.1 s.
         Returns the names of the indexes loaded.
         """
         ds = self._dataset()
