@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import numpy as np
 import pytest
-from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
-from prefect.testing.utilities import prefect_test_harness
 from s3_server import S3Server, s3_server  # noqa: F401 - fixture
 
 import replaystore
 from flows.prune import prune
 
 
-@pytest.fixture(scope="module")
-def harness() -> Iterator[None]:
-    with temporary_settings({PREFECT_SERVER_ANALYTICS_ENABLED: False}), prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.mark.slow
 def test_prune_flow_on_s3_enforces_budget_compacts_and_keeps_tags(
-    harness: None, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+    prefect_harness: None, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for key, value in s3_server.env.items():  # the flow opens the store by URI only, as a deployment does
         monkeypatch.setenv(key, value)
