@@ -472,6 +472,7 @@ def test_bad_parameters_are_refused_before_any_work(
         ({"sources": [{"table": "priorities", "sampler": "fifo"}], "train_loop": "flows.stream:build_stream"}, "sources.0.sampler"),
         ({"sources": [{"table": "priorities"}], "train_loop": "no.such.module:loop"}, "train_loop"),
         ({"sources": [{"table": "priorities", "columns": ["nope"]}], "train_loop": "flows.stream:build_stream"}, "columns"),
+        ({"sources": [{"table": "priorities"}], "train_loop": "flows.stream:build_stream", "helpful_below": float("nan")}, "helpful_below"),
     ],
 )
 def test_stream_refuses_bad_parameters_before_any_work(store: replaystore.Store, params: dict[str, Any], field: str) -> None:
