@@ -38,6 +38,13 @@ def make_table(n: int, start: int = 0) -> pa.Table:
     return pa.table({"vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 64), "label": ids % 100, "id": ids})
 
 
+def write_tables(store: replaystore.Store, n: int) -> str:
+    """The benchmark's tables: `main` (n rows) and two replay tables (n/4, n/10); returns main's URI."""
+    for table, rows, start in (("main", n, 0), ("replay_a", n // 4, n), ("replay_b", n // 10, 2 * n)):
+        lance.write_dataset(make_table(rows, start=start), store.table_uri(table))
+    return store.table_uri("main")
+
+
 def consume(batches: Any) -> int:
     """Rows seen; touches every tensor the way a training step would receive it."""
     rows = 0
@@ -246,10 +253,7 @@ def run(scale: float = 1.0, ray_train: bool = True) -> list[Result]:
     torch.set_num_threads(1)  # torch's intra-op pool stalls on a shared CPU; peers index with torch, so pin them all to 1
     with tempfile.TemporaryDirectory() as folder:
         store = replaystore.open(str(Path(folder) / "store"))
-        uri = store.table_uri("main")
-        lance.write_dataset(make_table(n), uri)
-        lance.write_dataset(make_table(n // 4, start=n), store.table_uri("replay_a"))
-        lance.write_dataset(make_table(n // 10, start=2 * n), store.table_uri("replay_b"))
+        uri = write_tables(store, n)
         results = sequential(store, uri, n) + mixture(store, n) + random_batches(store, uri, n, Path(folder))
         results += prioritized_draws(n)
         if ray_train:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import replaystore
-from benchmarks.bench_streaming import BATCH, ROW_BYTES, make_table, raw_lance
+from benchmarks.bench_streaming import BATCH, ROW_BYTES, make_table, raw_lance, write_tables
 from benchmarks.common import Result, format_results
 from replaystore.stream import LossLog, Proportions, ReplayStream, Sequential, Shuffled, Source
 
@@ -154,10 +154,7 @@ def run(n: int) -> tuple[list[Result], dict[str, Any]]:
     name = torch.cuda.get_device_name(dev) if pin else "no GPU: CPU run"
     with tempfile.TemporaryDirectory() as folder:
         store = replaystore.open(str(Path(folder) / "store"))
-        uri = store.table_uri("main")
-        lance.write_dataset(make_table(n), uri)
-        lance.write_dataset(make_table(n // 4, start=n), store.table_uri("replay_a"))
-        lance.write_dataset(make_table(n // 10, start=2 * n), store.table_uri("replay_b"))
+        uri = write_tables(store, n)
         main = Source.from_store(store, "main")
         mix = [Source.from_store(store, t) for t in ("main", "replay_a", "replay_b")]
 
@@ -206,8 +203,7 @@ def trainer_only(n: int) -> tuple[list[Result], dict[str, Any]]:
     dev = device()
     with tempfile.TemporaryDirectory() as folder:
         store = replaystore.open(str(Path(folder) / "store"))
-        for table, rows, start in (("main", n, 0), ("replay_a", n // 4, n), ("replay_b", n // 10, 2 * n)):
-            lance.write_dataset(make_table(rows, start=start), store.table_uri(table))
+        write_tables(store, n)
         train(resident(min(n, 50 * BATCH), dev), dev, WIDTHS["GPU-bound"])  # warm the kernels
         ideal = train(resident(n, dev), dev, WIDTHS["GPU-bound"])
         trained, priorities = ray_trainer(store, dev)
