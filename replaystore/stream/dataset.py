@@ -265,10 +265,11 @@ class ReplayStream(IterableDataset):
     def _chunk(self, plan: Plan, snaps: list[Snapshot], steps: list[int]) -> list[tuple[int, dict[str, Any] | None]]:
         """This rank's batches for `steps` (None for a step where it has no rows: a short last batch)."""
         drawn: list[list[tuple[np.ndarray, np.ndarray | None]]] = [[] for _ in steps]
-        for k, step in enumerate(steps):
-            for i, (source, snap) in enumerate(zip(self.sources, snaps)):
-                with self._lock:
-                    if getattr(source.sampler, "stateful", False):
+        stateful = [getattr(source.sampler, "stateful", False) for source in self.sources]
+        with self._lock:
+            for k, step in enumerate(steps):
+                for i, (source, snap) in enumerate(zip(self.sources, snaps)):
+                    if stateful[i]:
                         self._catch_up(plan, snap.num_rows, i, step)
                         self._pre_state.setdefault(step, {})[i] = source.sampler.state_dict()  # for checkpoints
                     if plan.rows[step, i] == 0:
@@ -308,7 +309,7 @@ class ReplayStream(IterableDataset):
             [np.ones(size, np.float32) if w is None else w.astype(np.float32) for (k, i), size in zip(cells, sizes) for w in [drawn[k][i][1]]]
         )
         tensors = as_tensors(columns, self.pin_memory)
-        bounds = np.r_[0, np.cumsum(sizes.reshape(len(steps), len(runs)).sum(axis=1))]
+        bounds = np.concatenate(([0], np.cumsum(sizes.reshape(len(steps), len(runs)).sum(axis=1))))
         return [
             (step, {key: value[a:b] for key, value in tensors.items()} if b > a else None)
             for step, a, b in zip(steps, bounds[:-1].tolist(), bounds[1:].tolist())

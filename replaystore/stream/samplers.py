@@ -28,9 +28,10 @@ if TYPE_CHECKING:
 _UNIFORM, _PRIORITIZED = 1, 2  # stream ids, so samplers never share random numbers
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Draw:
-    """One (source, step, rank) cell: which slice of the step's global rows this rank reads."""
+    """One (source, step, rank) cell: which slice of the step's global rows this rank reads.
+    (Not frozen: one is made per source and step, and a frozen init costs several times more.)"""
 
     n: int  # rows in the source's snapshot
     seed: int

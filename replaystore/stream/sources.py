@@ -74,7 +74,7 @@ class LanceSnapshot:
         """Ascending runs (a sequential stripe, possibly wrapping to row 0) stream from the open scan;
         anything else is a `take`."""
         cuts = np.flatnonzero(np.diff(positions) != 1) + 1
-        starts, ends = np.r_[0, cuts], np.r_[cuts, len(positions)]
+        starts, ends = np.concatenate(([0], cuts)), np.concatenate((cuts, [len(positions)]))
         firsts, lasts = positions[starts], positions[ends - 1]
         forward = (firsts[1:] > lasts[:-1]) | (firsts[1:] == 0)
         if len(starts) > 2 * READ_AHEAD or not forward.all():
