@@ -40,6 +40,16 @@ _MAX_STEPS = 1 << 24
 _END = object()
 
 
+def _meta(cells: list[tuple[int, np.ndarray, np.ndarray | None]]) -> dict[str, np.ndarray]:
+    """Per row of (source, positions, weights) cells in batch order: its source, its position in the
+    source's snapshot and its importance weight (1 unless the sampler gives one)."""
+    return {
+        "_source": np.repeat(np.array([i for i, _, _ in cells], dtype=np.int16), [len(pos) for _, pos, _ in cells]),
+        "_position": np.concatenate([pos for _, pos, _ in cells]),
+        "_weight": np.concatenate([np.ones(len(pos), np.float32) if w is None else w.astype(np.float32) for _, pos, w in cells]),
+    }
+
+
 @dataclass(frozen=True)
 class Plan:
     """One epoch's layout: global rows per (step, source), and this rank's slice of them."""
@@ -303,12 +313,7 @@ class ReplayStream(IterableDataset):
             return [(step, None) for step in steps]
         sizes = np.array([len(drawn[k][i][0]) for k, i in cells], dtype=np.int64)
         columns = concat(views, self.pin_memory) if len(views) > 1 else dict(views[0])
-        columns["_source"] = np.repeat(np.tile(np.arange(len(runs), dtype=np.int16), len(steps)), sizes)
-        columns["_position"] = np.concatenate([drawn[k][i][0] for k, i in cells])
-        columns["_weight"] = np.concatenate(
-            [np.ones(size, np.float32) if w is None else w.astype(np.float32) for (k, i), size in zip(cells, sizes) for w in [drawn[k][i][1]]]
-        )
-        tensors = as_tensors(columns, self.pin_memory)
+        tensors = as_tensors({**columns, **_meta([(i, *drawn[k][i]) for k, i in cells])}, self.pin_memory)
         bounds = np.concatenate(([0], np.cumsum(sizes.reshape(len(steps), len(runs)).sum(axis=1))))
         return [
             (step, {key: value[a:b] for key, value in tensors.items()} if b > a else None)
@@ -318,12 +323,7 @@ class ReplayStream(IterableDataset):
     def _finish(self, parts: list[dict[str, Any]], drawn: list[tuple[np.ndarray, np.ndarray | None]]) -> dict[str, Any]:
         """One batch: a single piece stays a view; several are copied once, straight into place."""
         batch = parts[0] if len(parts) == 1 else concat(parts, self.pin_memory)
-        sizes = [len(pos) for pos, _ in drawn]
-        batch["_source"] = np.repeat(np.arange(len(drawn), dtype=np.int16), sizes)
-        batch["_position"] = np.concatenate([pos for pos, _ in drawn])
-        weights = [np.ones(len(pos), np.float32) if w is None else w.astype(np.float32) for pos, w in drawn if len(pos)]
-        batch["_weight"] = weights[0] if len(weights) == 1 else np.concatenate(weights)
-        return as_tensors(batch, self.pin_memory)
+        return as_tensors({**batch, **_meta([(i, *cell) for i, cell in enumerate(drawn)])}, self.pin_memory)
 
     def _produce(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[tuple[int, dict[str, Any] | None]]:
         """Batches in step order; with `prefetch` > 0 a thread reads ahead into a bounded queue."""
