@@ -124,6 +124,7 @@ class ExperienceMemory:
         self.auto_prewarm = auto_prewarm
         self._warm_uuids: set[str] = set()
         self._warm_version: int | None = None
+        self._ds: lance.LanceDataset | None = None  # kept open across searches (see _dataset)
         self.store.create_table(table, "experiences", {"embedding_dim": self.embedder.dim})
         dim = self.store.dataset(table).schema.field("embedding").type.list_size  # dataset(): migrates old schemas
         if dim != self.embedder.dim:
@@ -251,24 +252,22 @@ class ExperienceMemory:
         Reopening per search would start a fresh Lance session each time and reload the vector
         index's centroids and partition metadata; `checkout_version` keeps the session's caches.
         """
-        ds: lance.LanceDataset | None = self.__dict__.get("_ds")
-        if ds is None:
-            ds = self.store.dataset(self.table)
-        elif (latest := ds.latest_version) != ds.version:
-            ds = ds.checkout_version(latest)
-        self._ds = ds
-        return ds
+        if self._ds is None:
+            self._ds = self.store.dataset(self.table)
+        elif (latest := self._ds.latest_version) != self._ds.version:
+            self._ds = self._ds.checkout_version(latest)
+        return self._ds
 
-    def prewarm(self) -> list[str]:
+    def prewarm(self, ds: lance.LanceDataset | None = None) -> list[str]:
         """Load the vector index and the workspace/status prefilter indexes into the search cache now.
 
         Otherwise each IVF partition is read from disk the first time a query probes it (~5 ms per
         query at 1M rows until most partitions were touched). Costs memory: ~0.38 GB at 1M rows
         for IVF_SQ (1.5 GB for IVF_FLAT) and ~0.5 s once (bench_retrieval, 1M rows). Indexes already
         loaded by this memory (same index uuid) are skipped: prewarming them again costs ~0.1 s.
-        Returns the names of the indexes loaded.
+        Returns the names of the indexes loaded. `ds`: the version a search already resolved.
         """
-        ds = self._dataset()
+        ds = ds or self._dataset()
         todo = [i for i in ds.list_indices() if set(i["fields"]) & SEARCH_INDEXED and i["uuid"] not in self._warm_uuids]
         for info in todo:
             ds.prewarm_index(info["name"])
@@ -295,9 +294,9 @@ class ExperienceMemory:
             nearest["refine_factor"] = self.index.refine_factor
         if self.index.ef:
             nearest["ef"] = self.index.ef
-        if self.auto_prewarm and self._dataset().version != self._warm_version:  # new version: maybe a new index
-            self.prewarm()
-        ds = self._dataset()
+        ds = self._dataset()  # one check for a newer version per search
+        if self.auto_prewarm and ds.version != self._warm_version:  # new version: maybe a new index
+            self.prewarm(ds)
         found = ds.to_table(columns=[], with_row_id=True, nearest=nearest, filter=self._scope(workspace, where), prefilter=True)
         # pylance's take by row id (marked unstable; LanceDB searches through it too), on the same version
         rows = ds._take_rows(found["_rowid"].to_pylist(), columns=[*self._columns, "embedding"])
