@@ -42,9 +42,9 @@ import lance
 
 from replaystore.errors import ValidationError
 from replaystore.retry import with_retries
+from replaystore.store import Store
 
 MIN_VECTOR_ROWS = 10_000
-FRAGMENT_ROWS = 1024 * 1024  # compaction target, as `Store.compact`
 ROWS_PER_PARTITION = 1_000
 VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_SQ", "IVF_PQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT")
 
@@ -100,8 +100,8 @@ TEXT_COLUMNS = ("when_to_use", "content")
 
 
 def build(
-    uri: str,
-    storage_options: dict[str, str] | None,
+    store: Store,
+    table: str,
     spec: VectorIndexSpec,
     min_vector_rows: int = MIN_VECTOR_ROWS,
     vector: bool | None = None,
@@ -118,12 +118,10 @@ def build(
         raise ValidationError("min_vector_rows", f"must be a non-negative integer, got {min_vector_rows!r}")
 
     def dataset() -> lance.LanceDataset:
-        return lance.dataset(uri, storage_options=storage_options)
+        return store.dataset(table)
 
     before = len(dataset().get_fragments())
-    if before > 1:
-        with_retries(lambda: dataset().optimize.compact_files(target_rows_per_fragment=FRAGMENT_ROWS))
-    fragments = (before, len(dataset().get_fragments()))
+    fragments = (before, store.compact(table)[table]["fragments_after"] if before > 1 else before)
 
     for column, kind in SCALAR_INDEXES.items():
         with_retries(lambda c=column, k=kind: dataset().create_scalar_index(c, index_type=k, replace=True))

@@ -459,7 +459,7 @@ class ExperienceMemory:
 
     def build_index(self, min_vector_rows: int = indexes.MIN_VECTOR_ROWS, vector: bool | None = None) -> indexes.IndexReport:
         """Scalar (id, workspace, status), full-text (when_to_use, content) and vector indexes."""
-        return indexes.build(self.store.table_uri(self.table), self.store.storage_options or None, self.index, min_vector_rows, vector)
+        return indexes.build(self.store, self.table, self.index, min_vector_rows, vector)
 
     def get(self, ids: Sequence[str]) -> pa.Table:
         """Experiences by id (without embeddings)."""
