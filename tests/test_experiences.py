@@ -17,6 +17,7 @@ import replaystore
 from replaystore.errors import NotFoundError, ValidationError
 from replaystore.experiences import ExperienceMemory, RuleExtractor, VectorIndexSpec, default_embedder
 from replaystore.experiences.extractors import Trajectory, group
+from replaystore.experiences.memory import RESULT_COLUMNS
 
 WORKSPACES = ("alpha", "beta", "gamma")
 
@@ -127,6 +128,23 @@ def test_retrieve_ranks_by_similarity_and_counts_freq(memory: ExperienceMemory) 
     assert sorted(memory.get(hits["experience_id"].to_pylist())["freq"].to_pylist()) == [1, 1]
 
 
+def test_retrieve_returns_the_columns_asked_for_and_still_counts(memory: ExperienceMemory) -> None:
+    report = memory.add([{"when_to_use": "When a cache stampedes after a deploy", "content": "Warm it first", "tags": ["cache"]}], workspace="c")
+    [eid] = report.added
+    lean = memory.retrieve("cache stampede", "c", columns=["content"])
+    assert lean.column_names == ["content", "similarity", "relevance"] and lean["content"].to_pylist() == ["Warm it first"]
+    full = memory.retrieve("cache stampede", "c", columns="all")
+    assert full.column_names == [*memory._columns, "similarity", "relevance"]
+    assert full["freq"].to_pylist() == [2] and full["tags"].to_pylist() == [["cache"]]  # the lean retrieve counted too
+    assert memory.retrieve("cache stampede", "c")["freq"].to_pylist() == [3]
+    for bad in (["nope"], [], "some", ["embedding"], 3):
+        with pytest.raises(ValidationError) as err:
+            memory.retrieve("cache", "c", columns=bad)  # type: ignore[arg-type]
+        assert err.value.field == "columns"
+    assert memory.get([eid])["freq"].to_pylist() == [3]
+    assert memory.get([]).num_rows == 0
+
+
 def test_retrieve_where_filter_and_text_modes(memory: ExperienceMemory) -> None:
     memory.add(
         [
@@ -156,12 +174,21 @@ FILTERS = [None, "kind = 'insight'", "freq >= 0", "workspace = 'beta'", "workspa
     where=st.sampled_from(FILTERS),
     k=st.integers(1, 40),
     seed=st.integers(0, 2**16),
+    columns=st.sampled_from([None, "all"]),
 )
-def test_retrieval_never_crosses_workspaces(populated: ExperienceMemory, workspace: str, where: str | None, k: int, seed: int) -> None:
+def test_retrieval_never_crosses_workspaces(
+    populated: ExperienceMemory, workspace: str, where: str | None, k: int, seed: int, columns: str | None
+) -> None:
     vector = np.random.default_rng(seed).standard_normal(populated.embedder.dim).astype(np.float32)
-    hits = populated.search(vector / np.linalg.norm(vector), workspace, k=k, where=where)
-    assert set(hits["workspace"].to_pylist()) <= {workspace}
-    assert set(hits["status"].to_pylist()) <= {"active"}
+    hits = populated.search(vector / np.linalg.norm(vector), workspace, k=k, where=where, columns=columns)
+    stored = populated.get(hits["experience_id"].to_pylist())  # the default columns leave workspace and status out
+    assert set(stored["workspace"].to_pylist()) <= {workspace}
+    assert set(stored["status"].to_pylist()) <= {"active"}
+    if columns == "all":
+        assert hits.column_names == [*populated._columns, "similarity"]
+        assert set(hits["workspace"].to_pylist()) <= {workspace}
+    else:
+        assert hits.column_names == [*RESULT_COLUMNS, "similarity"]
     expected = populated.store.count("experiences", filter=f"workspace = '{workspace}' AND status = 'active'" + (f" AND ({where})" if where else ""))
     assert hits.num_rows == min(k, expected)
 
@@ -404,7 +431,38 @@ def test_indexed_search_is_exact_when_every_partition_is_probed_and_sees_later_w
     assert memory.search(embedder.vectors[500], "a", k=1)["experience_id"].to_pylist() == ["new"]
     store.update("vec", {"status": "'archived'"}, where="experience_id = 'r3'")
     assert "r3" not in memory.search(query, "a", k=7)["experience_id"].to_pylist()
-    assert set(memory.search(query, "b", k=50)["workspace"].to_pylist()) == {"b"}
+    assert set(memory.search(query, "b", k=50, columns=["workspace"])["workspace"].to_pylist()) == {"b"}
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_search_of_a_workspace_holding_nearly_every_row_checks_its_hits_and_falls_back(store: replaystore.Store, indexed: bool) -> None:
+    """A dominant workspace is searched unfiltered and its hits checked; when too few of them are
+    in scope (a cluster of another workspace's or archived rows around the query), the
+    prefiltered search answers. Either way the hits are the exact top-k of the scope."""
+    embedder = TableVectors(600)
+    near = embedder.vectors[0] + 0.05 * embedder.vectors[1:21]  # rows 1..20 crowd around row 0's vector
+    embedder.vectors[1:21] = near / np.linalg.norm(near, axis=1, keepdims=True)
+    spec = VectorIndexSpec(index_type="IVF_FLAT", num_partitions=4, nprobes=4)  # exact distances: crowded rows
+    memory = store.experiences("dominant", embedder=embedder, index=spec)
+    memory.upsert([{"experience_id": f"r{i}", "when_to_use": f"v{i}", "workspace": "b" if 1 <= i <= 12 else "a"} for i in range(600)])
+    store.update("dominant", {"status": "'archived'"}, where="experience_id IN ('r13', 'r14', 'r15')")
+    if indexed:
+        memory.build_index(vector=True)
+
+    def exact(workspace: str, query: np.ndarray, k: int) -> list[str]:
+        table = store.dataset("dominant").to_table(filter=f"workspace = '{workspace}' AND status = 'active'")
+        ids, emb = table["experience_id"].to_pylist(), np.stack(table["embedding"].to_numpy(zero_copy_only=False))
+        return [ids[i] for i in np.argsort(-(emb @ query), kind="stable")[:k]]
+
+    assert memory._share(memory._dataset(), "a") == pytest.approx(585 / 600)
+    for query, k in [(embedder.vectors[0], 5), (embedder.vectors[300], 5), (embedder.vectors[0], 30)]:
+        assert memory.search(query, "a", k=k)["experience_id"].to_pylist() == exact("a", query, k)
+    assert memory.search(embedder.vectors[0], "b", k=5)["experience_id"].to_pylist() == exact("b", embedder.vectors[0], 5)
+    # the share is a cached hint: rows archived after it was counted are still never returned
+    store.update("dominant", {"status": "'archived'"}, where="experience_id IN ('r0', 'r16', 'r17')")
+    hits = memory.search(embedder.vectors[0], "a", k=5)
+    assert hits["experience_id"].to_pylist() == exact("a", embedder.vectors[0], 5)
+    assert not {"r0", "r16", "r17"} & set(hits["experience_id"].to_pylist())
 
 
 def test_build_index_compacts_the_fragments_each_add_left(store: replaystore.Store) -> None:

@@ -6,31 +6,32 @@ full-text and hybrid search; the vector index is only worth building once a tabl
 index was built are still found: LanceDB scans them flat until `build_index` rebuilds it.
 
 The vector index defaults were chosen by measurement (`benchmarks/bench_retrieval.py` data, 1M ×
-384-d clustered, one workspace, prefiltered by workspace and status, index cache warm via
-`ExperienceMemory.prewarm`; search only, ids + distance, 2-core machine shared with other jobs,
-medians of interleaved runs; ~1,000 rows per partition):
+384-d clustered, compacted, index in memory; index search only, row ids, no filter, 200 queries,
+2-core machine otherwise quiet; 2026-11-26):
 
-    index          probes  p50 ms  p95 ms  recall@10  build s  index cache
-    IVF_FLAT       12      4.2-5.2 5.4-6.3 0.981      71       1.5 GB
-    IVF_SQ         12      3.0-3.7 3.6-6.7 0.965      52       0.38 GB
-    IVF_SQ         20      4.4     7.7     0.974      52       0.38 GB   <- default
-    IVF_SQ, refine 1  20   +0.9 ms (16 columns: p50 10.3 -> 11.2) 0.974
-    IVF_SQ, refine 2  20   5.5     9.8     0.997      52       0.38 GB
-    (cold cache: IVF_FLAT 12 probes p50 12 ms, IVF_SQ 6.6 ms; prefilter ~1-2 ms of each)
+    index        partitions  probes        p50 ms          recall@10         build s
+    IVF_SQ       1000        10/12/16/20   2.26/2.27/2.52/2.73  .961/.967/.973/.975  42   <- 16
+    IVF_SQ       500         6/8/10        2.45/2.67/2.89  .963/.971/.978    23
+    IVF_SQ       250         4/8           2.69/4.05       .965/.977         24
+    IVF_HNSW_SQ  100         4/8           2.07/2.39       .930/.930         186
+    (earlier, search with prefilter: IVF_FLAT 12 probes 4.2-5.2 ms, .981, 1.5 GB of index cache
+    against IVF_SQ's 0.38 GB; at 300k IVF_PQ 48 sub-vectors refine 10 .994 but 175 s to build)
 
-IVF_SQ scores 8-bit vectors, a quarter of IVF_FLAT's bytes per probed partition, so it is
-faster and its cache 4× smaller, at ~1-2 points of recall; 20 probes keep recall@10 ≥ 0.95 with
-margin. Its distances are approximate (similarity off by ~0.1 here), so `search` rescores its
-k hits with the full vectors it reads with their columns anyway (what `refine_factor=1` did in
-Lance, ~1 ms, now ~0.1 ms): `similarity` is exact. At 300k rows IVF_PQ (48 sub-vectors, refine
-10) reached 0.994 but built in 175 s against 13 s, and IVF_HNSW_SQ (30 partitions, 4 probes,
-ef 50) 0.981 in 141 s, neither faster than IVF_SQ there.
+Lance spends ~1.3-1.5 ms on any vector query (planning, opening the index) and ~0.06 ms per probed
+partition of ~1,000 8-bit vectors, so IVF_SQ at ~1,000 rows per partition with 16 probes keeps
+recall@10 ≥ 0.95 with margin at 2.5 ms. IVF_SQ's distances are approximate (similarity off by
+~0.1), so `search` rescores its k hits with the full vectors it reads with their columns anyway:
+`similarity` is exact. The prefilter by workspace and status adds ~0.8 ms at 1M rows (see
+`ExperienceMemory.search` for when it is skipped).
 
-Reading the k hits' 16 public columns costs as much as the search. Lance file format 2.1 reads
-them faster than 2.2 (pylance's default), so `schemas/experiences.json` creates the table in
-2.1: end to end at 300k rows, compacted, interleaved runs, 2.1 p50 7.5-8.4 ms against 2.2
-10.2-12.2 ms (load 1-2 on the shared 2 cores). One take by row id after the search beats one
-search projecting the columns (6.9 against 8.8 ms at 300k).
+Reading the k hits costs ~0.3 ms plus ~0.1 ms per column (Lance 2.1 decodes a block of each
+column per hit): all 16 public columns and the embedding 2.1 ms, the 8 `RESULT_COLUMNS` 1.3 ms.
+Formats: 2.1 has one slow case, a list column with no values at all in a compacted fragment
+(tags never set: its all-null page is decoded whole, +1.3-2 ms per such column at 1M rows);
+2.2 (pylance's default) has the mirror case for constant columns (one workspace, all active,
+zero counters: 1.5-3 ms each at 1M rows), and 2.0 reads every column at ~0.35 ms. So
+`schemas/experiences.json` creates the table in 2.1, and rows `distill` writes always carry tags
+and source ids.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class VectorIndexSpec:
 
     index_type: str = "IVF_SQ"
     num_partitions: int | None = None  # None: about one per ROWS_PER_PARTITION rows
-    nprobes: int = 20
+    nprobes: int = 16
     refine_factor: int | None = None  # >1: rescore k·refine candidates (search always rescores its k hits)
     num_sub_vectors: int | None = None  # PQ only
     ef: int | None = None  # HNSW only
@@ -95,7 +96,7 @@ class IndexReport:
         return asdict(self)
 
 
-SCALAR_INDEXES = {"experience_id": "BTREE", "workspace": "BITMAP", "status": "BITMAP"}
+SCALAR_INDEXES = {"experience_id": "BTREE", "workspace": "BITMAP", "status": "BITMAP", "kind": "BITMAP"}  # kind: a common `where`
 TEXT_COLUMNS = ("when_to_use", "content")
 
 
