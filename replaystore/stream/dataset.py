@@ -43,10 +43,14 @@ _END = object()
 def _meta(cells: list[tuple[int, np.ndarray, np.ndarray | None]]) -> dict[str, np.ndarray]:
     """Per row of (source, positions, weights) cells in batch order: its source, its position in the
     source's snapshot and its importance weight (1 unless the sampler gives one)."""
+    counts = [len(pos) for _, pos, _ in cells]
+    weights = [w for _, _, w in cells]
     return {
-        "_source": np.repeat(np.array([i for i, _, _ in cells], dtype=np.int16), [len(pos) for _, pos, _ in cells]),
+        "_source": np.repeat(np.array([i for i, _, _ in cells], dtype=np.int16), counts),
         "_position": np.concatenate([pos for _, pos, _ in cells]),
-        "_weight": np.concatenate([np.ones(len(pos), np.float32) if w is None else w.astype(np.float32) for _, pos, w in cells]),
+        "_weight": np.ones(sum(counts), np.float32) if all(w is None for w in weights) else np.concatenate(
+            [np.ones(n, np.float32) if w is None else w.astype(np.float32) for n, w in zip(counts, weights)]
+        ),
     }
 
 
@@ -326,13 +330,17 @@ class ReplayStream(IterableDataset):
         return as_tensors({**batch, **_meta([(i, *cell) for i, cell in enumerate(drawn)])}, self.pin_memory)
 
     def _produce(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[tuple[int, dict[str, Any] | None]]:
-        """Batches in step order; with `prefetch` > 0 a thread reads ahead into a bounded queue."""
+        """Batches in step order; with `prefetch` > 0 a thread reads ahead into a bounded queue.
+
+        The queue holds whole chunks (`read_ahead` batches each, about `prefetch` batches in all):
+        handing batches over one by one made the consumer wake and take the GIL from the Python-busy
+        reader once per batch, which cost a 3-source mixture ~10% of its throughput."""
         chunks = [steps[i : i + self.read_ahead].tolist() for i in range(0, len(steps), self.read_ahead)]
         if self.prefetch == 0:
             for chunk in chunks:
                 yield from self._chunk(plan, snaps, chunk)
             return
-        out: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
+        out: queue.Queue[Any] = queue.Queue(maxsize=max(1, -(-self.prefetch // self.read_ahead)))
         stop = threading.Event()
 
         def put(item: Any) -> bool:
@@ -345,9 +353,8 @@ class ReplayStream(IterableDataset):
         def work() -> None:
             try:
                 for chunk in chunks:
-                    for item in self._chunk(plan, snaps, chunk):
-                        if not put(item):
-                            return
+                    if not put(self._chunk(plan, snaps, chunk)):
+                        return
                 put(_END)
             except BaseException as exc:  # handed to the consumer, raised there
                 put(exc)
@@ -358,7 +365,7 @@ class ReplayStream(IterableDataset):
             while (item := out.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                yield from item
         finally:
             stop.set()
             thread.join()

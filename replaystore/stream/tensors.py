@@ -64,9 +64,9 @@ def pad(values: np.ndarray, offsets: np.ndarray, pad_value: float = 0) -> tuple[
     return out, lengths
 
 
-def _uniform_shape(table: pa.Table | pa.RecordBatch) -> tuple[tuple[int, ...], np.dtype] | None:
+def _uniform_shape(table: pa.Table | pa.RecordBatch, names: list[str]) -> tuple[tuple[int, ...], np.dtype] | None:
     """The one (shape, dtype) all rows share, from the `shape`/`dtype` columns; None if they differ."""
-    if len(table) == 0 or "shape" not in table.column_names or "dtype" not in table.column_names:
+    if len(table) == 0 or "shape" not in names or "dtype" not in names:
         return None
     dtypes, shapes = table.column("dtype"), table.column("shape")
     if dtypes.null_count or shapes.null_count or len(pc.unique(dtypes)) != 1:
@@ -97,9 +97,10 @@ def _binary(name: str, arr: pa.Array, common: tuple[tuple[int, ...], np.dtype] |
 def to_arrays(table: pa.Table | pa.RecordBatch) -> dict[str, Any]:
     """Every column of an Arrow batch as a numpy array (a view where the rules allow; strings as lists).
     A multi-chunk table column is combined (one copy); stream record batches one by one to avoid it."""
-    common = _uniform_shape(table)
+    names = table.column_names
+    common = _uniform_shape(table, names)
     out: dict[str, Any] = {}
-    for name, column in zip(table.column_names, table.columns):
+    for name, column in zip(names, table.columns):
         if isinstance(column, pa.ChunkedArray):  # combine_chunks copies even a single chunk
             arr = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
         else:
