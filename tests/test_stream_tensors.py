@@ -123,3 +123,24 @@ def test_a_mixture_pads_token_lists_to_the_widest_source_and_refuses_mismatched_
     with pytest.raises(ValidationError) as err:
         list(ReplayStream([Source.from_arrow("short", short), Source.from_arrow("other", other)], 5, mixing=ExactK(2)))
     assert err.value.field == "columns"
+
+
+def test_a_lance_stream_pads_each_batch_to_its_own_widest_row(tmp_path: Path) -> None:
+    """Flat columns are converted once per scanned batch and sliced; padded ones batch by batch,
+    so one long row does not widen every batch that shares its scanned batch."""
+    import lance
+
+    lengths = [1 + (i % 3) for i in range(40)]
+    lengths[37] = 12
+    table = pa.table(
+        {"tokens": pa.array([[i] * n for i, n in enumerate(lengths)], pa.list_(pa.int32())), "id": np.arange(40), "vec": pa.FixedSizeListArray.from_arrays(pa.array(np.arange(80, dtype=np.float32)), 2)}
+    )
+    lance.write_dataset(table, tmp_path / "tok.lance")
+    batches = list(ReplayStream(Source.from_lance("tok", str(tmp_path / "tok.lance")), 8, prefetch=0))
+    for k, batch in enumerate(batches):
+        expect = lengths[8 * k : 8 * k + 8]
+        assert batch["tokens_lengths"].tolist() == expect and batch["tokens"].shape == (8, max(expect))
+        assert batch["id"].tolist() == list(range(8 * k, 8 * k + 8))
+        assert batch["vec"].tolist() == [[2 * i, 2 * i + 1] for i in range(8 * k, 8 * k + 8)]
+    flat = list(ReplayStream(Source.from_lance("tok", str(tmp_path / "tok.lance"), columns=["id", "vec"]), 16, prefetch=0))
+    assert torch.cat([b["id"] for b in flat]).tolist() == list(range(40))

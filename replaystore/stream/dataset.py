@@ -34,7 +34,7 @@ from replaystore.stream.order import cursors, rank_share, rank_stripes, worker_s
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw, Prioritized
 from replaystore.stream.sources import READ_AHEAD, Snapshot, Source
-from replaystore.stream.tensors import as_tensors, concat, cut, to_arrays
+from replaystore.stream.tensors import as_tensors, concat, cut
 
 _MAX_STEPS = 1 << 24
 _END = object()
@@ -294,7 +294,7 @@ class ReplayStream(IterableDataset):
         runs = []  # per source: each step's rows as views of the chunk's record batches
         for i, snap in enumerate(snaps):
             wanted = np.concatenate([d[i][0] for d in drawn])
-            pieces = [to_arrays(b) for b in snap.read(wanted).to_batches()] if len(wanted) else []
+            pieces = snap.read_arrays(wanted) if len(wanted) else []
             runs.append(cut(pieces, sizes[i]))
         first = next((view for run in runs for step in run for view in step), {})
         if len(snaps) > 1 and not any(key.endswith("_lengths") for key in first):  # padded widths stay per batch
@@ -325,8 +325,12 @@ class ReplayStream(IterableDataset):
         ]
 
     def _finish(self, parts: list[dict[str, Any]], drawn: list[tuple[np.ndarray, np.ndarray | None]]) -> dict[str, Any]:
-        """One batch: a single piece stays a view; several are copied once, straight into place."""
-        batch = parts[0] if len(parts) == 1 else concat(parts, self.pin_memory)
+        """One batch: a single piece stays a view; several are copied once, straight into place.
+        Padded columns are cut to the batch's own longest row (a piece is padded to its read's)."""
+        batch = dict(parts[0]) if len(parts) == 1 else concat(parts, self.pin_memory)
+        for key in [k for k in batch if f"{k}_lengths" in batch]:
+            lengths = batch[f"{key}_lengths"]
+            batch[key] = batch[key][:, : int(lengths.max()) if len(lengths) else 0]
         return as_tensors({**batch, **_meta([(i, *cell) for i, cell in enumerate(drawn)])}, self.pin_memory)
 
     def _produce(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[tuple[int, dict[str, Any] | None]]:

@@ -21,6 +21,7 @@ import pyarrow as pa
 from replaystore.errors import ValidationError
 from replaystore.store import Store, Version, validate_name
 from replaystore.stream.samplers import Sampler, Sequential
+from replaystore.stream.tensors import to_arrays
 
 SCAN_BATCH = 8192  # rows per Lance batch when continuing a scan: large enough to amortise, small enough to stay in cache
 READ_AHEAD = 8  # runs one read may cover: the stream reads up to this many steps at once
@@ -30,7 +31,25 @@ SKIP_ROWS = 4 * SCAN_BATCH  # a gap a scan reads past rather than restarting (Da
 class Snapshot(Protocol):
     num_rows: int
 
-    def read(self, positions: np.ndarray) -> pa.Table: ...
+    def read_arrays(self, positions: np.ndarray) -> list[dict[str, Any]]:
+        """The rows at `positions`, in order, as consecutive pieces of numpy columns (`to_arrays`)."""
+        ...
+
+
+def arrays_of(table: pa.Table) -> list[dict[str, Any]]:
+    return [to_arrays(b) for b in table.to_batches()]
+
+
+def _flat(schema: pa.Schema) -> bool:
+    """Whether every column converts row by row (no padding to a batch-wide width), so that one
+    conversion of a scanned batch can be sliced into pieces."""
+
+    def flat(kind: pa.DataType) -> bool:
+        if pa.types.is_fixed_size_list(kind):
+            return flat(kind.value_type)
+        return not (pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+
+    return all(flat(f.type) for f in schema)
 
 
 def contiguous(positions: np.ndarray) -> bool:
@@ -55,22 +74,32 @@ class ArrowSnapshot:
             return self.table.slice(int(positions[0]), len(positions))
         return self.table.take(pa.array(positions))
 
+    def read_arrays(self, positions: np.ndarray) -> list[dict[str, Any]]:
+        return arrays_of(self.read(positions))
+
 
 @dataclass
 class LanceSnapshot:
-    """A Lance dataset at one version; keeps one open scan so that consecutive runs stream."""
+    """A Lance dataset at one version; keeps one open scan so that consecutive runs stream.
+
+    Each scanned batch is converted to numpy once and sliced into the pieces reads ask for
+    (columns padded to a batch-wide width, variable-length lists, are converted piece by piece)."""
 
     dataset: lance.LanceDataset
     columns: list[str] | None
     num_rows: int = field(init=False)
+    _flat: bool = field(init=False, repr=False)
     _scan: Iterator[pa.RecordBatch] | None = field(default=None, init=False, repr=False)
-    _head: pa.RecordBatch | None = field(default=None, init=False, repr=False)  # unread rest of a scanned batch
+    _head: Any = field(default=None, init=False, repr=False)  # unread rest of a scanned batch
+    _left: int = field(default=0, init=False, repr=False)  # its rows
     _next: int = field(default=-1, init=False, repr=False)  # position of _head's first row
 
     def __post_init__(self) -> None:
         self.num_rows = self.dataset.count_rows()
+        schema = self.dataset.schema
+        self._flat = _flat(pa.schema([schema.field(c) for c in self.columns]) if self.columns else schema)
 
-    def read(self, positions: np.ndarray) -> pa.Table:
+    def read_arrays(self, positions: np.ndarray) -> list[dict[str, Any]]:
         """Ascending runs (a sequential stripe, possibly wrapping to row 0) stream from the open scan;
         anything else is a `take`."""
         cuts = np.flatnonzero(np.diff(positions) != 1) + 1
@@ -78,38 +107,46 @@ class LanceSnapshot:
         firsts, lasts = positions[starts], positions[ends - 1]
         forward = (firsts[1:] > lasts[:-1]) | (firsts[1:] == 0)
         if len(starts) > 2 * READ_AHEAD or not forward.all():
-            return self.dataset.take(positions, columns=self.columns)
-        parts: list[pa.RecordBatch] = []
+            return arrays_of(self.dataset.take(positions, columns=self.columns))
+        parts: list[Any] = []
         for first, a, b in zip(firsts, starts, ends):
             parts += self._run(int(first), int(b - a))
-        return pa.Table.from_batches(parts)
+        return parts if self._flat else [to_arrays(p) for p in parts]
 
-    def _run(self, start: int, count: int) -> list[pa.RecordBatch]:
+    def _run(self, start: int, count: int) -> list[Any]:
         """Rows [start, start+count) from the open scan, continuing, skipping ahead or restarting it."""
         if self._scan is not None and self._next <= start <= self._next + SKIP_ROWS:
             self._rows(start - self._next)  # read past the rows other workers take
         elif start != self._next:
             offset = {"offset": start} if start else {}  # a plain scan from row 0 is Lance's fastest path
             self._scan = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, **offset))
-            self._head = None
+            self._head, self._left = None, 0
         self._next = start
         return self._rows(count)
 
-    def _rows(self, count: int) -> list[pa.RecordBatch]:
-        """The next `count` rows of the open scan, as zero-copy slices of its batches."""
+    def _rows(self, count: int) -> list[Any]:
+        """The next `count` rows of the open scan, as zero-copy slices of its (converted) batches."""
         parts, have = [], 0
         while have < count:
-            if self._head is None or len(self._head) == 0:
-                self._head = next(self._scan)  # type: ignore[arg-type]
-            take = min(count - have, len(self._head))
-            parts.append(self._head.slice(0, take))
-            self._head = self._head.slice(take)
+            if self._left == 0:
+                batch = next(self._scan)  # type: ignore[arg-type]
+                self._head, self._left = to_arrays(batch) if self._flat else batch, batch.num_rows
+            take = min(count - have, self._left)
+            parts.append(_cut(self._head, 0, take))
+            self._head, self._left = _cut(self._head, take, self._left), self._left - take
             have += take
         self._next += count
         return parts
 
     def __getstate__(self) -> dict[str, Any]:  # an open scan cannot cross a process boundary
-        return {**self.__dict__, "_scan": None, "_head": None, "_next": -1}
+        return {**self.__dict__, "_scan": None, "_head": None, "_left": 0, "_next": -1}
+
+
+def _cut(piece: Any, start: int, stop: int) -> Any:
+    """Rows [start, stop) of a record batch or of a dict of numpy columns (views; lists are sliced)."""
+    if isinstance(piece, pa.RecordBatch):
+        return piece.slice(start, stop - start)
+    return {k: v[start:stop] for k, v in piece.items()}
 
 
 @dataclass
