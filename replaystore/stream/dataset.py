@@ -33,7 +33,7 @@ from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import cursors, rank_share, rank_stripes, worker_steps
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw, Prioritized
-from replaystore.stream.sources import READ_AHEAD, Snapshot, Source
+from replaystore.stream.sources import CHUNK_ROWS, MAX_READ_AHEAD, READ_AHEAD, Snapshot, Source
 from replaystore.stream.tensors import as_tensors, concat, cut
 
 _MAX_STEPS = 1 << 24
@@ -52,6 +52,14 @@ def _meta(cells: list[tuple[int, np.ndarray, np.ndarray | None]]) -> dict[str, n
             [np.ones(n, np.float32) if w is None else w.astype(np.float32) for n, w in zip(counts, weights)]
         ),
     }
+
+
+def _split(value: Any, rows: list[int]) -> Sequence[Any]:
+    """Consecutive runs of `rows` rows of a tensor (one call for all views) or of a list."""
+    if isinstance(value, torch.Tensor):
+        return value.split_with_sizes(rows)
+    bounds = np.concatenate(([0], np.cumsum(rows))).tolist()
+    return [value[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 @dataclass(frozen=True)
@@ -269,20 +277,36 @@ class ReplayStream(IterableDataset):
             if plan.counts[earlier, source]:
                 sampler.positions(self._draw(plan, n, source, earlier))
 
+    def _joint(self, plan: Plan, n: int, source: int, steps: list[int]) -> list[np.ndarray] | None:
+        """Positions of consecutive `steps` drawn at once (then split per step) when the sampler's steps
+        continue one another (`Sequential`): one draw per chunk instead of one per step."""
+        if not getattr(self.sources[source].sampler, "contiguous", False) or steps[-1] - steps[0] != len(steps) - 1:
+            return None
+        bounds = [0, *np.cumsum(plan.rows[steps[0] : steps[-1] + 1, source]).tolist()]
+        draw = self._draw(plan, n, source, steps[0])
+        draw.count = bounds[-1]
+        positions = self.sources[source].sampler.positions(draw)[0] if draw.count else np.empty(0, np.int64)
+        return [positions[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
     @property
     def read_ahead(self) -> int:
-        """Steps whose rows are read together: one read and one conversion per source per chunk.
+        """Steps whose rows are read together: one read and one conversion per source per chunk, about
+        `CHUNK_ROWS` rows (so small batches do not pay the per-chunk work per batch).
         1 when a sampler needs per-step feedback (priorities) or is step-sequential (curriculum)."""
         feedback = any(isinstance(s.sampler, Prioritized) or getattr(s.sampler, "stateful", False) for s in self.sources)
-        return 1 if feedback else READ_AHEAD
+        return 1 if feedback else min(MAX_READ_AHEAD, max(READ_AHEAD, CHUNK_ROWS // self.batch_size))
 
     def _chunk(self, plan: Plan, snaps: list[Snapshot], steps: list[int]) -> list[tuple[int, dict[str, Any] | None]]:
         """This rank's batches for `steps` (None for a step where it has no rows: a short last batch)."""
         drawn: list[list[tuple[np.ndarray, np.ndarray | None]]] = [[] for _ in steps]
         stateful = [getattr(source.sampler, "stateful", False) for source in self.sources]
+        joint = [self._joint(plan, snap.num_rows, i, steps) for i, snap in enumerate(snaps)]
         with self._lock:
             for k, step in enumerate(steps):
                 for i, (source, snap) in enumerate(zip(self.sources, snaps)):
+                    if joint[i] is not None:
+                        drawn[k].append((joint[i][k], None))
+                        continue
                     if stateful[i]:
                         self._catch_up(plan, snap.num_rows, i, step)
                         self._pre_state.setdefault(step, {})[i] = source.sampler.state_dict()  # for checkpoints
@@ -318,10 +342,10 @@ class ReplayStream(IterableDataset):
         sizes = np.array([len(drawn[k][i][0]) for k, i in cells], dtype=np.int64)
         columns = concat(views, self.pin_memory) if len(views) > 1 else dict(views[0])
         tensors = as_tensors({**columns, **_meta([(i, *drawn[k][i]) for k, i in cells])}, self.pin_memory)
-        bounds = np.concatenate(([0], np.cumsum(sizes.reshape(len(steps), len(runs)).sum(axis=1))))
+        rows = sizes.reshape(len(steps), len(runs)).sum(axis=1).tolist()
+        split = {key: _split(value, rows) for key, value in tensors.items()}
         return [
-            (step, {key: value[a:b] for key, value in tensors.items()} if b > a else None)
-            for step, a, b in zip(steps, bounds[:-1].tolist(), bounds[1:].tolist())
+            (step, {key: value[k] for key, value in split.items()} if rows[k] else None) for k, step in enumerate(steps)
         ]
 
     def _finish(self, parts: list[dict[str, Any]], drawn: list[tuple[np.ndarray, np.ndarray | None]]) -> dict[str, Any]:

@@ -75,6 +75,7 @@ class Sequential(_Stateless):
     of the epoch (so one forward scan per rank, the fastest read); the order depends on world size."""
 
     without_replacement = True
+    contiguous = True  # a step's rows continue the previous step's: consecutive steps can be drawn as one
 
     def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
         start = draw.stripe % draw.n  # later passes of a source smaller than the epoch start over

@@ -24,7 +24,9 @@ from replaystore.stream.samplers import Sampler, Sequential
 from replaystore.stream.tensors import to_arrays
 
 SCAN_BATCH = 8192  # rows per Lance batch when continuing a scan: large enough to amortise, small enough to stay in cache
-READ_AHEAD = 8  # runs one read may cover: the stream reads up to this many steps at once
+READ_AHEAD = 8  # steps the stream reads at once at least: one read covers up to that many runs
+MAX_READ_AHEAD = 32  # and at most (small batches: as many steps as make CHUNK_ROWS rows)
+CHUNK_ROWS = 8192
 SKIP_ROWS = 4 * SCAN_BATCH  # a gap a scan reads past rather than restarting (DataLoader workers interleave steps)
 
 
@@ -106,7 +108,7 @@ class LanceSnapshot:
         starts, ends = np.concatenate(([0], cuts)), np.concatenate((cuts, [len(positions)]))
         firsts, lasts = positions[starts], positions[ends - 1]
         forward = (firsts[1:] > lasts[:-1]) | (firsts[1:] == 0)
-        if len(starts) > 2 * READ_AHEAD or not forward.all():
+        if len(starts) > 2 * MAX_READ_AHEAD or not forward.all():
             return arrays_of(self.dataset.take(positions, columns=self.columns))
         parts: list[Any] = []
         for first, a, b in zip(firsts, starts, ends):

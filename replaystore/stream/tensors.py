@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import torch
 
 from replaystore.errors import ValidationError
+from replaystore.stream.buffers import OUTPUT
 
 # Arrow buffers are immutable, so numpy views of them are read-only; torch warns on every view.
 # The tensors handed out are fresh per batch and nothing else reads those buffers.
@@ -135,7 +136,8 @@ def to_tensors(table: pa.Table | pa.RecordBatch, pin_memory: bool = False) -> di
 
 def concat(parts: list[dict[str, Any]], pin_memory: bool = False) -> dict[str, Any]:
     """One batch of arrays from several (per-source pieces): one copy per column, padded lists widened,
-    string lists joined. With `pin_memory` that one copy lands in page-locked memory (no second copy)."""
+    string lists joined. The copy lands in recycled memory (`buffers.OUTPUT`), or with `pin_memory` in
+    page-locked memory (no second copy)."""
     keys = list(parts[0])
     for part in parts[1:]:
         if part.keys() != parts[0].keys():
@@ -150,14 +152,13 @@ def concat(parts: list[dict[str, Any]], pin_memory: bool = False) -> dict[str, A
             width = max(a.shape[1] for a in arrays)
             arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) if a.shape[1] < width else a for a in arrays]
         # numpy, not torch.cat: one single-threaded memcpy; torch's intra-op pool stalls on a busy CPU
-        if pin_memory:
-            shape = (sum(len(a) for a in arrays), *arrays[0].shape[1:])
-            dtype = np.result_type(*arrays)
-            target = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True)
-            out[key] = target
-            np.concatenate(arrays, out=target.numpy())
+        shape = (sum(len(a) for a in arrays), *arrays[0].shape[1:])
+        dtype = np.result_type(*arrays)
+        if pin_memory:  # torch's caching host allocator recycles pinned blocks
+            out[key] = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True)
+            np.concatenate(arrays, out=out[key].numpy())
         else:
-            out[key] = np.concatenate(arrays)
+            out[key] = np.concatenate(arrays, out=OUTPUT.empty(shape, dtype))
     return out
 
 
