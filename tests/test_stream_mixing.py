@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
+import lance
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -9,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import replaystore.stream.sources as sources_module
 from replaystore.errors import ValidationError
 from replaystore.stream import Proportions, ReplayStream, Sequential, Source
 from replaystore.stream.tensors import concat, cut, to_arrays
@@ -81,3 +86,49 @@ def test_persistent_loader_workers_are_refused_by_name() -> None:
     stream = ReplayStream(Source.from_arrow("a", pa.table({"id": np.arange(8)})), 4)
     with pytest.raises(ValidationError, match="persistent_workers"):
         stream.loader(num_workers=1, persistent_workers=True)
+
+
+@pytest.fixture(scope="module")
+def small_sources(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Three Lance tables (200, 37 and 90 rows, several files each) with ids that tell them apart."""
+    folder = tmp_path_factory.mktemp("wrap")
+    uris = []
+    for k, n in enumerate((200, 37, 90)):
+        ids = np.arange(k * 1000, k * 1000 + n, dtype=np.int64)
+        uris.append(str(folder / f"s{k}.lance"))
+        lance.write_dataset(pa.table({"id": ids, "x": ids.astype(np.float32)}), uris[-1], max_rows_per_file=50)
+    return uris
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 48), st.lists(st.floats(0.05, 1.0), min_size=3, max_size=3), st.integers(0, 2))
+def test_a_source_read_more_than_once_per_epoch_is_decoded_once_and_yields_the_same_rows(
+    small_sources: list[str], world: int, batch: int, weights: list[float], epoch: int
+) -> None:
+    def run(retain_bytes: int) -> tuple[list[list[int]], Counter[str]]:
+        scans: Counter[str] = Counter()
+        scan = lance.LanceDataset.to_batches
+
+        def counted(ds: lance.LanceDataset, *args: Any, **kwargs: Any) -> Any:
+            scans[ds.uri] += 1
+            return scan(ds, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sources_module, "SCAN_BATCH", 16)  # many scan batches per table
+            patch.setattr(sources_module, "RETAIN_BYTES", retain_bytes)
+            patch.setattr(lance.LanceDataset, "to_batches", counted)
+            out = []
+            for rank in range(world):
+                stream = ReplayStream(
+                    [Source.from_lance(f"s{k}", uri) for k, uri in enumerate(small_sources)],
+                    batch, mixing=Proportions(weights), rank=rank, world_size=world, prefetch=0,
+                )  # fmt: skip
+                stream.set_epoch(epoch)
+                out += [b["id"].tolist() for b in stream]
+        return out, scans
+
+    kept, kept_scans = run(sources_module.RETAIN_BYTES)
+    decoded, _ = run(0)
+    assert kept == decoded  # the same batches, row for row
+    for uri in small_sources:  # one pass from row 0 (plus the rank's first, partial one) per rank
+        assert kept_scans[uri] <= 2 * world

@@ -33,7 +33,7 @@ from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import cursors, rank_share, rank_stripes, worker_steps
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw, Prioritized
-from replaystore.stream.sources import CHUNK_ROWS, MAX_READ_AHEAD, READ_AHEAD, Snapshot, Source
+from replaystore.stream.sources import CHUNK_ROWS, MAX_READ_AHEAD, READ_AHEAD, LanceSnapshot, Snapshot, Source
 from replaystore.stream.tensors import as_tensors, concat, cut
 
 _MAX_STEPS = 1 << 24
@@ -412,6 +412,9 @@ class ReplayStream(IterableDataset):
             self._pin_versions()
         snaps = self._snapshots()
         plan = self._plan([s.num_rows for s in snaps])
+        for i, snap in enumerate(snaps):
+            if isinstance(snap, LanceSnapshot) and plan.rows[:, i].sum() > snap.num_rows:
+                snap.retain()  # read more than once this epoch: decode it once
         steps = worker_steps(plan.steps, num_workers, worker, start=self.step)
         self._active = in_main
         try:

@@ -28,6 +28,7 @@ READ_AHEAD = 8  # steps the stream reads at once at least: one read covers up to
 MAX_READ_AHEAD = 32  # and at most (small batches: as many steps as make CHUNK_ROWS rows)
 CHUNK_ROWS = 8192
 SKIP_ROWS = 4 * SCAN_BATCH  # a gap a scan reads past rather than restarting (DataLoader workers interleave steps)
+RETAIN_BYTES = 512 * 1024 * 1024  # a source read more than once per epoch is kept in memory up to this size
 
 
 class Snapshot(Protocol):
@@ -85,7 +86,9 @@ class LanceSnapshot:
     """A Lance dataset at one version; keeps one open scan so that consecutive runs stream.
 
     Each scanned batch is converted to numpy once and sliced into the pieces reads ask for
-    (columns padded to a batch-wide width, variable-length lists, are converted piece by piece)."""
+    (columns padded to a batch-wide width, variable-length lists, are converted piece by piece).
+    A source the epoch reads more than once (a replay buffer smaller than its share) is kept in
+    memory after its first pass from row 0 (`retain`), so later passes are views, not new decodes."""
 
     dataset: lance.LanceDataset
     columns: list[str] | None
@@ -95,6 +98,9 @@ class LanceSnapshot:
     _head: Any = field(default=None, init=False, repr=False)  # unread rest of a scanned batch
     _left: int = field(default=0, init=False, repr=False)  # its rows
     _next: int = field(default=-1, init=False, repr=False)  # position of _head's first row
+    _kept: list[Any] | None = field(default=None, init=False, repr=False)  # converted batches of the first pass
+    _kept_rows: list[int] = field(default_factory=list, init=False, repr=False)  # their first positions
+    _kept_bytes: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.num_rows = self.dataset.count_rows()
@@ -115,8 +121,19 @@ class LanceSnapshot:
             parts += self._run(int(first), int(b - a))
         return parts if self._flat else [to_arrays(p) for p in parts]
 
+    def retain(self) -> None:
+        """Keep what the first pass from row 0 decodes (up to `RETAIN_BYTES`): a source smaller than its
+        share of the epoch wraps around, and later passes are then served from memory, not decoded again."""
+        if self._kept is None and self._next <= 0:
+            self._kept, self._kept_rows, self._kept_bytes = [], [0], 0
+
+    def _retained(self) -> bool:
+        return self._kept is not None and self._kept_rows[-1] == self.num_rows and self.num_rows > 0
+
     def _run(self, start: int, count: int) -> list[Any]:
         """Rows [start, start+count) from the open scan, continuing, skipping ahead or restarting it."""
+        if self._retained():
+            return self._from_memory(start, count)
         if self._scan is not None and self._next <= start <= self._next + SKIP_ROWS:
             self._rows(start - self._next)  # read past the rows other workers take
         elif start != self._next:
@@ -133,6 +150,7 @@ class LanceSnapshot:
             if self._left == 0:
                 batch = next(self._scan)  # type: ignore[arg-type]
                 self._head, self._left = to_arrays(batch) if self._flat else batch, batch.num_rows
+                self._keep(batch, self._next + have)
             take = min(count - have, self._left)
             parts.append(_cut(self._head, 0, take))
             self._head, self._left = _cut(self._head, take, self._left), self._left - take
@@ -140,8 +158,30 @@ class LanceSnapshot:
         self._next += count
         return parts
 
+    def _keep(self, batch: pa.RecordBatch, first: int) -> None:
+        """Add the batch just read (its first row at `first`) to the pass kept in memory, while that pass
+        continues unbroken from row 0."""
+        if self._kept is None or self._kept_rows[-1] != first:
+            return
+        self._kept_bytes += batch.nbytes
+        if self._kept_bytes > RETAIN_BYTES:  # too large to keep: later passes decode again
+            self._kept, self._kept_rows = None, []
+            return
+        self._kept.append(self._head)
+        self._kept_rows.append(self._kept_rows[-1] + batch.num_rows)
+
+    def _from_memory(self, start: int, count: int) -> list[Any]:
+        """Rows [start, start+count) as views of the kept batches."""
+        parts, at = [], int(np.searchsorted(self._kept_rows, start, side="right")) - 1
+        while count > 0:
+            first, stop = self._kept_rows[at], self._kept_rows[at + 1]
+            take = min(count, stop - start)
+            parts.append(_cut(self._kept[at], start - first, start - first + take))  # type: ignore[index]
+            start, count, at = start + take, count - take, at + 1
+        return parts
+
     def __getstate__(self) -> dict[str, Any]:  # an open scan cannot cross a process boundary
-        return {**self.__dict__, "_scan": None, "_head": None, "_left": 0, "_next": -1}
+        return {**self.__dict__, "_scan": None, "_head": None, "_left": 0, "_next": -1, "_kept": None, "_kept_rows": []}
 
 
 def _cut(piece: Any, start: int, stop: int) -> Any:
