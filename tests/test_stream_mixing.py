@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 import replaystore.stream.sources as sources_module
 from replaystore.errors import ValidationError
 from replaystore.stream import Proportions, ReplayStream, Sequential, Source
+from replaystore.stream.dataset import _resize
+from replaystore.stream.sources import CHUNK_BYTES, MAX_READ_AHEAD
 from replaystore.stream.tensors import concat, cut, to_arrays
 
 FAST = settings(max_examples=60, deadline=None)
@@ -132,3 +134,13 @@ def test_a_source_read_more_than_once_per_epoch_is_decoded_once_and_yields_the_s
     assert kept == decoded  # the same batches, row for row
     for uri in small_sources:  # one pass from row 0 (plus the rank's first, partial one) per rank
         assert kept_scans[uri] <= 2 * world
+
+
+def test_chunks_hold_about_chunk_bytes_so_wide_rows_are_read_a_few_steps_at_a_time() -> None:
+    def built(columns: int) -> list[tuple[int, dict[str, Any] | None]]:
+        return [(step, {"x": torch.zeros(1024, columns), "_source": torch.zeros(1024, dtype=torch.int16)}) for step in range(8)]
+
+    assert _resize(built(4)) == MAX_READ_AHEAD  # ~18 KB a step: as many steps as allowed
+    assert _resize(built(256)) == CHUNK_BYTES // (1024 * 256 * 4 + 2048)  # ~1 MB a step: 7 steps
+    assert _resize(built(4096)) == 1  # 16 MB a step: one at a time
+    assert _resize([(0, None)]) == MAX_READ_AHEAD  # a rank with no rows in a step

@@ -33,7 +33,7 @@ from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import cursors, rank_share, rank_stripes, worker_steps
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw, Prioritized
-from replaystore.stream.sources import CHUNK_ROWS, MAX_READ_AHEAD, READ_AHEAD, LanceSnapshot, Snapshot, Source
+from replaystore.stream.sources import CHUNK_BYTES, MAX_READ_AHEAD, READ_AHEAD, LanceSnapshot, Snapshot, Source
 from replaystore.stream.tensors import as_tensors, concat, cut
 
 _MAX_STEPS = 1 << 24
@@ -60,6 +60,13 @@ def _split(value: Any, rows: list[int]) -> Sequence[Any]:
         return value.split_with_sizes(rows)
     bounds = np.concatenate(([0], np.cumsum(rows))).tolist()
     return [value[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _resize(built: list[tuple[int, dict[str, Any] | None]]) -> int:
+    """Steps per chunk that make about `CHUNK_BYTES`, from the bytes of the batches just built."""
+    size = sum(v.nbytes for _, batch in built if batch for v in batch.values() if isinstance(v, torch.Tensor))
+    per_step = max(size / len(built), 1.0)
+    return int(min(MAX_READ_AHEAD, max(1, CHUNK_BYTES // per_step)))
 
 
 @dataclass(frozen=True)
@@ -290,11 +297,25 @@ class ReplayStream(IterableDataset):
 
     @property
     def read_ahead(self) -> int:
-        """Steps whose rows are read together: one read and one conversion per source per chunk, about
-        `CHUNK_ROWS` rows (so small batches do not pay the per-chunk work per batch).
-        1 when a sampler needs per-step feedback (priorities) or is step-sequential (curriculum)."""
+        """Steps whose rows the first chunk reads together (one read and one conversion per source per
+        chunk; later chunks are sized by `_resize`). 1 when a sampler needs per-step feedback
+        (priorities) or is step-sequential (curriculum)."""
         feedback = any(isinstance(s.sampler, Prioritized) or getattr(s.sampler, "stateful", False) for s in self.sources)
-        return 1 if feedback else min(MAX_READ_AHEAD, max(READ_AHEAD, CHUNK_ROWS // self.batch_size))
+        return 1 if feedback else READ_AHEAD
+
+    def _chunks(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[list[tuple[int, dict[str, Any] | None]]]:
+        """This rank's batches for `steps`, a chunk at a time. After the first chunk each one holds about
+        `CHUNK_BYTES` of batches (at most `MAX_READ_AHEAD` steps): small rows get long chunks, so the
+        per-chunk work is paid rarely, and wide rows (tokens, activations) short ones, so memory stays bounded."""
+        at, size = 0, self.read_ahead
+        adaptive = size > 1
+        while at < len(steps):
+            built = self._chunk(plan, snaps, steps[at : at + size].tolist())
+            at += size
+            yield built
+            if adaptive:
+                size = _resize(built)
+
 
     def _chunk(self, plan: Plan, snaps: list[Snapshot], steps: list[int]) -> list[tuple[int, dict[str, Any] | None]]:
         """This rank's batches for `steps` (None for a step where it has no rows: a short last batch)."""
@@ -360,13 +381,12 @@ class ReplayStream(IterableDataset):
     def _produce(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[tuple[int, dict[str, Any] | None]]:
         """Batches in step order; with `prefetch` > 0 a thread reads ahead into a bounded queue.
 
-        The queue holds whole chunks (`read_ahead` batches each, about `prefetch` batches in all):
+        The queue holds whole chunks (`_chunks`; `prefetch / read_ahead` of them, at least one):
         handing batches over one by one made the consumer wake and take the GIL from the Python-busy
         reader once per batch, which cost a 3-source mixture ~10% of its throughput."""
-        chunks = [steps[i : i + self.read_ahead].tolist() for i in range(0, len(steps), self.read_ahead)]
         if self.prefetch == 0:
-            for chunk in chunks:
-                yield from self._chunk(plan, snaps, chunk)
+            for built in self._chunks(plan, snaps, steps):
+                yield from built
             return
         out: queue.Queue[Any] = queue.Queue(maxsize=max(1, -(-self.prefetch // self.read_ahead)))
         stop = threading.Event()
@@ -380,8 +400,8 @@ class ReplayStream(IterableDataset):
 
         def work() -> None:
             try:
-                for chunk in chunks:
-                    if not put(self._chunk(plan, snaps, chunk)):
+                for built in self._chunks(plan, snaps, steps):
+                    if not put(built):
                         return
                 put(_END)
             except BaseException as exc:  # handed to the consumer, raised there

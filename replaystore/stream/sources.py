@@ -24,9 +24,9 @@ from replaystore.stream.samplers import Sampler, Sequential
 from replaystore.stream.tensors import to_arrays
 
 SCAN_BATCH = 8192  # rows per Lance batch when continuing a scan: large enough to amortise, small enough to stay in cache
-READ_AHEAD = 8  # steps the stream reads at once at least: one read covers up to that many runs
-MAX_READ_AHEAD = 32  # and at most (small batches: as many steps as make CHUNK_ROWS rows)
-CHUNK_ROWS = 8192
+READ_AHEAD = 8  # steps the stream reads at once in its first chunk: one read covers up to that many runs
+MAX_READ_AHEAD = 32  # at most; later chunks hold about CHUNK_BYTES of batches
+CHUNK_BYTES = 8 * 1024 * 1024
 SKIP_ROWS = 4 * SCAN_BATCH  # a gap a scan reads past rather than restarting (DataLoader workers interleave steps)
 RETAIN_BYTES = 512 * 1024 * 1024  # a source read more than once per epoch is kept in memory up to this size
 
