@@ -316,7 +316,6 @@ class ReplayStream(IterableDataset):
             if adaptive:
                 size = _resize(built)
 
-
     def _chunk(self, plan: Plan, snaps: list[Snapshot], steps: list[int]) -> list[tuple[int, dict[str, Any] | None]]:
         """This rank's batches for `steps` (None for a step where it has no rows: a short last batch)."""
         drawn: list[list[tuple[np.ndarray, np.ndarray | None]]] = [[] for _ in steps]
