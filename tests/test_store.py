@@ -7,11 +7,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import lance
+import numpy as np
+from lance.file import LanceFileReader
 import pyarrow as pa
 import pytest
 
 import replaystore
 from replaystore import schemas
+from replaystore.store import PAGE_BYTES
 from replaystore.errors import NotFoundError, StoreURIError, TableNameError, ValidationError
 
 
@@ -108,6 +111,33 @@ def test_compaction_merges_fragments_and_keeps_rows(store: replaystore.Store) ->
     result = store.compact("exemplars")
     assert result["exemplars"] == {"fragments_before": 6, "fragments_after": 1}
     assert sorted(store.read("exemplars", columns=["sample_id"]).column(0).to_pylist()) == list(range(60))
+
+
+def _wide_rows(start: int, n: int) -> pa.Table:
+    """Exemplar rows of 4 KB each (1,024 float features)."""
+    features = np.random.default_rng(start).standard_normal(n * 1024, dtype=np.float32)
+    return pa.table({
+        **rows(start, n),
+        "features": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * 1024), pa.array(features)),
+    })  # fmt: skip
+
+
+def _pages(store: replaystore.Store, name: str, column: str) -> list[int]:
+    """Pages of `column` in each data file of the latest version."""
+    folder = Path(store.table_uri(name)) / "data"
+    index = store.schema(name).names.index(column)
+    files = [f.path for frag in store.dataset(name).get_fragments() for f in frag.data_files()]
+    return [len(LanceFileReader(str(folder / f)).metadata().columns[index].pages) for f in files]
+
+
+def test_a_large_append_leaves_pages_a_scan_can_stream(store: replaystore.Store) -> None:
+    data = _wide_rows(0, 10_000)  # ~41 MB in one call
+    store.append("exemplars", data)
+    pages = _pages(store, "exemplars", "features")
+    assert len(pages) == 1 and pages[0] >= 41 * 1024 * 1024 // PAGE_BYTES // 2  # not one 41 MB page
+    scanned = store.dataset("exemplars").to_table(columns=["sample_id", "features"])
+    assert scanned.column("sample_id").to_pylist() == list(range(10_000))
+    assert scanned.column("features").equals(data.column("features"))
 
 
 def test_cleanup_keeps_tagged_and_pinned_versions(store: replaystore.Store) -> None:
