@@ -391,7 +391,7 @@ class Store:
             yield ds.version
         finally:
             with contextlib.suppress(Exception), self._file_lock(f"{name}.versions.lock"):
-                self._open(name).tags.delete(tag)
+                ds.tags.delete(tag)  # tags belong to the table, not to the version `ds` reads
 
     # -- maintenance --------------------------------------------------------------------------
 

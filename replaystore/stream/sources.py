@@ -208,6 +208,7 @@ class Source:
     id_column: str | None = None  # sample ids, for priorities written back to the store
     cache: bool | str = False  # True (or a directory): serve reads from a memory-mapped hot tier
     storage_options: Mapping[str, str] | None = None
+    _opened: Any = field(default=None, init=False, repr=False, compare=False)  # the dataset `resolve` opened
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -247,8 +248,16 @@ class Source:
         return self.arrow.schema if self.arrow is not None else self.dataset(self.version).schema
 
     def resolve(self) -> int | None:
-        """The version the next epoch reads: the fixed one, else the latest (None for Arrow tables)."""
-        return None if self.arrow is not None else self.dataset(self.version).version
+        """The version the next epoch reads: the fixed one, else the latest (None for Arrow tables).
+        The dataset opened here is kept for `open` at that version: an open costs ~1 ms, a few per
+        source per epoch weighed ~15% on a 100k-row epoch."""
+        if self.arrow is not None:
+            return None
+        self._opened = self.dataset(self.version)
+        return int(self._opened.version)
+
+    def __getstate__(self) -> dict[str, Any]:  # an open dataset stays in the process that opened it
+        return {**self.__dict__, "_opened": None}
 
     def pin(self, version: int | None) -> contextlib.AbstractContextManager[Any]:
         """Hold `version` against store cleanup while an epoch reads it."""
@@ -269,7 +278,8 @@ class Source:
             from replaystore.stream.cache import HotCache
 
             return HotCache(self, version, None if self.cache is True else Path(str(self.cache))).open()
-        ds = self.dataset(version)
+        opened = self._opened
+        ds = opened if opened is not None and version is not None and opened.version == version else self.dataset(version)
         if self.filter or self.rename:
             return ArrowSnapshot(self._renamed(ds.to_table(columns=self._columns(), filter=self.filter)))
         return LanceSnapshot(ds, self._columns())
