@@ -86,7 +86,6 @@ class TableInfo:
     fragments: int
 
 
-
 PAGE_BYTES = 4 * 1024 * 1024  # about what one page of a column holds in the data files writes leave
 
 
@@ -97,6 +96,7 @@ def _in_pages(table: pa.Table) -> pa.RecordBatchReader:
     ~6-7M from pages of a few MB, README "Table layout")."""
     rows = max(1, PAGE_BYTES * table.num_rows // max(1, table.nbytes))
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=rows))
+
 
 class Store:
     """A replaystore: validated, versioned Lance tables under one root URI."""
