@@ -60,14 +60,16 @@ def compact_table(store: Store, table: str, target_rows_per_fragment: int) -> di
 
 @store_task
 def cleanup_table(store: Store, table: str, retention_hours: float) -> dict[str, Any]:
-    """Remove versions older than the retention period; tagged and pinned ones stay."""
+    """Remove versions older than the retention period; tagged and pinned ones stay (pins older than
+    two days, left by readers that died mid-epoch, are dropped first)."""
     kept = sorted(store.tags(table).items(), key=lambda item: item[1])
     stats = store.cleanup(table, older_than=timedelta(hours=retention_hours))[table]
     get_run_logger().info(
-        "cleaned %s: removed %d versions, freed %d bytes, kept tagged %s",
+        "cleaned %s: removed %d versions, freed %d bytes, dropped %d stale pins, kept tagged %s",
         table,
         stats["versions_removed"],
         stats["bytes_removed"],
+        stats["stale_pins_removed"],
         ", ".join(f"{tag}@{version}" for tag, version in kept) or "(none)",
     )
     return {"table": table, **stats, "versions_left": len(store.versions(table)), "tags_kept": len(kept)}

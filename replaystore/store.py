@@ -31,6 +31,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://(.*)$")
 _SCHEMES = {"s3", "s3+ddb", "gs", "az", "abfs", "file", "memory"}
 PIN_PREFIX = "pin-"
+PIN_TIME = "%Y%m%dt%H%M%S"  # a pin's tag carries when it was taken: pin-<UTC time>-<random>
+STALE_PINS = timedelta(days=2)  # a pin this old was left by a reader that died (an epoch takes minutes to hours)
 
 Version = int | str
 
@@ -358,6 +360,8 @@ class Store:
     def tag(self, name: str, version: int, tag: str) -> None:
         """Name a version; tagged versions survive `cleanup`."""
         validate_name(tag)
+        if tag.startswith(PIN_PREFIX):
+            raise ValidationError("tag", f"names starting with '{PIN_PREFIX}' are reserved for the pins streams take, got '{tag}'")
         ds = self._open(name)
         self._open(name, version)  # unknown versions raise NotFoundError
         if tag in _tag_list(ds):
@@ -383,7 +387,7 @@ class Store:
     @contextlib.contextmanager
     def pin(self, name: str, version: int | None = None) -> Iterator[int]:
         """Hold a version against cleanup while a reader uses it (a tag named `pin-…`)."""
-        tag = f"{PIN_PREFIX}{uuid.uuid4().hex[:12]}"
+        tag = f"{PIN_PREFIX}{datetime.now(timezone.utc):{PIN_TIME}}-{uuid.uuid4().hex[:8]}"
         with self._file_lock(f"{validate_name(name)}.versions.lock"):  # never between cleanup's tag check and its deletes
             ds = self._open(name, version)
             ds.tags.create(tag, ds.version)
@@ -410,25 +414,42 @@ class Store:
         return out
 
     def cleanup(
-        self, name: str | None = None, older_than: timedelta = timedelta(days=7)
+        self, name: str | None = None, older_than: timedelta = timedelta(days=7), stale_pins: timedelta | None = STALE_PINS
     ) -> dict[str, dict[str, int]]:
         """Delete versions superseded more than `older_than` ago, never a tagged (or pinned) one.
 
         Age counts from when a version stopped being the latest (its successor's commit), not from
         its own commit: a reader that just resolved "the latest" has `older_than` to pin it.
+        Pins taken more than `stale_pins` ago are removed first: a reader that was killed mid-epoch
+        (a preempted job) never releases its pin, which would keep that version forever. None keeps them.
         """
         cutoff = datetime.now(timezone.utc) - older_than
         out: dict[str, dict[str, int]] = {}
         for table in [name] if name else self.table_names():
             with self._file_lock(f"{validate_name(table)}.versions.lock"):
+                pins = self._drop_stale_pins(table, stale_pins) if stale_pins is not None else 0
                 history = self.versions(table)
                 stale = [old.version for old, new in zip(history, history[1:]) if new.timestamp < cutoff and not old.tags]
                 stats = self._open(table).cleanup_old_versions(versions=stale, error_if_tagged_old_versions=False) if stale else None
             out[table] = {
                 "bytes_removed": int(stats.bytes_removed) if stats else 0,
                 "versions_removed": int(stats.old_versions) if stats else 0,
+                "stale_pins_removed": pins,
             }
         return out
+
+    def _drop_stale_pins(self, table: str, age: timedelta) -> int:
+        """Delete pin tags taken more than `age` ago (pins without a time, from before pins carried
+        one, are kept); the caller holds the table's versions lock."""
+        ds = self._open(table)
+        cutoff = datetime.now(timezone.utc) - age
+        dropped = 0
+        for tag in _tag_list(ds):
+            taken = _pin_time(tag)
+            if taken is not None and taken < cutoff:
+                ds.tags.delete(tag)
+                dropped += 1
+        return dropped
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -529,6 +550,16 @@ def _named(argument: str) -> Iterator[None]:
         if isinstance(exc, ValidationError) or "Invalid user input" not in text:
             raise
         raise ValidationError(argument, text.removeprefix("Invalid user input: ").split(", /")[0]) from None
+
+
+def _pin_time(tag: str) -> datetime | None:
+    """When the pin `tag` was taken, or None for a tag that is not a timed pin."""
+    if not tag.startswith(PIN_PREFIX):
+        return None
+    try:
+        return datetime.strptime(tag[len(PIN_PREFIX) :].split("-")[0], PIN_TIME).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 def _tag_list(ds: lance.LanceDataset, attempts: int = 10) -> dict[str, Any]:

@@ -156,6 +156,34 @@ def test_cleanup_keeps_tagged_and_pinned_versions(store: replaystore.Store) -> N
     assert store.count("exemplars", version="keep") == 1
 
 
+def test_cleanup_drops_pins_a_dead_reader_left_and_keeps_live_ones(store: replaystore.Store) -> None:
+    old = store.append("exemplars", rows(0, 1))
+    live = store.append("exemplars", rows(1, 1))
+    store.append("exemplars", rows(2, 1))
+    ds = store.dataset("exemplars")
+    ds.tags.create("pin-20260101t000000-deadbeef", old)  # what a reader killed mid-epoch long ago leaves
+    ds.tags.create("pin-0123456789ab", old)  # a pin from before pins carried their time: kept
+    with store.pin("exemplars", live):
+        kept = store.cleanup("exemplars", older_than=timedelta(0), stale_pins=None)["exemplars"]
+        assert kept["stale_pins_removed"] == 0 and old in {v.version for v in store.versions("exemplars")}
+        dropped = store.cleanup("exemplars", older_than=timedelta(0))["exemplars"]
+        assert dropped["stale_pins_removed"] == 1  # the timed pin; the untimed one still holds `old`
+        assert old in {v.version for v in store.versions("exemplars")}
+        store.untag("exemplars", "pin-0123456789ab")
+        store.cleanup("exemplars", older_than=timedelta(0))
+        versions = {v.version for v in store.versions("exemplars")}
+        assert old not in versions and live in versions  # the dead reader's version went, the live pin held
+        assert store.count("exemplars", version=live) == 2
+    assert store.tags("exemplars") == {}
+
+
+def test_pin_names_are_reserved(store: replaystore.Store) -> None:
+    v = store.append("exemplars", rows(0, 1))
+    with pytest.raises(ValidationError, match="reserved"):
+        store.tag("exemplars", v, "pin-20260101t000000-mine")
+    assert store.tags("exemplars") == {}
+
+
 def test_merge_upserts_in_one_version(store: replaystore.Store) -> None:
     store.append("priorities", {"source": ["t", "t"], "sample_id": ["a", "b"], "priority": [1.0, 2.0]})
     v = store.merge("priorities", {"source": ["t", "t"], "sample_id": ["b", "c"], "priority": [5.0, 3.0]}, on=["source", "sample_id"])
