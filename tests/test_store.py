@@ -177,6 +177,16 @@ def test_cleanup_drops_pins_a_dead_reader_left_and_keeps_live_ones(store: replay
     assert store.tags("exemplars") == {}
 
 
+def test_a_pin_carries_the_time_it_was_taken(store: replaystore.Store) -> None:
+    v = store.append("exemplars", rows(0, 1))
+    with store.pin("exemplars", v):
+        [pin] = store.tags("exemplars")
+        assert store.cleanup("exemplars", stale_pins=timedelta(hours=1))["exemplars"]["stale_pins_removed"] == 0
+        assert store.cleanup("exemplars", stale_pins=timedelta(0))["exemplars"]["stale_pins_removed"] == 1
+        assert store.tags("exemplars") == {}
+    assert pin.startswith("pin-")
+
+
 def test_pin_names_are_reserved(store: replaystore.Store) -> None:
     v = store.append("exemplars", rows(0, 1))
     with pytest.raises(ValidationError, match="reserved"):
