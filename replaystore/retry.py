@@ -40,5 +40,10 @@ def with_retries(write: Callable[[], T], attempts: int = MAX_ATTEMPTS) -> T:
                 raise
             if attempt == attempts - 1:
                 raise CommitConflictError(f"write still conflicted after {attempts} attempts: {exc}") from exc
-            time.sleep(random.uniform(0, min(MAX_DELAY_S, BASE_DELAY_S * 2**attempt)))
+            backoff(attempt)
     raise AssertionError("unreachable")
+
+
+def backoff(attempt: int) -> None:
+    """Sleep before retry `attempt` (0-based): exponential with full jitter, so racing writers spread out."""
+    time.sleep(random.uniform(0, min(MAX_DELAY_S, BASE_DELAY_S * 2**attempt)))

@@ -11,20 +11,27 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import lance
 import pyarrow as pa
+from lance.fragment import FragmentMetadata, write_fragments
+from lance.schema import LanceSchema
 
 from replaystore import schemas
-from replaystore.errors import NotFoundError, StoreURIError, TableNameError, ValidationError
-from replaystore.retry import with_retries
+from replaystore.errors import CommitConflictError, NotFoundError, StoreURIError, TableNameError, ValidationError
+from replaystore.retry import MAX_ATTEMPTS, backoff, is_conflict, with_retries
+
+T = TypeVar("T")
+
+_log = logging.getLogger("replaystore")
 
 DEFAULT_URI = "./replaystore-data"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -86,6 +93,24 @@ class TableInfo:
     bytes: int
     version: int
     fragments: int
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One change planned against the version a writer read: rows to delete (a SQL predicate), rows to
+    insert, and schema metadata to set. `Store.atomically` commits it only onto that same version."""
+
+    delete: str | None = None
+    insert: pa.Table | None = None
+    metadata: Mapping[str, str] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.delete is None and (self.insert is None or self.insert.num_rows == 0) and not self.metadata
+
+
+class VersionMovedError(CommitConflictError):
+    """Another writer committed after the version an edit was planned on: plan again."""
 
 
 PAGE_BYTES = 4 * 1024 * 1024  # about what one page of a column holds in the data files writes leave
@@ -319,6 +344,79 @@ class Store:
         with _named("where"):
             return with_retries(write)
 
+    def atomically(self, name: str, plan: Callable[[lance.LanceDataset], tuple[Edit | None, T]], attempts: int = MAX_ATTEMPTS) -> tuple[int, T]:
+        """Read-plan-write that no concurrent writer can interleave, on any machine.
+
+        `plan` gets the table's latest version and returns the `Edit` to make (None: nothing) and a
+        result for the caller. The edit commits as the very next version or not at all: if any
+        other change landed since `plan` read (another process, another machine), the commit is
+        refused by Lance's own conflict detection and `plan` runs again on the new version. Errors
+        raised by `plan` (a refused budget, bad input) propagate and nothing is written.
+        Returns the committed (or, for no edit, the read) version and `plan`'s result.
+        """
+        for attempt in range(attempts):
+            ds = self._open(name)
+            edit, result = plan(ds)
+            if edit is None or edit.empty:
+                return ds.version, result
+            try:
+                return self._commit_onto(ds, edit), result
+            except VersionMovedError:
+                if attempt == attempts - 1:
+                    raise
+                backoff(attempt)
+        raise AssertionError("unreachable")
+
+    def _commit_onto(self, ds: lance.LanceDataset, edit: Edit) -> int:
+        """Commit `edit` as version `ds.version + 1` exactly, or raise `VersionMovedError`.
+
+        Lance gives this two ways, and both keep the data files of untouched fragments:
+        - a `Merge` commit (the full fragment list, with deletion files for cut rows and new
+          fragments for inserts): Lance refuses it when any append, update, delete, compaction or
+          merge landed after `ds.version`, and it keeps the table's indexes;
+        - when a cut empties a whole fragment (which `Merge` may not drop), a strict `Overwrite`
+          (`max_retries=0`: committed as `ds.version + 1` or refused), which rewrites the
+          fragments it cuts from and drops the table's indexes (the index flow rebuilds them).
+        """
+        insert = None if edit.insert is None or edit.insert.num_rows == 0 else schemas.conform(edit.insert, ds.schema)
+        schema = ds.schema
+        if edit.metadata:
+            schema = schema.with_metadata({**{k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}, **edit.metadata})
+        lance_schema = LanceSchema.from_pyarrow(schema)
+        fragments = ds.get_fragments()
+        with _named("delete"):
+            hits = {f.fragment_id: f.count_rows(edit.delete) for f in fragments} if edit.delete else {}
+        next_id = max((f.fragment_id for f in fragments), default=-1) + 1
+        operation: lance.LanceOperation.BaseOperation
+        if edit.delete is None or all(hits[f.fragment_id] < f.count_rows() for f in fragments):
+            kept = [f.delete(edit.delete) if edit.delete and hits[f.fragment_id] else f.metadata for f in fragments]
+            operation = lance.LanceOperation.Merge([*kept, *self._fragments(ds, insert, next_id)], lance_schema)
+        else:
+            clean = [f for f in fragments if not hits[f.fragment_id] and f.metadata.deletion_file is None]
+            ids = {f.fragment_id for f in clean}
+            rewritten = [f.to_table(filter=f"({edit.delete}) IS NOT TRUE").cast(ds.schema) for f in fragments if f.fragment_id not in ids]
+            rows = pa.concat_tables(rewritten + ([insert.cast(ds.schema)] if insert is not None else []))
+            operation = lance.LanceOperation.Overwrite(schema, [f.metadata for f in clean] + self._fragments(ds, rows, next_id))
+        try:
+            return lance.LanceDataset.commit(
+                ds.uri, operation, read_version=ds.version, max_retries=0, storage_options=self.storage_options or None
+            ).version
+        except (OSError, ValueError, RuntimeError) as exc:
+            if is_conflict(exc) or "incompatible transaction" in str(exc).lower():
+                raise VersionMovedError(f"table changed after version {ds.version}: {str(exc).splitlines()[0][:200]}") from None
+            raise
+
+    def _fragments(self, ds: lance.LanceDataset, rows: pa.Table | None, first_id: int) -> list[FragmentMetadata]:
+        """Write `rows` as new data files of `ds` (pages of about `PAGE_BYTES`), numbered from `first_id`."""
+        if rows is None or rows.num_rows == 0:
+            return []
+        written = write_fragments(
+            _in_pages(rows), ds.uri, schema=ds.schema, data_storage_version=ds.data_storage_version, storage_options=self.storage_options or None
+        )
+        for offset, meta in enumerate(written):
+            meta.id = first_id + offset
+        return written
+
     # -- reads --------------------------------------------------------------------------------
 
     def read(
@@ -386,16 +484,27 @@ class Store:
 
     @contextlib.contextmanager
     def pin(self, name: str, version: int | None = None) -> Iterator[int]:
-        """Hold a version against cleanup while a reader uses it (a tag named `pin-…`)."""
+        """Hold a version against cleanup while a reader uses it (a tag named `pin-…`).
+
+        The tag lives in the store, so it holds against `cleanup` run on any machine: Lance's
+        cleanup skips tagged versions. A version that cleanup removed before the tag landed is
+        reported (`NotFoundError`), never read half-deleted.
+        """
         tag = f"{PIN_PREFIX}{datetime.now(timezone.utc):{PIN_TIME}}-{uuid.uuid4().hex[:8]}"
-        with self._file_lock(f"{validate_name(name)}.versions.lock"):  # never between cleanup's tag check and its deletes
-            ds = self._open(name, version)
-            ds.tags.create(tag, ds.version)
+        ds = self._open(name, version)
+        ds.tags.create(tag, ds.version)
+        try:
+            self._open(name, ds.version)  # still there once tagged: cleanup from now on skips it
+        except NotFoundError:
+            ds.tags.delete(tag)
+            raise
         try:
             yield ds.version
         finally:
-            with contextlib.suppress(Exception), self._file_lock(f"{name}.versions.lock"):
+            try:
                 ds.tags.delete(tag)  # tags belong to the table, not to the version `ds` reads
+            except (ValueError, OSError) as exc:  # e.g. cleanup dropped it as stale; the version is no longer held
+                _log.warning("could not release pin %s of table %r: %s", tag, name, exc)
 
     # -- maintenance --------------------------------------------------------------------------
 
@@ -426,11 +535,11 @@ class Store:
         cutoff = datetime.now(timezone.utc) - older_than
         out: dict[str, dict[str, int]] = {}
         for table in [name] if name else self.table_names():
-            with self._file_lock(f"{validate_name(table)}.versions.lock"):
-                pins = self._drop_stale_pins(table, stale_pins) if stale_pins is not None else 0
-                history = self.versions(table)
-                stale = [old.version for old, new in zip(history, history[1:]) if new.timestamp < cutoff and not old.tags]
-                stats = self._open(table).cleanup_old_versions(versions=stale, error_if_tagged_old_versions=False) if stale else None
+            pins = self._drop_stale_pins(validate_name(table), stale_pins) if stale_pins is not None else 0
+            history = self.versions(table)
+            stale = [old.version for old, new in zip(history, history[1:]) if new.timestamp < cutoff and not old.tags]
+            # Lance reads the tags again when it deletes: a pin taken since `history` was listed holds.
+            stats = self._open(table).cleanup_old_versions(versions=stale, error_if_tagged_old_versions=False) if stale else None
             out[table] = {
                 "bytes_removed": int(stats.bytes_removed) if stats else 0,
                 "versions_removed": int(stats.old_versions) if stats else 0,
@@ -440,7 +549,7 @@ class Store:
 
     def _drop_stale_pins(self, table: str, age: timedelta) -> int:
         """Delete pin tags taken more than `age` ago (pins without a time, from before pins carried
-        one, are kept); the caller holds the table's versions lock."""
+        one, are kept)."""
         ds = self._open(table)
         cutoff = datetime.now(timezone.utc) - age
         dropped = 0
@@ -453,10 +562,11 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """An exclusive cross-process lock on a table, for read-check-write sequences (budgets).
+        """An exclusive lock between the processes of ONE machine (a file lock).
 
         Local stores lock a file beside the tables; object stores lock a file in the user's cache
-        directory, which serialises the writers of one machine (see README: guarantees).
+        directory. It does not hold across machines: read-check-write sequences that must (budgets,
+        dedup) use `atomically`. GeRe distillation still takes it (see README: guarantees).
         """
         with self._file_lock(f"{validate_name(name)}.lock"):
             yield

@@ -127,13 +127,25 @@ def test_model_growth_cuts_to_fit_and_refusal_leaves_it(store) -> None:
     assert store.dataset("grow").version == version and store.exemplars("grow").settings.model_params == 290
 
 
-def test_rebalance_after_a_restore_returns_what_it_cut(store) -> None:
+def test_a_restore_brings_back_the_rows_with_the_settings_they_were_kept_under(store) -> None:
     buf = store.exemplars("rb", budget=20 * 16, selector="random")
     v = buf.add(0, np.zeros((20, 4, 4), np.uint8)).version
     buf.add(1, np.zeros((20, 4, 4), np.uint8))
-    store.restore("rb", v)  # class 0 back at 20 rows, yet the buffer has seen 2 classes
+    buf.configure(budget=10 * 16)
+    store.restore("rb", v)  # class 0 back at 20 rows, as it was kept when the buffer had seen one class
+    assert buf.budget()["per_class"] == {0: 20} and buf.settings.classes == (0,) and buf.settings.budget_bytes == 320
+    assert buf.rebalance().rows_cut == 0
+
+
+def test_rebalance_cuts_rows_written_around_the_buffer_and_returns_what_it_cut(store) -> None:
+    buf = store.exemplars("rb", budget=20 * 16, selector="random")
+    buf.add(0, np.zeros((20, 4, 4), np.uint8))
+    buf.add(1, np.zeros((20, 4, 4), np.uint8))
+    extra = store.read("rb", filter="class_id = 0").to_pydict()
+    extra.update(sample_id=[s + 100 for s in extra["sample_id"]], rank=[r + 10 for r in extra["rank"]])
+    store.append("rb", extra)  # a plain append bypasses the budget
     change = buf.rebalance()
-    assert change.cut == {0: 10} and change.bytes_freed == 160 and buf.budget()["per_class"] == {0: 10}
+    assert change.cut == {0: 10} and change.bytes_freed == 160 and buf.budget()["per_class"] == {0: 10, 1: 10}
     assert buf.rebalance().rows_cut == 0
 
 

@@ -1,10 +1,12 @@
 """An exemplar buffer: a class-incremental memory whose bytes, plus its model's, stay inside one budget.
 
 Rows live in a table named like the buffer (kind `exemplars`), so a buffer is versioned, tagged
-and restored on its own; its settings are a row of `exemplar_buffers`. Every change holds the
-buffer's lock for its read-plan-write, and commits the new rows and the cuts it implies as ONE
-Lance version (a merge that deletes what it does not keep), so no committed version is ever over
-budget, also with several writers.
+and restored on its own. Its settings (budget, model bytes, policy, classes seen) sit in that
+table's schema metadata, so every version carries the settings its rows were kept under; the
+`exemplar_buffers` table lists the buffers. Every change plans on one version and commits the new
+rows, the cuts and the settings as ONE Lance version that lands only if no other writer committed
+in between (`Store.atomically`; otherwise it plans again): no committed version is ever over
+budget, whichever processes or machines write the buffer.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
+import json
+
+import lance
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,7 +30,7 @@ from replaystore.exemplars.plan import plan_keep
 from replaystore.exemplars.policies import make_policy
 from replaystore.exemplars.samples import TOKENS, Encoded, as_numpy, decode_raw, decode_tokens, decode_vectors, encode_raw, encode_tokens
 from replaystore.exemplars.selectors import Candidates, Selector, make_selector
-from replaystore.store import Version, validate_name
+from replaystore.store import Edit, Version, validate_name
 
 if TYPE_CHECKING:
     from replaystore.store import Store
@@ -42,6 +47,7 @@ _DECIDES = {
     "count_buffers": ("model_bytes", "count_buffers"),
 }
 _MODEL_KEYS = ("model", "model_params", "model_dtype", "count_buffers")
+SETTINGS_KEY = "replaystore.buffer"  # schema metadata: the settings each version's rows were kept under
 
 
 @dataclass(frozen=True)
@@ -109,20 +115,26 @@ class ExemplarBuffer:
         """
         validate_name(name)
         cfg.check_names(settings)
-        with store.lock(name):
-            stored = _load(store, name)
-            if stored is None and not settings:
+        asked = cfg.build(name, **settings) if settings else None
+        if not store.exists(name):
+            if asked is None and _catalog(store, name) is None:
                 raise cfg.missing(name, store.uri)
-            asked = cfg.build(name, **settings) if settings else None
+            store.create_table(name, KIND)
+
+        def plan(ds: lance.LanceDataset) -> tuple[Edit | None, cfg.BufferSettings]:
+            stored = _stored(store, name, ds)
+            if stored is None and asked is None:
+                raise cfg.missing(name, store.uri)
             if stored is not None:
                 if asked is not None:
                     _refuse_differences(stored, asked, settings)
-                store.create_table(name, KIND)
-                return cls(store, stored)
+                return None, stored
             assert asked is not None
-            store.create_table(name, KIND)
-            _save(store, asked)
-            return cls(store, asked)
+            return _with(asked), asked
+
+        _, chosen = store.atomically(name, plan)
+        _save(store, chosen)
+        return cls(store, chosen)
 
     @staticmethod
     def names(store: Store) -> list[str]:
@@ -133,7 +145,7 @@ class ExemplarBuffer:
 
     def refresh(self) -> cfg.BufferSettings:
         """Re-read the settings (another process may have configured the buffer)."""
-        stored = _load(self.store, self.name)
+        stored = _stored(self.store, self.name, self.store.dataset(self.name))
         if stored is None:
             raise cfg.missing(self.name, self.store.uri)
         self.settings = stored
@@ -145,8 +157,9 @@ class ExemplarBuffer:
         With `on_over_budget='refuse'` a change that would evict rows is refused and nothing changes.
         """
         cfg.check_names(changes)
-        with self.store.lock(self.name):
-            old = self.refresh()
+
+        def plan(ds: lance.LanceDataset) -> tuple[Edit | None, tuple[cfg.BufferSettings, Change]]:
+            old = self._settings(ds)
             base: dict[str, Any] = {
                 "budget": old.budget_bytes, "policy": old.policy, "memory_per_class": old.memory_per_class,
                 "selector": old.selector, "seed": old.seed, "on_over_budget": old.on_over_budget,
@@ -160,10 +173,13 @@ class ExemplarBuffer:
                               model_dtype=old.model_dtype, count_buffers=old.count_buffers)
                 cfg.check_fits(new)
             new = replace(new, classes=old.classes)
-            change = self._cut_to_fit(new, refuse=new.on_over_budget == "refuse")
-            _save(self.store, new)
-            self.settings = new
-            return change
+            edit, change = self._cut_to_fit(ds, new, refuse=new.on_over_budget == "refuse")
+            return replace(edit or Edit(), metadata=_with(new).metadata), (new, change)
+
+        version, (new, change) = self.store.atomically(self.name, plan)
+        _save(self.store, new)
+        self.settings = new
+        return replace(change, version=version)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -189,37 +205,44 @@ class ExemplarBuffer:
         n = len(encoded.nbytes)
         feats = None if features is None else _features(features, n)
         ids = None if sample_ids is None else _ids(sample_ids, n)
-        with self.store.lock(self.name):
-            s = self.refresh()
-            s = _learn_shape(s, encoded)
+
+        def plan(ds: lance.LanceDataset) -> tuple[Edit | None, tuple[cfg.BufferSettings, Change]]:
+            stored = self._settings(ds)
+            s = _learn_shape(stored, encoded)
             selector = make_selector(s.selector, s.seed)
             if selector.needs_features and feats is None:
                 raise ValidationError("features", f"selector '{s.selector}' ranks by features: pass an (N, D) array")
-            current = self.store.read(self.name, columns=_PLAN_COLUMNS)
-            if ids is None:
+            current = ds.to_table(columns=_PLAN_COLUMNS)
+            chosen_ids = ids
+            if chosen_ids is None:
                 start = int(pc.max(current["sample_id"]).as_py()) + 1 if current.num_rows else 0
-                ids = np.arange(start, start + n, dtype=np.int64)
+                chosen_ids = np.arange(start, start + n, dtype=np.int64)
             new_rows = schemas.conform(
-                {**encoded.columns, "buffer": pa.repeat(pa.scalar(self.name), n), "sample_id": ids,
+                {**encoded.columns, "buffer": pa.repeat(pa.scalar(self.name), n), "sample_id": chosen_ids,
                  "class_id": np.full(n, class_id, dtype=np.int64), "task_id": np.full(n, task_id, dtype=np.int64),
                  **({} if feats is None else {"features": feats}), "rank": np.arange(1, n + 1, dtype=np.int32), "nbytes": encoded.nbytes},
-                self.store.schema(self.name),
+                ds.schema,
             )
             classes = tuple(sorted({*s.classes, *np.unique(current["class_id"].to_numpy()).tolist(), class_id}))
             s = replace(s, classes=classes)
-            change = self._offer(s, current, class_id, new_rows, selector)
-            if s != self.settings:
-                _save(self.store, s)
-                self.settings = s
-            return change
+            edit, change = self._offer(ds, s, current, class_id, new_rows, selector)
+            if s != stored:
+                edit = replace(edit or Edit(), metadata=_with(s).metadata)
+            return edit, (s, change)
+
+        version, (s, change) = self.store.atomically(self.name, plan)
+        if s != self.settings:
+            _save(self.store, s)
+            self.settings = s
+        return replace(change, version=version)
 
     def rebalance(self) -> Change:
         """Cut the buffer back inside its policy and budget (after a restore, or a model that grew).
 
         Always evicts the lowest-ranked rows, whatever `on_over_budget` says: that is its job.
         """
-        with self.store.lock(self.name):
-            return self._cut_to_fit(self.refresh(), refuse=False)
+        version, change = self.store.atomically(self.name, lambda ds: self._cut_to_fit(ds, self._settings(ds), refuse=False))
+        return replace(change, version=version)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -244,8 +267,8 @@ class ExemplarBuffer:
 
     def budget(self) -> dict[str, Any]:
         """Budget report: total, model, exemplar and free bytes, the model's worth in exemplars, per-class counts, bytes on disk."""
-        s = self.refresh()
         ds = self.store.dataset(self.name)
+        s = self.settings = self._settings(ds)
         rows = ds.to_table(columns=["class_id", "nbytes"])
         used = int(pc.sum(rows["nbytes"]).as_py() or 0)
         counts = rows.group_by("class_id").aggregate([("class_id", "count")]).sort_by("class_id")
@@ -272,9 +295,17 @@ class ExemplarBuffer:
 
     # -- planning and committing -------------------------------------------------------------
 
-    def _offer(self, s: cfg.BufferSettings, current: pa.Table, class_id: int, new_rows: pa.Table, selector: Selector) -> Change:
-        """Rank class `class_id`'s kept rows together with the new ones, plan, and commit in one version."""
-        kept_before = self.store.read(self.name, filter=f"class_id = {class_id}").sort_by("rank")
+    def _settings(self, ds: lance.LanceDataset) -> cfg.BufferSettings:
+        stored = _stored(self.store, self.name, ds)
+        if stored is None:
+            raise cfg.missing(self.name, self.store.uri)
+        return stored
+
+    def _offer(
+        self, ds: lance.LanceDataset, s: cfg.BufferSettings, current: pa.Table, class_id: int, new_rows: pa.Table, selector: Selector
+    ) -> tuple[Edit | None, Change]:
+        """Rank class `class_id`'s kept rows (as of `ds`) together with the new ones and plan one edit."""
+        kept_before = ds.to_table(filter=f"class_id = {class_id}").sort_by("rank")
         fresh = pc.is_in(kept_before["sample_id"], value_set=new_rows["sample_id"])
         kept_before = kept_before.filter(pc.invert(fresh))  # an id offered again is replaced by the new offer
         if selector.needs_features and kept_before["features"].null_count:
@@ -305,16 +336,14 @@ class ExemplarBuffer:
             cut[class_id] = dropped
             freed += int(pc.sum(mine["nbytes"]).as_py() or 0) - int(nbytes[old].sum())
         if not len(new) and not cut and np.array_equal(chosen, np.arange(len(kept_before))):
-            return Change(self.store.dataset(self.name).version)  # nothing kept, nothing cut: no empty version
-        replaced = _any([f"class_id = {class_id}", *predicates])
-        if len(source):
-            version = self.store.merge(self.name, source, on=KEY, delete_unmatched=replaced)
-        else:
-            version = self.store.delete(self.name, replaced)
-        return Change(version, len(new), int(nbytes[new].sum()), cut, freed)
+            return None, Change(ds.version)  # nothing kept, nothing cut: no empty version
+        # The class's rows are replaced by its new ranking, and the cut classes lose their tails.
+        edit = Edit(delete=_any([f"class_id = {class_id}", *predicates]), insert=source)
+        return edit, Change(ds.version, len(new), int(nbytes[new].sum()), cut, freed)
 
-    def _cut_to_fit(self, s: cfg.BufferSettings, refuse: bool) -> Change:
-        current = self.store.read(self.name, columns=_PLAN_COLUMNS)
+    def _cut_to_fit(self, ds: lance.LanceDataset, s: cfg.BufferSettings, refuse: bool) -> tuple[Edit | None, Change]:
+        """Plan the cuts that bring the rows of `ds` inside the policy and budget of `s`."""
+        current = ds.to_table(columns=_PLAN_COLUMNS)
         classes = len({*s.classes, *np.unique(current["class_id"].to_numpy()).tolist()})
         quota = make_policy(s.policy, s.memory_per_class).quota(s.exemplar_bytes, classes)
         plan = plan_keep(current["class_id"].to_numpy(), current["rank"].to_numpy(), current["nbytes"].to_numpy(), quota, s.exemplar_bytes)
@@ -323,8 +352,8 @@ class ExemplarBuffer:
             self._refuse_if_over(s, used, used, "this change")
         cut, freed, predicates = _cuts(current, plan.keep)
         if not predicates:
-            return Change(self.store.dataset(self.name).version)
-        return Change(self.store.delete(self.name, _any(predicates)), cut=cut, bytes_freed=freed)
+            return None, Change(ds.version)
+        return Edit(delete=_any(predicates)), Change(ds.version, cut=cut, bytes_freed=freed)
 
     def _refuse_if_over(self, s: cfg.BufferSettings, used: int, requested: int, what: str) -> None:
         """With on_over_budget='refuse', a write whose rows would not fit raises instead of evicting."""
@@ -366,7 +395,19 @@ def _selection_size(n: int, nbytes: np.ndarray, rows: int | None, byte_limits: l
     return k
 
 
-def _load(store: Store, name: str) -> cfg.BufferSettings | None:
+def _stored(store: Store, name: str, ds: lance.LanceDataset) -> cfg.BufferSettings | None:
+    """The settings committed with version `ds` (buffers written before settings moved into their
+    table: the `exemplar_buffers` row, until their next change commits them here)."""
+    raw = (ds.schema.metadata or {}).get(SETTINGS_KEY.encode())
+    return cfg.from_row(json.loads(raw)) if raw is not None else _catalog(store, name)
+
+
+def _with(settings: cfg.BufferSettings) -> Edit:
+    """An edit that commits `settings` with the buffer's rows."""
+    return Edit(metadata={SETTINGS_KEY: json.dumps({k: v[0] for k, v in settings.row().items()}, sort_keys=True)})
+
+
+def _catalog(store: Store, name: str) -> cfg.BufferSettings | None:
     if not store.exists(cfg.SETTINGS_TABLE):
         return None
     rows = store.read(cfg.SETTINGS_TABLE, filter=f"buffer = '{name}'").to_pylist()
@@ -374,6 +415,9 @@ def _load(store: Store, name: str) -> cfg.BufferSettings | None:
 
 
 def _save(store: Store, settings: cfg.BufferSettings) -> None:
+    """List the buffer (with its latest settings) in `exemplar_buffers`, for `names()` and reports."""
+    if _catalog(store, settings.buffer) == settings:
+        return
     store.create_table(cfg.SETTINGS_TABLE)
     store.merge(cfg.SETTINGS_TABLE, settings.row(), on="buffer")
 

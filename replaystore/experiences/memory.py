@@ -1,10 +1,11 @@
 """ReMe procedural memory in a store table: add with dedup, retrieve, count uses, refine, distill.
 
 Every operation is a Store write (validated against `schemas/experiences.json`, retried on commit
-conflicts). Read-check-write sequences (dedup before an add, existence before a counter update,
-the refine rule) hold `store.lock(table)` so concurrent processes neither add the same lesson
-twice nor lose an increment. Vector search goes through pylance, text and hybrid search through
-LanceDB, on the same table.
+conflicts). An add plans its dedup on one version and commits only onto that version
+(`Store.atomically`), so concurrent processes, on any machine, never add the same lesson twice;
+counters and the refine rule are single Lance updates, which Lance re-applies to the latest
+version on a conflict, so no increment is lost. Vector search goes through pylance, text and
+hybrid search through LanceDB, on the same table.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from replaystore.experiences import index as indexes
 from replaystore.experiences.embedder import Embedder, default_embedder
 from replaystore.experiences.extractors import Extractor, RuleExtractor, as_trajectory, group
 from replaystore.experiences.sql import check_predicate, in_list, increments, literal
-from replaystore.store import Store
+from replaystore.store import Edit, Store
 
 MODES = ("vector", "text", "hybrid")
 HIDDEN = ("embedding", "dedup_embedding")
@@ -172,11 +173,15 @@ class ExperienceMemory:
             return AddReport()
         table = self._prepare(rows, workspace)
         dedup = table["dedup_embedding"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, self.embedder.dim)
-        with self.store.lock(self.table):
-            skipped = self._duplicates(table, dedup)
+
+        def plan(_: Any) -> tuple[Edit | None, tuple[list[Skipped], np.ndarray]]:
+            skipped = self._duplicates(table, dedup)  # LanceDB sees the latest version: the one planned on, or a newer one that refuses the commit
             keep = np.ones(len(rows), dtype=bool)
             keep[[s.index for s in skipped]] = False
-            version = self.store.append(self.table, table.filter(pa.array(keep))) if keep.any() else None
+            return (Edit(insert=table.filter(pa.array(keep))) if keep.any() else None), (skipped, keep)
+
+        committed, (skipped, keep) = self.store.atomically(self.table, plan)
+        version = committed if keep.any() else None
         added = [i for i, k in zip(table["experience_id"].to_pylist(), keep) if k]
         return AddReport(added, skipped, version)
 
@@ -453,11 +458,8 @@ class ExperienceMemory:
 
     def _increment(self, column: str, counts: Counter[str]) -> int:
         """Add per-id counts to `column` in one update, after checking every id exists."""
-        with self.store.lock(self.table):
-            ids = self._require(counts)
-            return self.store.update(
-                self.table, {column: increments(column, "experience_id", counts), "updated_at": NOW}, where=in_list("experience_id", ids)
-            )
+        ids = self._require(counts)
+        return self.store.update(self.table, {column: increments(column, "experience_id", counts), "updated_at": NOW}, where=in_list("experience_id", ids))
 
     def record_use(self, ids: Sequence[str], helpful: bool | Sequence[bool] = True) -> int | None:
         """Count uses of retrieved experiences: `utility += 1` per helpful use, in one write.
@@ -492,17 +494,15 @@ class ExperienceMemory:
         )
         if workspace is not None:
             rule += f" AND workspace = {literal(_check_workspace(workspace))}"
-        with self.store.lock(self.table):
-            archived = self.store.read(self.table, columns=["experience_id", "workspace", "freq", "utility"], filter=rule)
-            if archived.num_rows:
-                self.store.update(self.table, {"status": "'archived'", "updated_at": NOW}, where=rule)
+        archived = self.store.read(self.table, columns=["experience_id", "workspace", "freq", "utility"], filter=rule)
+        if archived.num_rows:
+            self.store.update(self.table, {"status": "'archived'", "updated_at": NOW}, where=rule)
         return archived
 
     def restore(self, ids: Sequence[str]) -> int:
         """Make archived experiences active again (unknown ids raise `NotFoundError`)."""
-        with self.store.lock(self.table):
-            ids = self._require(_check_ids(ids))
-            return self.store.update(self.table, {"status": "'active'", "updated_at": NOW}, where=in_list("experience_id", ids))
+        ids = self._require(_check_ids(ids))
+        return self.store.update(self.table, {"status": "'active'", "updated_at": NOW}, where=in_list("experience_id", ids))
 
     # -- distill, index, reads ----------------------------------------------------------------
 

@@ -14,13 +14,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import lance
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from replaystore.errors import ValidationError
-from replaystore.store import Store
+from replaystore.store import Edit, Store
 
 SAMPLES_TABLE = "general_samples"
 DEFAULT_MAX_LENGTH = 563
@@ -95,7 +96,7 @@ def ingest(
     """Add general texts to `table`, skipping any whose content hash is already there.
 
     Returns `{"added", "skipped", "read", "version"}`. Every text is checked before anything is
-    written; then each chunk of `chunk_size` texts is one insert-only merge on `content_hash`, so
+    written; then each chunk of `chunk_size` texts is one insert of its new texts, committed onto the version it checked, so
     concurrent ingesters never store a text twice.
     """
     if not isinstance(source, str) or not source.strip():
@@ -109,11 +110,8 @@ def ingest(
     added = 0
     for start in range(0, len(every), chunk_size):
         rows = _rows(every[start : start + chunk_size], source, tokenizer, max_length)
-        with store.lock(table):
-            fresh = _not_stored(store, table, rows)
-            if len(fresh):
-                store.merge(table, fresh, on="content_hash", update=False)
-        added += len(fresh)
+        _, fresh = store.atomically(table, lambda ds, rows=rows: _unstored(ds, rows))
+        added += fresh
     return {"added": added, "skipped": len(every) - added, "read": len(every), "version": store.dataset(table).version}
 
 
@@ -138,9 +136,12 @@ def _rows(chunk: list[str], source: str, tokenizer: Any, max_length: int) -> pa.
     )
 
 
-def _not_stored(store: Store, table: str, rows: pa.Table) -> pa.Table:
-    stored = store.read(table, columns=["content_hash"]).column("content_hash")
-    return rows.filter(pc.invert(pc.is_in(rows.column("content_hash"), value_set=stored.combine_chunks())))
+def _unstored(ds: lance.LanceDataset, rows: pa.Table) -> tuple[Edit | None, int]:
+    """An insert of the rows whose text is not in version `ds` (committed onto `ds` only, so two
+    ingesters on any machines never store a text twice), and how many they are."""
+    stored = ds.to_table(columns=["content_hash"]).column("content_hash")
+    fresh = rows.filter(pc.invert(pc.is_in(rows.column("content_hash"), value_set=stored.combine_chunks())))
+    return (Edit(insert=fresh) if fresh.num_rows else None), fresh.num_rows
 
 
 def read_samples(store: Store, sample_ids: list[str] | None = None, table: str = SAMPLES_TABLE) -> pa.Table:
