@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import lance
+import numpy as np
 import pyarrow as pa
 from lance.fragment import FragmentMetadata, write_fragments
 from lance.schema import LanceSchema
@@ -384,18 +385,22 @@ class Store:
             schema = schema.with_metadata({**{k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}, **edit.metadata})
         lance_schema = LanceSchema.from_pyarrow(schema)
         fragments = ds.get_fragments()
-        with _named("delete"):
-            hits = {f.fragment_id: f.count_rows(edit.delete) for f in fragments} if edit.delete else {}
+        hits: dict[int, int] = {}
+        if edit.delete is not None:
+            with _named("delete"):  # row addresses from a dataset scan: fragment id in the high 32 bits
+                addresses = ds.to_table(columns=[], filter=edit.delete, with_row_address=True)["_rowaddr"].to_numpy()
+            ids, counts = np.unique(addresses >> 32, return_counts=True)
+            hits = dict(zip(ids.tolist(), counts.tolist()))
         next_id = max((f.fragment_id for f in fragments), default=-1) + 1
         operation: lance.LanceOperation.BaseOperation
-        if edit.delete is None or all(hits[f.fragment_id] < f.count_rows() for f in fragments):
-            kept = [f.delete(edit.delete) if edit.delete and hits[f.fragment_id] else f.metadata for f in fragments]
+        if all(hits.get(f.fragment_id, 0) < f.count_rows() for f in fragments):
+            kept = [f.delete(edit.delete) if edit.delete and f.fragment_id in hits else f.metadata for f in fragments]
             operation = lance.LanceOperation.Merge([*kept, *self._fragments(ds, insert, next_id)], lance_schema)
         else:
-            clean = [f for f in fragments if not hits[f.fragment_id] and f.metadata.deletion_file is None]
-            ids = {f.fragment_id for f in clean}
-            rewritten = [f.to_table(filter=f"({edit.delete}) IS NOT TRUE").cast(ds.schema) for f in fragments if f.fragment_id not in ids]
-            rows = pa.concat_tables(rewritten + ([insert.cast(ds.schema)] if insert is not None else []))
+            clean = [f for f in fragments if f.fragment_id not in hits and f.metadata.deletion_file is None]
+            rewrite = [f for f in fragments if f not in clean]
+            survivors = ds.scanner(filter=f"({edit.delete}) IS NOT TRUE", fragments=rewrite).to_table().cast(ds.schema)
+            rows = pa.concat_tables([survivors, *([insert.cast(ds.schema)] if insert is not None else [])])
             operation = lance.LanceOperation.Overwrite(schema, [f.metadata for f in clean] + self._fragments(ds, rows, next_id))
         try:
             return lance.LanceDataset.commit(

@@ -13,8 +13,9 @@ import pyarrow as pa
 import pytest
 
 import replaystore
+
 from replaystore import schemas
-from replaystore.store import PAGE_BYTES
+from replaystore.store import PAGE_BYTES, Edit
 from replaystore.errors import NotFoundError, StoreURIError, TableNameError, ValidationError
 
 
@@ -257,3 +258,52 @@ def test_a_table_keeps_the_file_format_its_schema_file_names(store: replaystore.
     assert ds.data_storage_version == schemas.load_spec("experiences").data_storage_version == "2.1"
     assert {(f.file_major_version, f.file_minor_version) for frag in ds.get_fragments() for f in frag.metadata.files} == {(2, 1)}
     assert store.count("experiences") == 3
+
+
+def _exemplar_rows(ids: list[int], class_id: int = 0) -> dict:
+    n = len(ids)
+    return {"buffer": ["b"] * n, "sample_id": ids, "class_id": [class_id] * n, "task_id": [0] * n, "rank": list(range(1, n + 1)), "nbytes": [64] * n}
+
+
+def test_atomically_commits_cuts_inserts_and_metadata_as_one_version_keeping_indexes(store) -> None:
+    store.append("t", _exemplar_rows([1, 2, 3]), kind="exemplars")
+    store.append("t", _exemplar_rows([4, 5], class_id=1))
+    store.dataset("t").create_scalar_index("sample_id", "BTREE")
+    before = store.dataset("t").version
+    version, result = store.atomically("t", lambda ds: (Edit(delete="rank > 1", insert=pa.table(_exemplar_rows([9], 2)), metadata={"k": "v"}), ds.version))
+    assert result == before and version == before + 1
+    assert sorted(store.read("t")["sample_id"].to_pylist()) == [1, 4, 9]
+    assert store.schema("t").metadata[b"k"] == b"v" and store.dataset("t").describe_indices()
+
+
+def test_atomically_rewrites_a_fragment_it_empties(store) -> None:
+    store.append("t", _exemplar_rows([1, 2]), kind="exemplars")
+    store.append("t", _exemplar_rows([3, 4], class_id=1))
+    store.atomically("t", lambda ds: (Edit(delete="class_id = 0 OR sample_id = 4"), None))
+    assert store.read("t")["sample_id"].to_pylist() == [3]
+
+
+def test_atomically_plans_again_when_another_writer_committed_in_between(store) -> None:
+    store.append("t", _exemplar_rows([1]), kind="exemplars")
+    seen: list[int] = []
+
+    def plan(ds):
+        seen.append(ds.count_rows())
+        if len(seen) == 1:
+            store.append("t", _exemplar_rows([2]))  # lands after this plan read its version
+        return Edit(insert=pa.table(_exemplar_rows([100 + len(seen)]))), None
+
+    store.atomically("t", plan)
+    assert seen == [1, 2] and sorted(store.read("t")["sample_id"].to_pylist()) == [1, 2, 102]
+
+
+def test_a_plan_that_raises_writes_nothing(store) -> None:
+    store.append("t", _exemplar_rows([1]), kind="exemplars")
+    versions = store.versions("t")
+
+    def refuse(ds):
+        raise ValidationError("budget", "over")
+
+    with pytest.raises(ValidationError):
+        store.atomically("t", refuse)
+    assert store.versions("t") == versions
