@@ -13,7 +13,6 @@ import pyarrow as pa
 import pytest
 
 import replaystore
-
 from replaystore import schemas
 from replaystore.store import PAGE_BYTES, Edit
 from replaystore.errors import NotFoundError, StoreURIError, TableNameError, ValidationError
