@@ -200,7 +200,7 @@ def _pin_if_allowed(store: Store, table: str, version: int) -> Iterator[int]:
                 raise
             log.warning(
                 "could not pin %s version %d in %s (the storage refused the pin's tag: read-only credentials?); "
-                "reading it unpinned, so cleanup may delete it mid-epoch (pass Source(..., pin=False) to skip the attempt)",
+                "reading it unpinned: the version is not protected from cleanup during the epoch (Source(..., pin=False) skips the attempt)",
                 table, version, store.uri,
             )  # fmt: skip
         yield version
