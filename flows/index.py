@@ -1,5 +1,6 @@
-"""The index flow: schema migrations first (reads never migrate, so the scheduled maintenance does), scalar indexes on the columns queries filter by, kept current as data arrives;
-experiences' full-text and vector indexes; curriculum scores and orderings for a source.
+"""The index flow: schema migrations first (reads never migrate, so this scheduled maintenance does);
+scalar indexes on the columns queries filter by, kept current as data arrives; experiences'
+full-text and vector indexes; curriculum scores and orderings for a source.
 
 A new scalar index is built once; later runs only add the rows appended since (`optimize_indices`),
 so the hourly schedule costs little when nothing changed. Experiences get theirs from
