@@ -1,5 +1,6 @@
-"""The index flow: scalar indexes on the columns queries filter by, kept current as data arrives;
-experiences' full-text and vector indexes; curriculum scores and orderings for a source.
+"""The index flow: schema migrations first (reads never migrate, so this scheduled maintenance does);
+scalar indexes on the columns queries filter by, kept current as data arrives; experiences'
+full-text and vector indexes; curriculum scores and orderings for a source.
 
 A new scalar index is built once; later runs only add the rows appended since (`optimize_indices`),
 so the hourly schedule costs little when nothing changed. Experiences get theirs from
@@ -39,6 +40,19 @@ SCALAR_INDEXES: dict[str, dict[str, IndexType]] = {
     "priorities": {"sample_id": "BTREE", "source": "BITMAP"},
     "task_samples": {"sample_id": "BTREE", "task_id": "BITMAP", "class_id": "BITMAP"},
 }
+
+
+@store_task
+def migrate(store: Store, tables: list[str]) -> list[dict[str, Any]]:
+    """Add the columns newer schema files define to `tables` (nothing written for current ones)."""
+    logger = get_run_logger()
+    rows = []
+    for table in tables:
+        m = store.migrate(table)[table]
+        if m.schema_before != m.schema_after:
+            logger.info("%s: migrated schema v%d -> v%d (added %s)", table, m.schema_before, m.schema_after, ", ".join(m.added) or "no columns")
+            rows.append({"table": table, "from": m.schema_before, "to": m.schema_after, "added": ", ".join(m.added)})
+    return rows
 
 
 def _ensure_index(store: Store, table: str, column: str, index_type: IndexType) -> str:
@@ -128,10 +142,13 @@ def index(
         existing_tables(store, [curriculum.source])
         if curriculum.column not in store.schema(curriculum.source).names:
             raise ValidationError("curriculum.column", f"source '{curriculum.source}' has no column '{curriculum.column}'")
+    migrated = migrate(store, names)
     indexed = [t for t in names if store.kind(t) in SCALAR_INDEXES]
     summary = {
         "scalar indexes": [row for table in with_progress(indexed, "scalar indexes") for row in scalar_indexes(store, table)]
     }
+    if migrated:
+        summary["migrations"] = migrated
     experience_tables = [t for t in names if store.kind(t) == "experiences"]
     if experience_tables:
         summary["experiences"] = [experience_indexes(store, t, min_vector_rows) for t in experience_tables]

@@ -45,3 +45,14 @@ class CommitConflictError(ReplayStoreError):
 
 class BudgetExceededError(ReplayStoreError):
     """A write would leave a byte-budgeted buffer over its budget."""
+
+
+class SchemaOutdatedError(ReplayStoreError):
+    """A table's stored schema is older than this replaystore's and lacks columns a read or write needs.
+
+    Nothing migrates implicitly (readers never write): the message names the command that does.
+    """
+
+
+class ReadOnlyError(ReplayStoreError, PermissionError):
+    """The object store refused a write (read-only credentials); nothing was committed."""

@@ -27,6 +27,15 @@ def is_conflict(exc: BaseException) -> bool:
     )
 
 
+def is_denied(exc: BaseException) -> bool:
+    """The storage refused an operation for lack of rights (an S3 403, a read-only file system):
+    Lance reports it as an OSError (or ValueError) whose text says so."""
+    text = str(exc)
+    return isinstance(exc, (OSError, ValueError)) and any(
+        mark in text for mark in ("lacked the necessary privileges", "AccessDenied", "403 Forbidden", "Permission denied")
+    )
+
+
 def with_retries(write: Callable[[], T], attempts: int = MAX_ATTEMPTS) -> T:
     """Run `write`, retrying conflicts with exponential backoff and full jitter.
 

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import lance
 import numpy as np
@@ -27,8 +27,16 @@ from lance.fragment import FragmentMetadata, write_fragments
 from lance.schema import LanceSchema
 
 from replaystore import schemas
-from replaystore.errors import CommitConflictError, NotFoundError, StoreURIError, TableNameError, ValidationError
-from replaystore.retry import MAX_ATTEMPTS, backoff, is_conflict, with_retries
+from replaystore.errors import (
+    CommitConflictError,
+    NotFoundError,
+    ReadOnlyError,
+    SchemaOutdatedError,
+    StoreURIError,
+    TableNameError,
+    ValidationError,
+)
+from replaystore.retry import MAX_ATTEMPTS, backoff, is_conflict, is_denied, with_retries
 
 T = TypeVar("T")
 
@@ -114,6 +122,46 @@ class VersionMovedError(CommitConflictError):
     """Another writer committed after the version an edit was planned on: plan again."""
 
 
+@dataclass(frozen=True)
+class SchemaGap:
+    """How far a table's stored schema is behind its kind's schema file (`Store.migrate` closes it)."""
+
+    table: str
+    stored: int
+    current: int
+    missing: tuple[str, ...]  # columns the schema file has and the table lacks
+
+    def error(self) -> SchemaOutdatedError:
+        adds = f" (adds columns {', '.join(self.missing)})" if self.missing else ""
+        return SchemaOutdatedError(
+            f"table '{self.table}' has schema v{self.stored}, this replaystore needs v{self.current}{adds}: "
+            f"run 'replaystore migrate {self.table}' (or Store.migrate('{self.table}'))"
+        )
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What `Store.migrate` did to one table: its schema version before and after, the columns it
+    added, and the table's (Lance) version after; before == after means nothing was written."""
+
+    table: str
+    schema_before: int
+    schema_after: int
+    added: tuple[str, ...]
+    version: int
+
+
+_MISSING_COLUMN = (re.compile(r"No field named ([^\s.,]+)"), re.compile(r'unable to find column "([^"]+)"'))
+
+
+def missing_column(message: str) -> str | None:
+    """The column a Lance ("No field named x") or Polars ("unable to find column") error says is absent."""
+    for pattern in _MISSING_COLUMN:
+        if m := pattern.search(message):
+            return m.group(1)
+    return None
+
+
 PAGE_BYTES = 4 * 1024 * 1024  # about what one page of a column holds in the data files writes leave
 
 
@@ -169,23 +217,27 @@ class Store:
         kind = kind or name
         spec = schemas.load_spec(kind)
         schema = spec.arrow_schema(params)
-        uri = self.table_uri(name)
         try:
-            ds = lance.write_dataset(
-                schema.empty_table(),
-                uri,
-                mode="create",
-                data_storage_version=spec.data_storage_version,  # appends and compactions keep it
-                storage_options=self.storage_options or None,
-            )
-            return ds.version
-        except OSError as exc:
-            if "already exists" not in str(exc).lower():
-                raise
-        existing = self.kind(name)
+            ds = self._open(name)  # an existing table is only read: opening with read-only credentials works
+        except NotFoundError:
+            try:
+                return lance.write_dataset(
+                    schema.empty_table(),
+                    self.table_uri(name),
+                    mode="create",
+                    data_storage_version=spec.data_storage_version,  # appends and compactions keep it
+                    storage_options=self.storage_options or None,
+                ).version
+            except OSError as exc:
+                if is_denied(exc):
+                    raise self._denied(name) from None
+                if "already exists" not in str(exc).lower():
+                    raise
+            ds = self._open(name)  # a concurrent creator won the race
+        existing = schemas.kind_of(ds.schema)
         if existing != kind:
             raise ValidationError("table name", f"table '{name}' already exists with kind '{existing}', not '{kind}'")
-        return self.dataset(name).version
+        return ds.version
 
     def drop(self, name: str) -> None:
         """Delete a table and all its versions."""
@@ -215,22 +267,78 @@ class Store:
     def dataset(self, name: str, version: Version | None = None) -> lance.LanceDataset:
         """The Lance dataset of a table, at `version` (number or tag) or the latest.
 
-        Opening the latest version migrates the table in place when its schema file gained
-        nullable (or defaulted) columns since the table was written.
+        Never writes: a table whose stored schema is older than this code's opens as stored, so a
+        reader with read-only credentials works; `migrate` brings it up to date.
         """
-        ds = self._open(name, version)
-        if version is None:
-            ds = self._migrate(name, ds)
-        return ds
+        return self._open(name, version)
+
+    # -- schema versions ----------------------------------------------------------------------
+
+    def schema_gap(self, name: str, ds: lance.LanceDataset | None = None) -> SchemaGap | None:
+        """How the latest stored schema of `name` (or `ds`'s) falls behind its kind's schema file;
+        None when it is current (or the table has no kind)."""
+        ds = ds if ds is not None else self._open(name)
+        kind = schemas.kind_of(ds.schema)
+        if kind is None:
+            return None
+        spec = schemas.load_spec(kind)
+        stored = _schema_version(ds.schema)
+        if stored >= spec.schema_version:
+            return None
+        target = spec.arrow_schema(schemas.params_of(ds.schema))
+        return SchemaGap(name, stored, spec.schema_version, tuple(f.name for f in target if ds.schema.get_field_index(f.name) < 0))
+
+    def require_columns(self, name: str, columns: Iterable[str], ds: lance.LanceDataset | None = None) -> None:
+        """Refuse, in one line naming `replaystore migrate`, a read of the latest version that needs
+        columns `name` lacks only because its stored schema is older than this code's. Other absent
+        columns are left to the caller's own error (an unknown column is not a migration's business)."""
+        ds = ds if ds is not None else self._open(name)
+        absent = {c for c in columns if ds.schema.get_field_index(c) < 0}
+        if not absent:
+            return
+        gap = self.schema_gap(name, ds)
+        if gap is not None and absent & set(gap.missing):
+            raise gap.error()
+
+    @contextlib.contextmanager
+    def _reading(self, name: str, ds: lance.LanceDataset, latest: bool) -> Iterator[None]:
+        """A read of the latest version that failed on a column the table lacks because its schema
+        is older says so and names the migrate command; checked only when a read fails."""
+        try:
+            yield
+        except (ValueError, OSError) as exc:
+            column = missing_column(str(exc))
+            if latest and column is not None:
+                self.require_columns(name, [column], ds)
+            raise
+
+    def _check_writable(self, name: str, ds: lance.LanceDataset) -> None:
+        """Writes wait for an explicit `migrate` when the table lacks columns of this code's schema:
+        migrating implicitly would make every writer a schema changer (and rows would lack them)."""
+        gap = self.schema_gap(name, ds)
+        if gap is not None and gap.missing:
+            raise gap.error()
+
+    def migrate(self, name: str | None = None) -> dict[str, Migration]:
+        """Bring one table (all when `name` is None) up to this code's schema files: add the columns
+        its kind gained since it was written (nullable or defaulted ones; defaults filled) and record
+        the new schema version. The only place a table's schema changes: reads never migrate.
+        Current tables get no new version; a missing required column is refused (migrate it by hand)."""
+        out: dict[str, Migration] = {}
+        for table in [name] if name else self.table_names():
+            ds = self._open(table)
+            gap = self.schema_gap(table, ds)
+            if gap is None:
+                stored = _schema_version(ds.schema)
+                out[table] = Migration(table, stored, stored, (), ds.version)
+                continue
+            out[table] = Migration(table, gap.stored, gap.current, gap.missing, self._migrate(table, ds).version)
+        return out
 
     def _migrate(self, name: str, ds: lance.LanceDataset) -> lance.LanceDataset:
         kind = schemas.kind_of(ds.schema)
-        if kind is None:
-            return ds
+        assert kind is not None  # only tables with a schema gap come here, and those have a kind
         spec = schemas.load_spec(kind)
-        stored = int((ds.schema.metadata or {}).get(schemas.VERSION_KEY, b"0"))
-        if stored >= spec.schema_version:
-            return ds
         target = spec.arrow_schema(schemas.params_of(ds.schema))
         missing = [f for f in target if ds.schema.get_field_index(f.name) < 0]
         for f in missing:
@@ -254,7 +362,21 @@ class Store:
             current.update_schema_metadata({k.decode(): v.decode() for k, v in meta.items()})
             return self._open(name)
 
-        return with_retries(apply)
+        return self._commit(name, apply)
+
+    def _commit(self, name: str, write: Callable[[], T]) -> T:
+        """`with_retries`, with a refusal by the storage (read-only credentials) said in one line."""
+        try:
+            return with_retries(write)
+        except (OSError, ValueError) as exc:
+            if not is_denied(exc):
+                raise
+            raise self._denied(name) from None
+
+    def _denied(self, name: str) -> ReadOnlyError:
+        return ReadOnlyError(
+            f"cannot write table '{name}' in {self.uri}: the storage denied it (read-only credentials?); nothing was committed"
+        )
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -267,6 +389,7 @@ class Store:
         if not self.exists(name):
             self.create_table(name, kind, params)
         ds = self.dataset(name)
+        self._check_writable(name, ds)
         table = schemas.conform(data, ds.schema)
         if table.num_rows == 0:
             return ds.version
@@ -276,7 +399,7 @@ class Store:
                 _in_pages(table), self.table_uri(name), mode="append", storage_options=self.storage_options or None
             ).version
 
-        return with_retries(write)
+        return self._commit(name, write)
 
     def merge(
         self,
@@ -294,6 +417,7 @@ class Store:
         that are not in `data`: replacing a whole group of rows (one ordering) atomically.
         """
         ds = self.dataset(name)
+        self._check_writable(name, ds)
         table = schemas.conform(data, ds.schema)
         if table.num_rows == 0:
             return ds.version
@@ -309,11 +433,12 @@ class Store:
             builder.execute(table)
             return self._open(name).version
 
-        return with_retries(write)
+        return self._commit(name, write)
 
     def update(self, name: str, values: Mapping[str, str], where: str | None = None) -> int:
         """Set columns to SQL expressions (`{"freq": "freq + 1"}`) for rows matching `where`."""
         ds = self.dataset(name)
+        self._check_writable(name, ds)
         for column in values:
             if ds.schema.get_field_index(column) < 0:
                 raise ValidationError(column, f"unknown column of table '{name}'")
@@ -330,12 +455,13 @@ class Store:
             ds.update(dict(values), where=where)
             return self._open(name).version
 
-        return with_retries(write)
+        return self._commit(name, write)
 
     def delete(self, name: str, where: str) -> int:
         """Delete rows matching a SQL predicate as one new version."""
         if not where or not where.strip():
             raise ValidationError("where", "a delete needs a predicate; use drop() to remove a whole table")
+        self._check_writable(name, self._open(name))
 
         def write() -> int:
             ds = self._open(name)
@@ -343,7 +469,7 @@ class Store:
             return self._open(name).version
 
         with _named("where"):
-            return with_retries(write)
+            return self._commit(name, write)
 
     def atomically(self, name: str, plan: Callable[[lance.LanceDataset], tuple[Edit | None, T]], attempts: int = MAX_ATTEMPTS) -> tuple[int, T]:
         """Read-plan-write that no concurrent writer can interleave, on any machine.
@@ -357,6 +483,7 @@ class Store:
         """
         for attempt in range(attempts):
             ds = self._open(name)
+            self._check_writable(name, ds)
             edit, result = plan(ds)
             if edit is None or edit.empty:
                 return ds.version, result
@@ -366,6 +493,10 @@ class Store:
                 if attempt == attempts - 1:
                     raise
                 backoff(attempt)
+            except (OSError, ValueError) as exc:
+                if not is_denied(exc):
+                    raise
+                raise self._denied(name) from None
         raise AssertionError("unreachable")
 
     def _commit_onto(self, ds: lance.LanceDataset, edit: Edit) -> int:
@@ -431,14 +562,18 @@ class Store:
         columns: Sequence[str] | None = None,
         filter: str | None = None,
     ) -> pa.Table:
-        """Read a table (or a projection / filtered part of it) as of a version."""
+        """Read a table (or a projection / filtered part of it) as of a version; never writes.
+
+        A table whose schema is older than this code's reads the columns it stores; naming one it
+        lacks (in `columns` or `filter`) raises `SchemaOutdatedError` naming `replaystore migrate`.
+        """
         ds = self.dataset(name, version)
-        with _named("filter"):
+        with self._reading(name, ds, version is None), _named("filter"):
             return ds.to_table(columns=list(columns) if columns else None, filter=filter)
 
     def count(self, name: str, filter: str | None = None, version: Version | None = None) -> int:
         ds = self.dataset(name, version)
-        with _named("filter"):
+        with self._reading(name, ds, version is None), _named("filter"):
             return ds.count_rows(filter=filter)
 
     # -- versions -----------------------------------------------------------------------------
@@ -485,7 +620,7 @@ class Store:
             self._open(name, old.version).restore()
             return self._open(name).version
 
-        return with_retries(write)
+        return self._commit(name, write)
 
     @contextlib.contextmanager
     def pin(self, name: str, version: int | None = None) -> Iterator[int]:
@@ -644,7 +779,7 @@ class Store:
         return {
             "name": name,
             "kind": info.kind,
-            "schema_version": int((ds.schema.metadata or {}).get(schemas.VERSION_KEY, b"0")),
+            "schema_version": _schema_version(ds.schema),
             "rows": info.rows,
             "bytes": info.bytes,
             "version": info.version,
@@ -665,6 +800,11 @@ def _named(argument: str) -> Iterator[None]:
         if isinstance(exc, ValidationError) or "Invalid user input" not in text:
             raise
         raise ValidationError(argument, text.removeprefix("Invalid user input: ").split(", /")[0]) from None
+
+
+def _schema_version(schema: pa.Schema) -> int:
+    """The schema version a table was written (or last migrated) with; 0 before versions were recorded."""
+    return int((schema.metadata or {}).get(schemas.VERSION_KEY, b"0"))
 
 
 def _pin_time(tag: str) -> datetime | None:

@@ -387,6 +387,18 @@ def test_index_builds_scalar_indexes_then_keeps_them_current(store: replaystore.
     assert artifact is not None and "| priorities | sample_id | BTREE | current |" in str(artifact.data)
 
 
+def test_index_migrates_an_older_table_before_indexing_it(store: replaystore.Store) -> None:
+    from test_readers import exemplar_rows, outdate
+
+    store.append("exemplars", exemplar_rows(20))
+    outdate(store, "exemplars", {"tokens", "features"})
+    summary = index(store.uri, tables=["exemplars"])
+    assert [(m["table"], m["added"]) for m in summary["migrations"]] == [("exemplars", "tokens, features")]
+    assert store.schema_gap("exemplars") is None and store.count("exemplars", filter="features IS NULL") == 20
+    assert {r["action"] for r in summary["scalar indexes"]} == {"created"}
+    assert "migrations" not in index(store.uri, tables=["exemplars"]), "a current table is not migrated again"
+
+
 def test_index_scores_a_source_and_stores_its_orderings(store: replaystore.Store) -> None:
     lengths = [5, 1, 3, 2, 4]
     store.append(

@@ -15,7 +15,7 @@ import pytest
 import replaystore
 from replaystore import schemas
 from replaystore.store import PAGE_BYTES, Edit
-from replaystore.errors import NotFoundError, StoreURIError, TableNameError, ValidationError
+from replaystore.errors import NotFoundError, SchemaOutdatedError, StoreURIError, TableNameError, ValidationError
 
 
 def rows(start: int, n: int, buffer: str = "b") -> dict:
@@ -208,7 +208,7 @@ def test_update_unknown_column_refused(store: replaystore.Store) -> None:
         store.update("exemplars", {"colour": "1"})
 
 
-def test_opening_an_older_table_adds_new_nullable_columns(store: replaystore.Store) -> None:
+def test_an_older_table_opens_as_stored_and_migrate_adds_the_new_columns(store: replaystore.Store) -> None:
     spec = schemas.load_spec("exemplars")
     full = spec.arrow_schema()
     old_fields = [f for f in full if f.name not in {"tokens", "features"}]
@@ -218,11 +218,18 @@ def test_opening_an_older_table_adds_new_nullable_columns(store: replaystore.Sto
     old = schemas.conform({k: v for k, v in rows(0, 2).items()}, old_schema, kind="exemplars")
     lance.write_dataset(old, store.table_uri("exemplars"))
     ds = store.dataset("exemplars")
-    assert {"tokens", "features"} <= set(ds.schema.names)
-    assert ds.count_rows() == 2
+    assert not {"tokens", "features"} & set(ds.schema.names), "opening never migrates"
+    assert [v.version for v in store.versions("exemplars")] == [1]
+    with pytest.raises(SchemaOutdatedError, match="replaystore migrate exemplars"):
+        store.append("exemplars", rows(2, 1) | {"features": [[1.0, 2.0]]})
+    done = store.migrate("exemplars")["exemplars"]
+    assert (done.schema_before, done.schema_after, set(done.added)) == (0, spec.schema_version, {"tokens", "features"})
+    assert store.count("exemplars") == 2
     assert store.read("exemplars", columns=["features"]).column(0).null_count == 2
     store.append("exemplars", rows(2, 1) | {"features": [[1.0, 2.0]]})
     assert store.count("exemplars") == 3
+    again = store.migrate()["exemplars"]
+    assert (again.added, again.version) == ((), store.versions("exemplars")[-1].version), "a current table gets no new version"
 
 
 def _append_worker(uri: str, worker: int, batches: int) -> None:

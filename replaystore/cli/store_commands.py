@@ -1,4 +1,7 @@
-"""Store commands: init, tables, stats, versions, tag, restore, compact, cleanup."""
+"""Store commands: init, migrate, tables, stats, versions, tag, restore, compact, cleanup.
+
+Only `init`, `migrate` and the maintenance commands write; the others only read (readers never write).
+"""
 
 from __future__ import annotations
 
@@ -16,14 +19,32 @@ def _store(args: argparse.Namespace) -> replaystore.Store:
 
 
 def init(args: argparse.Namespace) -> dict[str, Any]:
-    """Create the store and one empty table per kind that is not there yet."""
+    """Create the store and one empty table per kind that is not there yet; migrate the others."""
     store = _store(args)
     created = []
     for kind in schemas.known_kinds():
         if not store.exists(kind):
             store.create_table(kind)
             created.append(kind)
-    return {"store": store.uri, "tables created": ", ".join(created) or "(none, all present)"}
+    migrated = [m.table for m in store.migrate().values() if m.schema_before != m.schema_after]
+    return {
+        "store": store.uri,
+        "tables created": ", ".join(created) or "(none, all present)",
+        "tables migrated": ", ".join(migrated) or "(none, all current)",
+    }
+
+
+def migrate(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Bring one table (or all) up to this replaystore's schema files; the only command that changes a schema."""
+    return [
+        {
+            "table": m.table,
+            "schema": f"v{m.schema_before}" if m.schema_before == m.schema_after else f"v{m.schema_before} -> v{m.schema_after}",
+            "added columns": ", ".join(m.added),
+            "version": m.version,
+        }
+        for m in _store(args).migrate(args.table).values()
+    ]
 
 
 def tables(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -66,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="create the store and its empty tables")
     p.add_argument("init_uri", nargs="?", metavar="URI", help="store URI (default: --uri, $REPLAYSTORE_URI, ./replaystore-data)")
     p.set_defaults(func=init)
+    p = sub.add_parser("migrate", help="add the columns newer schema files define to one table or all (reads never do)")
+    p.add_argument("table", nargs="?")
+    p.set_defaults(func=migrate)
     sub.add_parser("tables", help="list tables: name, kind, rows, bytes, version").set_defaults(func=tables)
     p = sub.add_parser("stats", help="rows, bytes, fragments, versions, tags and columns of a table")
     p.add_argument("table")

@@ -116,20 +116,20 @@ class ExemplarBuffer:
         validate_name(name)
         cfg.check_names(settings)
         asked = cfg.build(name, **settings) if settings else None
-        if not store.exists(name):
-            if asked is None and _catalog(store, name) is None:
-                raise cfg.missing(name, store.uri)
-            store.create_table(name, KIND)
+        stored = _stored(store, name, store.dataset(name)) if store.exists(name) else None
+        if stored is not None:  # opening an existing buffer only reads
+            if asked is not None:
+                _refuse_differences(stored, asked, settings)
+            return cls(store, stored)
+        if asked is None:
+            raise cfg.missing(name, store.uri)
+        store.create_table(name, KIND)
 
         def plan(ds: lance.LanceDataset) -> tuple[Edit | None, cfg.BufferSettings]:
-            stored = _stored(store, name, ds)
-            if stored is None and asked is None:
-                raise cfg.missing(name, store.uri)
-            if stored is not None:
-                if asked is not None:
-                    _refuse_differences(stored, asked, settings)
-                return None, stored
-            assert asked is not None
+            raced = _stored(store, name, ds)  # another process created it meanwhile
+            if raced is not None:
+                _refuse_differences(raced, asked, settings)
+                return None, raced
             return _with(asked), asked
 
         _, chosen = store.atomically(name, plan)

@@ -133,7 +133,7 @@ class ExperienceMemory:
         self._shares: dict[str, tuple[float, int]] = {}  # workspace -> (share of rows, version counted)
         self._ds: lance.LanceDataset | None = None  # kept open across searches (see _dataset)
         self.store.create_table(table, "experiences", {"embedding_dim": self.embedder.dim})
-        dim = self.store.dataset(table).schema.field("embedding").type.list_size  # dataset(): migrates old schemas
+        dim = self.store.dataset(table).schema.field("embedding").type.list_size
         if dim != self.embedder.dim:
             raise ValidationError(
                 "embedding", f"embedder {self.embedder.name!r} gives {self.embedder.dim}-d vectors but table '{table}' stores {dim}-d"
@@ -328,16 +328,16 @@ class ExperienceMemory:
         return self._rescored(self._take(ds, self._nearest(ds, vector, k, scope), wanted), vector, wanted)
 
     def _result_columns(self, columns: Sequence[str] | str | None) -> list[str]:
-        if columns is None:
-            return list(RESULT_COLUMNS)
         if columns == "all":
             return list(self._columns)
-        if isinstance(columns, str) or not isinstance(columns, Sequence) or not columns:
+        if columns is not None and (isinstance(columns, str) or not isinstance(columns, Sequence) or not columns):
             raise ValidationError("columns", f"must be None, 'all' or a non-empty list of column names, got {columns!r}")
-        unknown = [c for c in columns if c not in self._columns]
+        wanted = list(RESULT_COLUMNS if columns is None else dict.fromkeys(columns))
+        unknown = [c for c in wanted if c not in self._columns]
         if unknown:
+            self.store.require_columns(self.table, unknown)  # a table with an older schema: name the migrate command
             raise ValidationError("columns", f"unknown column(s) {unknown}: choose from {self._columns}")
-        return list(dict.fromkeys(columns))
+        return wanted
 
     def _share(self, ds: lance.LanceDataset, workspace: str) -> float:
         """The fraction of the table's rows that are active rows of `workspace`: a hint for the

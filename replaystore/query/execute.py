@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from replaystore.errors import NotFoundError, ValidationError
 from replaystore.query.confine import Statement, inspect
+from replaystore.store import missing_column
 
 if TYPE_CHECKING:
     from replaystore.store import Store, Version
@@ -29,8 +30,15 @@ def plan(store: Store, query: str, versions: Mapping[str, Version] | None = None
     pinned = _check_versions(store, tables, versions)
     frames = {name: _scan(store, name, pinned.get(name)) for name in statement.tables}
     try:
-        return pl.SQLContext(frames).execute(query, eager=False), statement
+        frame = pl.SQLContext(frames).execute(query, eager=False)
+        frame.collect_schema()  # resolves every column the statement names now, not at the first batch
+        return frame, statement
     except pl.exceptions.PolarsError as exc:
+        column = missing_column(str(exc))
+        if column is not None:  # a column the latest version lacks because its schema is older: name the migrate command
+            for name in statement.tables:
+                if name not in pinned:
+                    store.require_columns(name, [column])
         raise _query_error(exc) from None
 
 

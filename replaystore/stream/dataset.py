@@ -197,7 +197,7 @@ class ReplayStream(IterableDataset):
             versions = shared[0]
         self._pins = contextlib.ExitStack()
         for source, version in zip(self.sources, versions):
-            self._pins.enter_context(source.pin(version))
+            self._pins.enter_context(source.pinned(version))
         self.versions = versions
 
     def _release(self) -> None:
@@ -510,7 +510,7 @@ class ReplayStream(IterableDataset):
         if self.versions is not None:
             self._pins = contextlib.ExitStack()
             for source, version in zip(self.sources, self.versions):
-                self._pins.enter_context(source.pin(version))
+                self._pins.enter_context(source.pinned(version))
         for source, sampler_state in zip(self.sources, state["samplers"]):
             source.sampler.load_state_dict(sampler_state)
         loaded = any(len(st.get("base", ())) for st in state["samplers"])

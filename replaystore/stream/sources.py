@@ -10,6 +10,7 @@ an in-memory Arrow table, so positions stay stable while other writers commit.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, Sequence
@@ -19,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from replaystore.errors import ValidationError
+from replaystore.retry import is_denied
 from replaystore.store import Store, Version, validate_name
 from replaystore.stream.samplers import Sampler, Sequential
 from replaystore.stream.tensors import to_arrays
@@ -29,6 +31,8 @@ MAX_READ_AHEAD = 32  # at most; later chunks hold about CHUNK_BYTES of batches
 CHUNK_BYTES = 8 * 1024 * 1024
 SKIP_ROWS = 4 * SCAN_BATCH  # a gap a scan reads past rather than restarting (DataLoader workers interleave steps)
 RETAIN_BYTES = 512 * 1024 * 1024  # a source read more than once per epoch is kept in memory up to this size
+
+log = logging.getLogger("replaystore")
 
 
 class Snapshot(Protocol):
@@ -184,6 +188,24 @@ class LanceSnapshot:
         return {**self.__dict__, "_scan": None, "_head": None, "_left": 0, "_next": -1, "_kept": None, "_kept_rows": []}
 
 
+@contextlib.contextmanager
+def _pin_if_allowed(store: Store, table: str, version: int) -> Iterator[int]:
+    """`store.pin`, or, where the storage refuses the pin's tag (read-only credentials, normal for a
+    training job), one warning and the epoch read unpinned: a reader must not need write access."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(store.pin(table, version))
+        except (OSError, ValueError) as exc:
+            if not is_denied(exc):
+                raise
+            log.warning(
+                "could not pin %s version %d in %s (the storage refused the pin's tag: read-only credentials?); "
+                "reading it unpinned: the version is not protected from cleanup during the epoch (Source(..., pin=False) skips the attempt)",
+                table, version, store.uri,
+            )  # fmt: skip
+        yield version
+
+
 def _cut(piece: Any, start: int, stop: int) -> Any:
     """Rows [start, stop) of a record batch or of a dict of numpy columns (views; lists are sliced)."""
     if isinstance(piece, pa.RecordBatch):
@@ -208,6 +230,7 @@ class Source:
     id_column: str | None = None  # sample ids, for priorities written back to the store
     cache: bool | str = False  # True (or a directory): serve reads from a memory-mapped hot tier
     storage_options: Mapping[str, str] | None = None
+    pin: bool = True  # hold each epoch's version against cleanup with a tag (a write; see `pinned`)
     _opened: Any = field(default=None, init=False, repr=False, compare=False)  # the dataset `resolve` opened
 
     def __post_init__(self) -> None:
@@ -219,7 +242,10 @@ class Source:
         if self.columns is not None and (isinstance(self.columns, str) or not all(isinstance(c, str) for c in self.columns)):
             raise ValidationError("columns", "must be a list of column names")
         names = self._schema().names
-        for column in [*(self.columns or []), *self.rename, *([self.id_column] if self.id_column else [])]:
+        wanted = [*(self.columns or []), *self.rename, *([self.id_column] if self.id_column else [])]
+        if self.store is not None and self.table is not None and self.version is None:
+            self.store.require_columns(self.table, wanted)  # an outdated table: name the migrate command
+        for column in wanted:
             if column not in names:
                 raise ValidationError("columns", f"source '{self.name}' has no column '{column}' (has: {', '.join(names)})")
 
@@ -259,10 +285,10 @@ class Source:
     def __getstate__(self) -> dict[str, Any]:  # an open dataset stays in the process that opened it
         return {**self.__dict__, "_opened": None}
 
-    def pin(self, version: int | None) -> contextlib.AbstractContextManager[Any]:
-        """Hold `version` against store cleanup while an epoch reads it."""
-        if self.store is not None and self.table is not None and version is not None:
-            return self.store.pin(self.table, version)
+    def pinned(self, version: int | None) -> contextlib.AbstractContextManager[Any]:
+        """Hold `version` against store cleanup while an epoch reads it (unless `pin=False`)."""
+        if self.pin and self.store is not None and self.table is not None and version is not None:
+            return _pin_if_allowed(self.store, self.table, version)
         return contextlib.nullcontext(version)
 
     def open(self, version: int | None) -> Snapshot:
