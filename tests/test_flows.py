@@ -550,6 +550,12 @@ def test_every_deployment_of_prefect_yaml_serves_its_flow_with_its_schedule() ->
     assert served["prune/prune-nightly"].parameters["retention_hours"] == 168
 
 
+def test_load_flow_takes_module_paths_and_refuses_file_paths() -> None:
+    assert load_flow("replaystore.flows.prune.prune") is prune
+    with pytest.raises(ValidationError, match="module path"):
+        load_flow("flows/prune.py:prune")  # the form before flows/ installed as replaystore.flows
+
+
 def test_serve_refuses_a_missing_prefect_file_before_starting_anything(tmp_path: Path) -> None:
     proc = run_cli("serve", "--prefect-file", str(tmp_path / "none.yaml"), uri=str(tmp_path / "store"))
     assert proc.returncode == 1

@@ -23,6 +23,6 @@ def serve(args: argparse.Namespace) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the distill/index/prune/stream flows with their schedules (Ctrl-C stops)")
-    p.add_argument("--prefect-file", default=None, help="deployments to serve (default: deploy/prefect.yaml)")
+    p.add_argument("--prefect-file", default=None, help="deployments to serve (default: deploy/prefect.yaml, shipped with replaystore)")
     p.add_argument("--limit", type=int, default=None, help="most flow runs at once (default: no limit)")
     p.set_defaults(func=serve)
