@@ -8,6 +8,7 @@ parameters. Served runs get the local store's URI in place of the file's `store_
 from __future__ import annotations
 
 import importlib
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,19 @@ from prefect import Flow, serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron, Interval, Schedule
 
-from flows.server import prefect_api
+from replaystore.flows.server import prefect_api
 from replaystore.errors import ValidationError
 
-PREFECT_FILE = Path(__file__).resolve().parent.parent / "deploy" / "prefect.yaml"
+# deploy/ ships as the data package `replaystore.deploy` (pyproject.toml); installed, it is a real file.
+PREFECT_FILE = Path(str(files("replaystore.deploy") / "prefect.yaml"))
 
 
 def load_flow(entrypoint: str) -> Flow[..., Any]:
-    """Import the flow of a `flows/<module>.py:<name>` entrypoint as a module (so it is not loaded twice)."""
-    path, _, name = entrypoint.partition(":")
-    if not path.endswith(".py") or not name:
-        raise ValidationError("entrypoint", f"{entrypoint!r} is not of the form path/to/module.py:flow")
-    flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+    """Import the flow of a module-path entrypoint (`replaystore.flows.prune.prune`), as Prefect's worker does."""
+    module, _, name = entrypoint.rpartition(".")
+    if ":" in entrypoint or not module or not name:
+        raise ValidationError("entrypoint", f"{entrypoint!r} is not a module path of the form package.module.flow")
+    flow = getattr(importlib.import_module(module), name)
     if not isinstance(flow, Flow):
         raise ValidationError("entrypoint", f"{entrypoint!r} is not a Prefect flow")
     return flow

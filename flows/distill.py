@@ -22,12 +22,13 @@ import torch
 from prefect import flow, get_run_logger
 from pydantic import AfterValidator, DirectoryPath, Field, FilePath
 
-from flows.parameters import Name, NonNegative, Positive, StoreURI, Strict, checked, open_store
-from flows.reporting import publish_summary, with_progress
-from flows.retries import store_task
-from flows.tables import exemplar_buffers, existing_tables
+from replaystore.flows.parameters import Name, NonNegative, Positive, StoreURI, Strict, checked, open_store
+from replaystore.flows.reporting import publish_summary, with_progress
+from replaystore.flows.retries import store_task
+from replaystore.flows.tables import exemplar_buffers, existing_tables
 from replaystore import Store
 from replaystore.errors import ValidationError
+from replaystore.extras import require
 from replaystore.exemplars.samples import decode_raw
 from replaystore.gere import distill as distill_states
 from replaystore.gere import ingest
@@ -69,6 +70,7 @@ class ExemplarCandidates(Strict):
 @store_task
 def ingest_texts(store: Store, spec: GeneralSamples) -> dict[str, Any]:
     """Store the general texts once each (re-running skips what is there)."""
+    require("transformers", extra="gere", feature="the distill flow's general samples")
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(spec.tokenizer or spec.model))

@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal
 from prefect import flow, get_run_logger
 from pydantic import AfterValidator, Field
 
-from flows.parameters import Name, StoreURI, Strict, TableNames, checked, open_store
-from flows.reporting import publish_summary, with_progress
-from flows.retries import store_task
-from flows.tables import existing_tables
+from replaystore.flows.parameters import Name, StoreURI, Strict, TableNames, checked, open_store
+from replaystore.flows.reporting import publish_summary, with_progress
+from replaystore.flows.retries import store_task
+from replaystore.flows.tables import existing_tables
 from replaystore import Store
 from replaystore.curriculum import OrderingDefinition, build_ordering
 from replaystore.curriculum.scoring import SequenceLength, score, validate_metric

@@ -16,10 +16,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.parameters import Hours, NonNegative, Positive, StoreURI, TableNames, checked, open_store
-from flows.reporting import publish_summary, with_progress
-from flows.retries import store_task
-from flows.tables import exemplar_buffers, existing_tables
+from replaystore.flows.parameters import Hours, NonNegative, Positive, StoreURI, TableNames, checked, open_store
+from replaystore.flows.reporting import publish_summary, with_progress
+from replaystore.flows.retries import store_task
+from replaystore.flows.tables import exemplar_buffers, existing_tables
 from replaystore import Store
 
 

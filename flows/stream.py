@@ -18,12 +18,13 @@ from typing import Annotated, Any, Callable, Literal
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.parameters import Name, Positive, StoreURI, Strict, checked, open_store
-from flows.reporting import publish_summary
-from flows.retries import store_task
-from flows.tables import existing_tables
+from replaystore.flows.parameters import Name, Positive, StoreURI, Strict, checked, open_store
+from replaystore.flows.reporting import publish_summary
+from replaystore.flows.retries import store_task
+from replaystore.flows.tables import existing_tables
 from replaystore import Store
 from replaystore.errors import ValidationError
+from replaystore.extras import require
 from replaystore.stream import Prioritized, Proportions, ReplayStream, Sequential, Shuffled, Source, Uniform
 
 SAMPLERS = {"sequential": Sequential, "shuffled": Shuffled, "uniform": Uniform, "prioritized": Prioritized}
@@ -68,6 +69,7 @@ def train_and_write_back(
 ) -> dict[str, Any]:
     """Fit a TorchTrainer over the stream; every rank's losses become one priorities merge and
     one experience-counter update per experiences table."""
+    require("ray.train", extra="ray", feature="the stream flow")
     import ray
     from ray.train import RunConfig, ScalingConfig
 

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,7 +25,9 @@ import pyarrow.compute as pc
 
 from replaystore.errors import NotFoundError, ValidationError
 
-SCHEMA_DIR = Path(os.environ.get("REPLAYSTORE_SCHEMAS") or Path(__file__).resolve().parent.parent / "schemas")
+# schemas/ installs as the data package `replaystore.contracts` (pyproject.toml), so a wheel without
+# the checkout carries its contracts; $REPLAYSTORE_SCHEMAS points at another folder of them.
+SCHEMA_DIR: Traversable = Path(os.environ["REPLAYSTORE_SCHEMAS"]) if os.environ.get("REPLAYSTORE_SCHEMAS") else files("replaystore.contracts")
 
 KIND_KEY = b"replaystore.kind"
 VERSION_KEY = b"replaystore.schema_version"
@@ -124,7 +128,7 @@ def parse_type(text: str, params: Mapping[str, Any]) -> pa.DataType:
 def load_spec(kind: str) -> TableSpec:
     """Read `schemas/<kind>.json`."""
     path = SCHEMA_DIR / f"{kind}.json"
-    if not re.fullmatch(r"[a-z_]+", kind) or not path.exists():
+    if not re.fullmatch(r"[a-z_]+", kind) or not path.is_file():
         raise NotFoundError(f"unknown table kind '{kind}' (known: {', '.join(known_kinds())})")
     return parse_spec(json.loads(path.read_text()))
 
@@ -165,7 +169,7 @@ def _storage_version(raw: Mapping[str, Any]) -> str | None:
 
 
 def known_kinds() -> list[str]:
-    return sorted(p.stem for p in SCHEMA_DIR.glob("*.json"))
+    return sorted(p.name.removesuffix(".json") for p in SCHEMA_DIR.iterdir() if p.name.endswith(".json"))
 
 
 def kind_of(schema: pa.Schema) -> str | None:

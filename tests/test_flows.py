@@ -23,14 +23,14 @@ from sklearn.datasets import load_digits
 
 import replaystore
 from conftest import run_cli
-from flows.deployments import deployment_specs, load_flow, runner_deployments
-from flows.distill import distill
-from flows.index import SCALAR_INDEXES, index
-from flows.parameters import checked
-from flows.prune import prune
-from flows.reporting import markdown_table
-from flows.retries import is_transient, store_task
-from flows.stream import stream
+from replaystore.flows.deployments import deployment_specs, load_flow, runner_deployments
+from replaystore.flows.distill import distill
+from replaystore.flows.index import SCALAR_INDEXES, index
+from replaystore.flows.parameters import checked
+from replaystore.flows.prune import prune
+from replaystore.flows.reporting import markdown_table
+from replaystore.flows.retries import is_transient, store_task
+from replaystore.flows.stream import stream
 from replaystore.errors import CommitConflictError, NotFoundError, ValidationError
 from replaystore.gere.offline import minilm_path, minilm_tokenizer, python_docstrings, tiny_causal_lm
 
@@ -482,12 +482,12 @@ def test_bad_parameters_are_refused_before_any_work(
 @pytest.mark.parametrize(
     "params, field",
     [
-        ({"sources": [], "train_loop": "flows.stream:build_stream"}, "sources"),
-        ({"sources": [{"table": "priorities", "weight": 0}], "train_loop": "flows.stream:build_stream"}, "sources.0.weight"),
-        ({"sources": [{"table": "priorities", "sampler": "fifo"}], "train_loop": "flows.stream:build_stream"}, "sources.0.sampler"),
+        ({"sources": [], "train_loop": "replaystore.flows.stream:build_stream"}, "sources"),
+        ({"sources": [{"table": "priorities", "weight": 0}], "train_loop": "replaystore.flows.stream:build_stream"}, "sources.0.weight"),
+        ({"sources": [{"table": "priorities", "sampler": "fifo"}], "train_loop": "replaystore.flows.stream:build_stream"}, "sources.0.sampler"),
         ({"sources": [{"table": "priorities"}], "train_loop": "no.such.module:loop"}, "train_loop"),
-        ({"sources": [{"table": "priorities", "columns": ["nope"]}], "train_loop": "flows.stream:build_stream"}, "columns"),
-        ({"sources": [{"table": "priorities"}], "train_loop": "flows.stream:build_stream", "helpful_below": float("nan")}, "helpful_below"),
+        ({"sources": [{"table": "priorities", "columns": ["nope"]}], "train_loop": "replaystore.flows.stream:build_stream"}, "columns"),
+        ({"sources": [{"table": "priorities"}], "train_loop": "replaystore.flows.stream:build_stream", "helpful_below": float("nan")}, "helpful_below"),
     ],
 )
 def test_stream_refuses_bad_parameters_before_any_work(store: replaystore.Store, params: dict[str, Any], field: str) -> None:
@@ -563,6 +563,12 @@ def test_every_deployment_of_prefect_yaml_serves_its_flow_with_its_schedule() ->
         assert set(spec["parameters"]) <= set(flow_params), spec["name"]
     assert all(d.parameters["store_uri"] == "/srv/replay" for d in served.values())
     assert served["prune/prune-nightly"].parameters["retention_hours"] == 168
+
+
+def test_load_flow_takes_module_paths_and_refuses_file_paths() -> None:
+    assert load_flow("replaystore.flows.prune.prune") is prune
+    with pytest.raises(ValidationError, match="module path"):
+        load_flow("flows/prune.py:prune")  # the form before flows/ installed as replaystore.flows
 
 
 def test_serve_refuses_a_missing_prefect_file_before_starting_anything(tmp_path: Path) -> None:

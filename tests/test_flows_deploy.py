@@ -18,8 +18,8 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 import replaystore
-from flows.deployments import deployment_specs
-from flows.server import local_server
+from replaystore.flows.deployments import deployment_specs
+from replaystore.flows.server import local_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -46,7 +46,7 @@ def filled_store(path: Path) -> replaystore.Store:
 
 
 def expected_schedules() -> dict[str, list[str]]:
-    return {f"{Path(s['entrypoint']).stem}/{s['name']}": [x["cron"] for x in s.get("schedules") or []] for s in deployment_specs()}
+    return {f"{s['entrypoint'].rpartition('.')[2]}/{s['name']}": [x["cron"] for x in s.get("schedules") or []] for s in deployment_specs()}
 
 
 def served_deployments(url: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import pytest
 from s3_server import S3Server, s3_server  # noqa: F401 - fixture
 
 import replaystore
-from flows.prune import prune
+from replaystore.flows.prune import prune
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ loopback interface, which both nodes reach with storage options only.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -74,8 +75,8 @@ def test_deploy_specs_parse_and_name_real_entrypoints() -> None:
     assert {"cluster_name", "provider", "available_node_types", "head_node_type"} <= set(launcher)
     flows = yaml.safe_load(specs["prefect.yaml"].read_text())
     for deployment in flows["deployments"]:
-        path, _, name = deployment["entrypoint"].partition(":")
-        tree = ast.parse((ROOT / path).read_text())
+        module, _, name = deployment["entrypoint"].rpartition(".")
+        tree = ast.parse(Path(str(importlib.util.find_spec(module).origin)).read_text())  # type: ignore[union-attr]
         assert name in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, deployment["entrypoint"]
         assert deployment["work_pool"]["name"] == "replaystore-k8s"
     ast.parse(specs["train_replay.py"].read_text())

@@ -7,10 +7,16 @@ import os
 from pathlib import Path
 
 import replaystore
+from replaystore.extras import require
+
+# Checked before anything runs, so a missing one fails in a line, not minutes into the run.
+DEMO_MODULES = ("tqdm", "sklearn", "matplotlib", "transformers", "ray.train", "prefect")
 
 
 def demo(args: argparse.Namespace) -> str:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the demo's own progress bar says what runs
+    for module in DEMO_MODULES:
+        require(module, extra="demo", feature="replaystore demo")
     from tqdm import tqdm
 
     from replaystore.cli.demo import DemoOptions, report, run_demo

@@ -1,7 +1,7 @@
 """`replaystore serve`: run every deployment of deploy/prefect.yaml on its schedule, in this process.
 
-Prefect is imported only when the command runs (through `flows`), so the library and every other
-command start without it.
+Prefect is imported only when the command runs (through `replaystore.flows`), so the library and
+every other command start without it; without the `flows` extra the command says so in one line.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import replaystore
 
 def serve(args: argparse.Namespace) -> str:
     """Serve the flows against the local store until Ctrl-C (Prefect pauses the schedules on exit)."""
-    from flows.deployments import PREFECT_FILE, serve_all
+    from replaystore.flows.deployments import PREFECT_FILE, serve_all
 
     store = replaystore.open(args.uri)
     served = serve_all(store.uri, Path(args.prefect_file) if args.prefect_file else PREFECT_FILE, args.limit)
@@ -23,6 +23,6 @@ def serve(args: argparse.Namespace) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the distill/index/prune/stream flows with their schedules (Ctrl-C stops)")
-    p.add_argument("--prefect-file", default=None, help="deployments to serve (default: deploy/prefect.yaml)")
+    p.add_argument("--prefect-file", default=None, help="deployments to serve (default: deploy/prefect.yaml, shipped with replaystore)")
     p.add_argument("--limit", type=int, default=None, help="most flow runs at once (default: no limit)")
     p.set_defaults(func=serve)

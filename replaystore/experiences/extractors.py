@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from replaystore.errors import ValidationError
+from replaystore.extras import require
 from replaystore.schemas import is_finite_number
 
 SUCCESS_THRESHOLD = 1.0
@@ -275,6 +276,7 @@ def pipeline_generator(model: str | Any, max_new_tokens: int = 256) -> Generate:
     `model` is a local model path or an already-built pipeline; decoding is greedy so the same
     trajectories give the same lessons.
     """
+    require("transformers", extra="gere", feature="the LLM experience extractor")
     from transformers import pipeline
 
     pipe = pipeline("text-generation", model=model) if isinstance(model, str) else model

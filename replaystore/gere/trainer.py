@@ -12,9 +12,12 @@ import math
 from typing import Any
 
 import torch
-from transformers import Trainer
 
 from replaystore.errors import ValidationError
+from replaystore.extras import require
+
+require("transformers", extra="gere", feature="the GeRe trainer")
+from transformers import Trainer  # noqa: E402 - after the check that names the extra
 from replaystore.gere.losses import DEFAULT_WEIGHTING, DynamicWeight, FixedWeight, combine_losses
 from replaystore.gere.replay import ReplaySet, replay_losses
 

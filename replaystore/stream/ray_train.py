@@ -19,13 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import ray
-import ray.data
-import ray.train
-from ray.train import Checkpoint, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from replaystore.extras import require
 
-from replaystore.errors import ValidationError
+require("ray.train", extra="ray", feature="streaming with Ray Train and Ray Data")
+import ray  # noqa: E402 - the imports of Ray follow the check that names the extra
+import ray.data  # noqa: E402
+import ray.train  # noqa: E402
+from ray.train import Checkpoint, RunConfig, ScalingConfig  # noqa: E402
+from ray.train.torch import TorchTrainer  # noqa: E402
+
+from replaystore.errors import ValidationError  # noqa: E402
 from replaystore.store import Store
 from replaystore.stream.dataset import ReplayStream
 from replaystore.stream.feedback import UtilityWrite, apply_utility, utility_counts

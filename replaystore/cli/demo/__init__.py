@@ -48,9 +48,9 @@ def _flows_between_tasks(store: Store, folder: Path, log: Callable[[str], None])
     """After each task, as Prefect flow runs (local mode, no server): distill offers the task's
     images to the exemplar buffer with the trained model's features, index refreshes the scalar
     indexes, prune cuts the buffer back inside its budget and compacts."""
-    from flows.distill import distill
-    from flows.index import index
-    from flows.prune import prune
+    from replaystore.flows.distill import distill
+    from replaystore.flows.index import index
+    from replaystore.flows.prune import prune
 
     def between(task: int, table: str, model: Any, buffer: Any) -> None:
         tables = [n for n in store.table_names() if n.startswith(PREFIXES)]

@@ -1,0 +1,1 @@
+"""Deployment templates, shipped in the wheel as package data: `replaystore serve` reads prefect.yaml."""
