@@ -64,7 +64,7 @@ def sql_batches(
     Statements without window functions or UNNEST run on Polars' streaming engine, so a
     result larger than memory never exists at once. Polars' streaming engine mis-plans row
     indexes over Lance scans (it panics), so those statements are collected in memory first
-    and then cut into batches (see README: SQL over buffers).
+    and then cut into batches (see docs/sql.md, "Bounded memory").
     """
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise ValidationError("batch_rows", f"must be a positive integer, got {batch_rows!r}")
