@@ -18,12 +18,16 @@ MAX_DELAY_S = 1.0
 
 
 def is_conflict(exc: BaseException) -> bool:
-    """Lance reports conflicts as CommitConflictError or as an OSError whose text says so."""
+    """Lance reports conflicts as CommitConflictError or as an OSError whose text says so.
+
+    "Incompatible transaction" counts too: Lance cannot rebase the write onto what landed meanwhile
+    (a compaction racing a strict overwrite from `Store.atomically`), so the write runs again from
+    the latest version, as every caller of `with_retries` does."""
     if isinstance(exc, LanceConflict):
         return True
     text = str(exc).lower()
-    return isinstance(exc, (OSError, RuntimeError, ValueError)) and (
-        "commit conflict" in text or "retryable" in text or "conflicting" in text or "was concurrently" in text
+    return isinstance(exc, (OSError, RuntimeError, ValueError)) and any(
+        mark in text for mark in ("commit conflict", "retryable", "conflicting", "was concurrently", "incompatible transaction")
     )
 
 

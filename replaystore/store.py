@@ -538,7 +538,8 @@ class Store:
                 ds.uri, operation, read_version=ds.version, max_retries=0, storage_options=self.storage_options or None
             ).version
         except (OSError, ValueError, RuntimeError) as exc:
-            if is_conflict(exc) or "incompatible transaction" in str(exc).lower():
+            gone = "_versions/" in str(exc) and "not found" in str(exc).lower()  # cleanup removed the version planned on
+            if is_conflict(exc) or gone:
                 raise VersionMovedError(f"table changed after version {ds.version}: {str(exc).splitlines()[0][:200]}") from None
             raise
 

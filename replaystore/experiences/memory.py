@@ -3,8 +3,8 @@
 Every operation is a Store write (validated against `schemas/experiences.json`, retried on commit
 conflicts). An add plans its dedup on one version and commits only onto that version
 (`Store.atomically`), so concurrent processes, on any machine, never add the same lesson twice;
-counters and the refine rule are single Lance updates, which Lance re-applies to the latest
-version on a conflict, so no increment is lost. Vector search goes through pylance, text and
+counters are single Lance updates, which Lance re-applies to the latest version on a conflict,
+so no increment is lost; refine archives exactly the rows its rule picked in the version it read. Vector search goes through pylance, text and
 hybrid search through LanceDB, on the same table.
 """
 
@@ -495,8 +495,9 @@ class ExperienceMemory:
         if workspace is not None:
             rule += f" AND workspace = {literal(_check_workspace(workspace))}"
         archived = self.store.read(self.table, columns=["experience_id", "workspace", "freq", "utility"], filter=rule)
-        if archived.num_rows:
-            self.store.update(self.table, {"status": "'archived'", "updated_at": NOW}, where=rule)
+        if archived.num_rows:  # exactly the rows the rule picked in the version read, whatever lands meanwhile
+            ids = in_list("experience_id", archived["experience_id"].to_pylist())
+            self.store.update(self.table, {"status": "'archived'", "updated_at": NOW}, where=f"{ids} AND status = 'active'")
         return archived
 
     def restore(self, ids: Sequence[str]) -> int:
