@@ -680,7 +680,7 @@ class Store:
             history = self.versions(table)
             stale = [old.version for old, new in zip(history, history[1:]) if new.timestamp < cutoff and not old.tags]
             # Lance reads the tags again when it deletes: a pin taken since `history` was listed holds.
-            stats = self._open(table).cleanup_old_versions(versions=stale, error_if_tagged_old_versions=False) if stale else None
+            stats = _tag_retried(lambda: self._open(table).cleanup_old_versions(versions=stale, error_if_tagged_old_versions=False)) if stale else None
             out[table] = {
                 "bytes_removed": int(stats.bytes_removed) if stats else 0,
                 "versions_removed": int(stats.old_versions) if stats else 0,
@@ -818,11 +818,16 @@ def _pin_time(tag: str) -> datetime | None:
         return None
 
 
-def _tag_list(ds: lance.LanceDataset, attempts: int = 10) -> dict[str, Any]:
-    """Lance reads tags file by file: a pin released meanwhile vanishes mid-listing, so list again."""
+def _tag_list(ds: lance.LanceDataset) -> dict[str, Any]:
+    return _tag_retried(ds.tags.list)
+
+
+def _tag_retried(read: Callable[[], T], attempts: int = 10) -> T:
+    """Lance reads tags file by file (listing them, and again in cleanup): a pin released meanwhile
+    by another process vanishes mid-read, so read again."""
     for attempt in range(attempts):
         try:
-            return ds.tags.list()
+            return read()
         except (ValueError, OSError) as exc:
             if "_refs/tags" not in str(exc) or attempt == attempts - 1:
                 raise
