@@ -26,10 +26,12 @@ from replaystore.flows.parameters import Name, NonNegative, Positive, StoreURI, 
 from replaystore.flows.reporting import publish_summary, with_progress
 from replaystore.flows.retries import store_task
 from replaystore.flows.tables import exemplar_buffers, existing_tables
-from replaystore import Store
+from replaystore.store import Store
 from replaystore.errors import ValidationError
 from replaystore.extras import require
+from replaystore.exemplars import ExemplarBuffer
 from replaystore.exemplars.samples import decode_raw
+from replaystore.experiences import ExperienceMemory
 from replaystore.gere import distill as distill_states
 from replaystore.gere import ingest
 from replaystore.gere.codec import check_precision
@@ -111,7 +113,7 @@ def read_trajectories(path: Path) -> list[dict[str, Any]]:
 @store_task
 def distill_experiences(store: Store, spec: Trajectories, trajectories: list[dict[str, Any]]) -> dict[str, Any]:
     """Trajectories -> lessons -> validation -> dedup -> one append."""
-    memory = store.experiences(spec.table, dedup_threshold=spec.dedup_threshold)
+    memory = ExperienceMemory(store, spec.table, dedup_threshold=spec.dedup_threshold)
     report = memory.distill(trajectories, workspace=spec.workspace, min_score=spec.min_score)
     get_run_logger().info(
         "distilled %s: %d candidates, %d rejected by validation, %d added, %d duplicates skipped",
@@ -136,7 +138,7 @@ def offer_exemplars(store: Store, spec: ExemplarCandidates) -> list[dict[str, An
     samples = decode_raw(rows["data"], rows["shape"][0].as_py(), rows["dtype"][0].as_py())
     features = _features(torch.export.load(str(spec.model)).module(), samples, spec.batch_size)
     labels, ids = rows["class_id"].to_numpy(), rows["sample_id"].to_numpy()
-    buffer, logger, out = store.exemplars(spec.buffer), get_run_logger(), []
+    buffer, logger, out = ExemplarBuffer.open(store, spec.buffer), get_run_logger(), []
     for class_id in with_progress(np.unique(labels).tolist(), f"offering task {spec.task_id} to {spec.buffer}"):
         mine = labels == class_id
         change = buffer.add(class_id, samples[mine], features[mine], task_id=spec.task_id, sample_ids=ids[mine])

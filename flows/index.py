@@ -20,7 +20,7 @@ from replaystore.flows.parameters import Name, StoreURI, Strict, TableNames, che
 from replaystore.flows.reporting import publish_summary, with_progress
 from replaystore.flows.retries import store_task
 from replaystore.flows.tables import existing_tables
-from replaystore import Store
+from replaystore.store import Store
 from replaystore.curriculum import OrderingDefinition, build_ordering
 from replaystore.curriculum.scoring import SequenceLength, score, validate_metric
 from replaystore.errors import ValidationError
@@ -91,7 +91,9 @@ def scalar_indexes(store: Store, table: str) -> list[dict[str, Any]]:
 @store_task
 def experience_indexes(store: Store, table: str, min_vector_rows: int | None) -> dict[str, Any]:
     """Scalar, full-text (when_to_use, content) and, once large enough, vector indexes of experiences."""
-    memory = store.experiences(table)
+    from replaystore.experiences import ExperienceMemory
+
+    memory = ExperienceMemory(store, table)
     report = memory.build_index() if min_vector_rows is None else memory.build_index(min_vector_rows=min_vector_rows)
     get_run_logger().info(
         "%s: indexed %d rows; full text on %s; vector index %s",

@@ -20,13 +20,15 @@ from replaystore.flows.parameters import Hours, NonNegative, Positive, StoreURI,
 from replaystore.flows.reporting import publish_summary, with_progress
 from replaystore.flows.retries import store_task
 from replaystore.flows.tables import exemplar_buffers, existing_tables
-from replaystore import Store
+from replaystore.store import Store
 
 
 @store_task
 def rebalance_buffer(store: Store, buffer: str) -> dict[str, Any]:
     """Cut one exemplar buffer back inside its policy and byte budget; report where its bytes go."""
-    exemplars = store.exemplars(buffer)
+    from replaystore.exemplars import ExemplarBuffer  # torch loads only for this task
+
+    exemplars = ExemplarBuffer.open(store, buffer)
     change = exemplars.rebalance()
     report = exemplars.budget()
     get_run_logger().info(
@@ -41,7 +43,9 @@ def rebalance_buffer(store: Store, buffer: str) -> dict[str, Any]:
 @store_task
 def refine_experiences(store: Store, table: str, freq_threshold: int, utility_threshold: float) -> dict[str, Any]:
     """Archive experiences with freq >= threshold and utility/freq below the threshold."""
-    archived = store.experiences(table).refine(freq_threshold, utility_threshold)
+    from replaystore.experiences import ExperienceMemory
+
+    archived = ExperienceMemory(store, table).refine(freq_threshold, utility_threshold)
     get_run_logger().info(
         "refined %s: archived %d experiences (freq >= %d, utility/freq < %g)", table, archived.num_rows, freq_threshold, utility_threshold
     )

@@ -22,7 +22,7 @@ from replaystore.flows.parameters import Name, Positive, StoreURI, Strict, check
 from replaystore.flows.reporting import publish_summary
 from replaystore.flows.retries import store_task
 from replaystore.flows.tables import existing_tables
-from replaystore import Store
+from replaystore.store import Store
 from replaystore.errors import ValidationError
 from replaystore.extras import require
 from replaystore.stream import Prioritized, Proportions, ReplayStream, Sequential, Shuffled, Source, Uniform

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Collection, Iterable
 
-from replaystore import Store
+from replaystore.store import Store
 from replaystore.errors import NotFoundError
 
 

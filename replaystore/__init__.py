@@ -13,7 +13,8 @@ from replaystore.errors import (
     TableNameError,
     ValidationError,
 )
-from replaystore.store import DEFAULT_URI, Store, TableInfo, VersionInfo, open
+from replaystore.api import Store, open
+from replaystore.store import DEFAULT_URI, TableInfo, VersionInfo
 
 __all__ = [
     "DEFAULT_URI",

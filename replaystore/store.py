@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -175,7 +174,10 @@ def _in_pages(table: pa.Table) -> pa.RecordBatchReader:
 
 
 class Store:
-    """A replaystore: validated, versioned Lance tables under one root URI."""
+    """A replaystore: validated, versioned Lance tables under one root URI.
+
+    The core: it knows no memory kind and no SQL. `replaystore.open()` returns its subclass
+    `replaystore.api.Store`, which adds `exemplars()`, `experiences()` and `sql()`."""
 
     def __init__(self, uri: str, storage_options: Mapping[str, str] | None = None) -> None:
         self.uri = _check_uri(uri)
@@ -727,38 +729,6 @@ class Store:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    # -- memory kinds and queries (each lives in its own module; imported lazily) -----------
-
-    def exemplars(self, name: str, **settings: Any) -> Any:
-        """Open or create a byte-budgeted exemplar buffer (see `replaystore.exemplars`)."""
-        from replaystore.exemplars import ExemplarBuffer
-
-        return ExemplarBuffer.open(self, name, **settings)
-
-    def experiences(self, table: str = "experiences", **settings: Any) -> Any:
-        """The ReMe procedural memory in `table` (see `replaystore.experiences`)."""
-        from replaystore.experiences import ExperienceMemory
-
-        return ExperienceMemory(self, table, **settings)
-
-    def sql(self, query: str, versions: Mapping[str, Version] | None = None) -> Any:
-        """Run a read-only SQL query over the store's tables; returns a polars DataFrame."""
-        from replaystore.query import sql
-
-        return sql(self, query, versions)
-
-    def sql_arrow(self, query: str, versions: Mapping[str, Version] | None = None) -> pa.Table:
-        """`sql`, returned as an Arrow table."""
-        from replaystore.query import sql_arrow
-
-        return sql_arrow(self, query, versions)
-
-    def sql_batches(self, query: str, versions: Mapping[str, Version] | None = None, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-        """Stream a query's result as Arrow record batches (results larger than memory)."""
-        from replaystore.query import sql_batches
-
-        return sql_batches(self, query, versions, batch_rows)
-
     # -- reports ------------------------------------------------------------------------------
 
     def info(self, name: str) -> TableInfo:
@@ -832,8 +802,3 @@ def _tag_retried(read: Callable[[], T], attempts: int = 10) -> T:
             if "_refs/tags" not in str(exc) or attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
-
-
-def open(uri: str | None = None, storage_options: Mapping[str, str] | None = None) -> Store:  # noqa: A001
-    """Open (creating if needed) the store at `uri`, `$REPLAYSTORE_URI`, or `./replaystore-data`."""
-    return Store(uri or os.environ.get("REPLAYSTORE_URI") or DEFAULT_URI, storage_options)

@@ -126,8 +126,8 @@ def run(
     prefix = "digits-replay" if replay else "digits-finetune"
     buffer = None
     if replay:
-        buffer = store.exemplars(
-            f"{prefix}-exemplars", budget=cfg.budget_bytes or default_budget(cfg), model=model,
+        buffer = ExemplarBuffer.open(
+            store, f"{prefix}-exemplars", budget=cfg.budget_bytes or default_budget(cfg), model=model,
             policy="fixed_total", selector="herding", seed=cfg.seed,
         )  # fmt: skip
     acc = np.zeros((len(cfg.tasks), len(cfg.tasks)))
