@@ -1,5 +1,13 @@
 """Shared fixtures: a fresh on-disk store per test, one Prefect test server per session, and a
-subprocess runner for the CLI."""
+subprocess runner for the CLI.
+
+The `slow` marker covers every test that starts a server or a cluster: the quick loop
+(`pytest -m "not slow"`) starts none. `pytest_collection_modifyitems` below adds `slow` to every
+test that uses one of SERVER_FIXTURES (directly, through another fixture, or through
+`pytest.mark.usefixtures`), so a new test on those fixtures cannot forget it. Tests that start a
+server or cluster without these fixtures (a spawned moto server, the demo, several spawned
+interpreters) carry `@pytest.mark.slow` themselves.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,18 @@ import pytest
 import replaystore
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Fixtures that start a server or a cluster: Prefect's test server (here), moto's S3 server
+# (tests/s3_server.py), a local Ray instance (tests/test_stream_ray.py) and a two-node Ray cluster
+# (tests/test_scaleout.py).
+SERVER_FIXTURES = frozenset({"prefect_harness", "s3_server", "s3_store", "ray_cluster", "two_nodes"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -1,15 +1,40 @@
-"""The CLI through a real subprocess: human tables, --json, one-line errors and exit codes."""
+"""The CLI: human tables, --json, one-line errors and exit codes. The first two tests run the entry
+point in a real subprocess once each; every other call goes through the same `main` in-process (a
+subprocess pays the stack's imports: one to five seconds apiece here, 30 s for `demo`'s)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from subprocess import CompletedProcess
+from typing import Callable
+
+import pytest
 
 import replaystore
+from replaystore.cli import main
 from tests.conftest import run_cli
 
 
-def test_init_tables_versions_tag_restore_compact(tmp_path: Path) -> None:
+Cli = Callable[..., CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    """`replaystore ARGS` in-process: exit code, stdout and stderr, like run_cli's."""
+
+    def run(*args: str, uri: str | None = None, check: bool = False) -> CompletedProcess[str]:
+        capsys.readouterr()
+        code = main([*(["--uri", uri] if uri else []), *args])
+        out, err = capsys.readouterr()
+        if check and code != 0:
+            raise AssertionError(f"{args} failed ({code}):\n{out}\n{err}")
+        return CompletedProcess(list(args), code, out, err)
+
+    return run
+
+
+def test_init_tables_versions_tag_restore_compact(tmp_path: Path, cli: Cli) -> None:
     uri = str(tmp_path / "s")
     out = run_cli("init", uri, check=True).stdout
     assert "exemplars" in out and uri in out
@@ -17,45 +42,45 @@ def test_init_tables_versions_tag_restore_compact(tmp_path: Path) -> None:
     store.append("exemplars", {"buffer": ["b"] * 2, "sample_id": [1, 2], "class_id": [0, 1], "task_id": [0, 0], "rank": [1, 1], "nbytes": [8, 8]})
     store.append("exemplars", {"buffer": ["b"], "sample_id": [3], "class_id": [1], "task_id": [0], "rank": [2], "nbytes": [8]})
 
-    listing = json.loads(run_cli("--json", "tables", uri=uri, check=True).stdout)
+    listing = json.loads(cli("--json", "tables", uri=uri, check=True).stdout)
     ex = next(t for t in listing if t["name"] == "exemplars")
     assert (ex["kind"], ex["rows"], ex["version"]) == ("exemplars", 3, 3)
     assert ex["bytes"] > 0
-    human = run_cli("tables", uri=uri, check=True).stdout.splitlines()
+    human = cli("tables", uri=uri, check=True).stdout.splitlines()
     assert human[0].split() == ["name", "kind", "rows", "bytes", "version", "fragments"]
 
-    versions = json.loads(run_cli("--json", "versions", "exemplars", uri=uri, check=True).stdout)
+    versions = json.loads(cli("--json", "versions", "exemplars", uri=uri, check=True).stdout)
     assert [(v["version"], v["rows"]) for v in versions] == [(1, 0), (2, 2), (3, 3)]
-    assert "tagged exemplars version 2 as two" in run_cli("tag", "exemplars", "2", "two", uri=uri, check=True).stdout
-    assert "new version 4" in run_cli("restore", "exemplars", "two", uri=uri, check=True).stdout
+    assert "tagged exemplars version 2 as two" in cli("tag", "exemplars", "2", "two", uri=uri, check=True).stdout
+    assert "new version 4" in cli("restore", "exemplars", "two", uri=uri, check=True).stdout
     assert store.count("exemplars") == 2
 
-    stats = json.loads(run_cli("--json", "stats", "exemplars", uri=uri, check=True).stdout)
+    stats = json.loads(cli("--json", "stats", "exemplars", uri=uri, check=True).stdout)
     assert stats["rows"] == 2 and stats["tags"] == {"two": 2} and stats["columns"]["class_id"] == "int64"
-    compacted = json.loads(run_cli("--json", "compact", "exemplars", uri=uri, check=True).stdout)
+    compacted = json.loads(cli("--json", "compact", "exemplars", uri=uri, check=True).stdout)
     assert compacted == [{"table": "exemplars", "fragments_before": 1, "fragments_after": 1}]
 
 
-def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path) -> None:
+def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path, cli: Cli) -> None:
     uri = str(tmp_path / "s")
-    run_cli("init", uri, check=True)
+    cli("init", uri, check=True)
     proc = run_cli("stats", "nope", uri=uri)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: NotFoundError: unknown table 'nope' in store {uri}"
     assert "Traceback" not in proc.stderr
-    proc = run_cli("restore", "exemplars", "42", uri=uri)
+    proc = cli("restore", "exemplars", "42", uri=uri)
     assert proc.returncode == 1 and "no version or tag 42" in proc.stderr
-    debug = run_cli("--debug", "stats", "nope", uri=uri)
+    debug = cli("--debug", "stats", "nope", uri=uri)
     assert "Traceback" in debug.stderr
-    bad = run_cli("tables", uri="ftp://x/y")
+    bad = cli("tables", uri="ftp://x/y")
     assert bad.returncode == 1 and "unsupported store URI scheme 'ftp'" in bad.stderr
 
 
-def test_demo_refuses_a_task_count_it_does_not_have_and_leaves_the_store_alone(tmp_path: Path) -> None:
+def test_demo_refuses_a_task_count_it_does_not_have_and_leaves_the_store_alone(tmp_path: Path, cli: Cli) -> None:
     uri = str(tmp_path / "store")
     store = replaystore.open(uri)
     store.append("digits-replay-task0", {"sample_id": [1], "task_id": [0], "class_id": [0]}, kind="task_samples")
-    proc = run_cli("demo", "--small", "--tasks", "4", "--output", str(tmp_path / "out"), uri=uri)
+    proc = cli("demo", "--small", "--tasks", "4", "--output", str(tmp_path / "out"), uri=uri)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == "error: ValidationError: tasks: must be between 1 and 3, got 4"
     assert store.table_names() == ["digits-replay-task0"] and store.count("digits-replay-task0") == 1

@@ -22,20 +22,16 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from sklearn.datasets import load_digits
 
 import replaystore
-from conftest import run_cli
-from replaystore.flows.deployments import deployment_specs, load_flow, runner_deployments
 from replaystore.flows.distill import distill
-from replaystore.flows.index import SCALAR_INDEXES, index
-from replaystore.flows.parameters import checked
+from replaystore.flows.index import index
 from replaystore.flows.prune import prune
-from replaystore.flows.reporting import markdown_table
 from replaystore.flows.retries import is_transient, store_task
 from replaystore.flows.stream import stream
 from replaystore.errors import CommitConflictError, NotFoundError, ValidationError
 from replaystore.gere.offline import minilm_path, minilm_tokenizer, python_docstrings, tiny_causal_lm
 
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")  # tests/conftest.py: one test server per session
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # tests/conftest.py: one test server per session; marks these slow
 
 
 def add_priorities(store: replaystore.Store, start: int, n: int = 1, source: str = "digits") -> int:
@@ -430,14 +426,6 @@ def test_index_scores_a_source_and_stores_its_orderings(store: replaystore.Store
     assert any(r["table"] == "general_samples" and r["action"] == "created" for r in summary["scalar indexes"])
 
 
-def test_every_indexed_column_exists_in_its_schema() -> None:
-    from replaystore import schemas
-
-    for kind, columns in SCALAR_INDEXES.items():
-        names = {f.name for f in schemas.load_spec(kind).fields}
-        assert set(columns) <= names, kind
-
-
 # -- parameters ----------------------------------------------------------------------------------
 
 BAD: list[tuple[Callable[..., Any], dict[str, Any], str]] = [
@@ -511,18 +499,6 @@ def test_unknown_tables_are_refused_before_any_work(store: replaystore.Store) ->
     assert snapshot(store) == before
 
 
-def test_checked_validates_against_the_signature_and_keeps_it() -> None:
-    @checked
-    def f(n: int, hours: float = 1.0) -> tuple[int, float]:
-        return n, hours
-
-    assert f("3", hours="2.5") == (3, 2.5)
-    with pytest.raises(ValidationError) as err:
-        f()
-    assert err.value.field == "parameters"
-    assert list(__import__("inspect").signature(f).parameters) == ["n", "hours"]
-
-
 # -- retries and reports -------------------------------------------------------------------------
 
 
@@ -550,39 +526,3 @@ def test_only_transient_errors_are_retried() -> None:
     with pytest.raises(ValidationError):
         run("rule")
     assert calls == ["rule"]
-
-
-def test_every_deployment_of_prefect_yaml_serves_its_flow_with_its_schedule() -> None:
-    served = {f"{d.flow_name}/{d.name}": d for d in runner_deployments("/srv/replay")}
-    assert {name: [s.schedule.cron for s in d.schedules] for name, d in served.items()} == {
-        "distill/distill-on-demand": [], "index/index-hourly": ["0 * * * *"],
-        "prune/prune-nightly": ["30 2 * * *"], "stream/stream-on-demand": [],
-    }
-    for spec in deployment_specs():
-        flow_params = load_flow(spec["entrypoint"]).parameters.properties
-        assert set(spec["parameters"]) <= set(flow_params), spec["name"]
-    assert all(d.parameters["store_uri"] == "/srv/replay" for d in served.values())
-    assert served["prune/prune-nightly"].parameters["retention_hours"] == 168
-
-
-def test_load_flow_takes_module_paths_and_refuses_file_paths() -> None:
-    assert load_flow("replaystore.flows.prune.prune") is prune
-    with pytest.raises(ValidationError, match="module path"):
-        load_flow("flows/prune.py:prune")  # the form before flows/ installed as replaystore.flows
-
-
-def test_serve_refuses_a_missing_prefect_file_before_starting_anything(tmp_path: Path) -> None:
-    proc = run_cli("serve", "--prefect-file", str(tmp_path / "none.yaml"), uri=str(tmp_path / "store"))
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == f"error: ValidationError: prefect_file: {tmp_path / 'none.yaml'} does not exist"
-
-
-def test_markdown_table_escapes_cells() -> None:
-    text = markdown_table([{"table": "a|b", "n": 1.23456789}, {"table": "c", "extra": None}])
-    assert text.splitlines() == [
-        "| table | n | extra |",
-        "|---|---|---|",
-        "| a\\|b | 1.23457 |  |",
-        "| c |  |  |",
-    ]
-    assert markdown_table([]) == "_nothing to report_"

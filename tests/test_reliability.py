@@ -10,15 +10,17 @@ from __future__ import annotations
 import multiprocessing as mp
 import random
 import time
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import replaystore
+import replaystore.store as store_module
 
 BATCH = 50
 BATCHES = 8
@@ -86,16 +88,17 @@ def content(table: pa.Table) -> list[tuple]:
     return sorted(zip(*(table.column(c).to_pylist() for c in cols)))
 
 
+ROUNDS_PER_PHASE = 4  # kill rounds aimed at each kind of write: a count, not a time budget
+
+
+@pytest.mark.slow  # sixteen spawned interpreters import Lance: 7-30 s on 2 shared cores
 def test_sigkill_during_appends_merges_updates_and_compaction(tmp_path) -> None:
     uri = str(tmp_path / "store")
     ctx = mp.get_context("spawn")  # Lance is not fork-safe
     rng = random.Random(10)
     checked: set[int] = set()
     kills = {name: 0 for name in PHASES}
-    deadline = time.monotonic() + 40
-    for round_ in range(16):
-        if time.monotonic() > deadline:
-            break
+    for round_ in range(ROUNDS_PER_PHASE * len(PHASES)):
         target = PHASES[round_ % len(PHASES)]
         phase = ctx.Value("i", -1)
         proc = ctx.Process(target=flow, args=(uri, phase))
@@ -113,7 +116,8 @@ def test_sigkill_during_appends_merges_updates_and_compaction(tmp_path) -> None:
             if info.version not in checked:
                 check_version(store.read("exemplars", version=info.version), info.rows)
                 checked.add(info.version)
-    assert sum(kills.values()) >= 8 and all(kills.values()), kills
+    # An append round adds one batch at most, so every round finds its kind of write still to do.
+    assert all(n >= ROUNDS_PER_PHASE - 1 for n in kills.values()), kills
 
     flow(uri)  # the rerun converges
     clean = str(tmp_path / "clean")
@@ -173,41 +177,102 @@ def test_restore_to_any_version_gives_exactly_its_rows(store: replaystore.Store,
     assert content(store.read(name)) == snapshots[target]
 
 
-def test_cleanup_counts_age_from_when_a_version_was_superseded(store: replaystore.Store) -> None:
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime], None]:
+    """Sets `now` for replaystore.store (cleanup's cutoff, a pin's time), so a test moves time on
+    without sleeping. Version timestamps stay Lance's own, real, commit times."""
+
+    class Clock(datetime):
+        at = datetime.now(timezone.utc)
+
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+            return cls.at.astimezone(tz)
+
+    monkeypatch.setattr(store_module, "datetime", Clock)
+
+    def set_now(at: datetime) -> None:
+        Clock.at = at
+
+    return set_now
+
+
+def test_cleanup_counts_age_from_when_a_version_was_superseded(store: replaystore.Store, clock: Callable[[datetime], None]) -> None:
     """A reader that resolved "the latest" a moment ago can still pin it, however old its commit."""
     first = store.append("exemplars", batch_rows(0))
-    time.sleep(1.5)  # `first` is old now, but it is still the latest
     second = store.append("exemplars", batch_rows(1))
-    store.cleanup("exemplars", older_than=timedelta(seconds=1))
+    committed = {v.version: v.timestamp for v in store.versions("exemplars")}
+    assert committed[first] < committed[second]
+    hour = timedelta(hours=1)
+    # `first` was committed more than an hour ago, but superseded less than an hour ago.
+    clock(committed[first] + (committed[second] - committed[first]) / 2 + hour)
+    store.cleanup("exemplars", older_than=hour)
     assert first in [v.version for v in store.versions("exemplars")], "removed a version superseded just now"
+    clock(committed[second] + 2 * hour)  # now superseded more than an hour ago
     with store.pin("exemplars", first) as pinned:
-        time.sleep(1.2)
-        store.cleanup("exemplars", older_than=timedelta(seconds=1))
+        store.cleanup("exemplars", older_than=hour)
         assert store.count("exemplars", version=pinned) == BATCH, "the pin held"
-    store.cleanup("exemplars", older_than=timedelta(seconds=1))
+    store.cleanup("exemplars", older_than=hour)
     assert [v.version for v in store.versions("exemplars")] == [second]
 
 
-def _pin_and_release(uri: str, seconds: float) -> None:
+LISTING_ROUNDS = 20
+
+
+def _pin_and_release(uri: str, stop: Any, cycles: Any) -> None:
     store = replaystore.open(uri)
-    stop = time.monotonic() + seconds
-    while time.monotonic() < stop:
+    while not stop.is_set():
         with store.pin("exemplars"):
             pass
+        cycles.value += 1  # only this process writes it
 
 
 def test_version_and_tag_listings_survive_pins_released_by_other_processes(store: replaystore.Store) -> None:
     """Lance lists tags file by file; a pin released mid-listing must not fail a reader or cleanup."""
     store.append("exemplars", batch_rows(0))
+    store.cleanup("exemplars", older_than=timedelta(0))  # one version left: the cleanups below list, and delete nothing
     ctx = mp.get_context("spawn")
-    pinners = [ctx.Process(target=_pin_and_release, args=(store.uri, 4.0)) for _ in range(2)]
+    stop, cycles = ctx.Event(), [ctx.Value("i", 0, lock=False) for _ in range(2)]
+    pinners = [ctx.Process(target=_pin_and_release, args=(store.uri, stop, c)) for c in cycles]
     for p in pinners:
         p.start()
-    calls = 0
-    while any(p.is_alive() for p in pinners):
-        store.versions("exemplars")
-        store.tags("exemplars")
-        store.cleanup("exemplars", older_than=timedelta(seconds=1))
-        calls += 1
+    try:
+        while min(c.value for c in cycles) == 0 and all(p.is_alive() for p in pinners):
+            time.sleep(0.01)  # until both pinners are pinning and releasing
+        before = [c.value for c in cycles]
+        for _ in range(LISTING_ROUNDS):
+            store.versions("exemplars")
+            store.tags("exemplars")
+            store.cleanup("exemplars", older_than=timedelta(0))
+        during = [c.value - b for c, b in zip(cycles, before)]
+    finally:
+        stop.set()
+        for p in pinners:
+            p.join()
     assert [p.exitcode for p in pinners] == [0, 0]
-    assert calls > 10 and not any(t.startswith("pin-") for t in store.tags("exemplars"))
+    assert all(n > 0 for n in during), f"no pin came and went during the listings: {during}"
+    assert not any(t.startswith("pin-") for t in store.tags("exemplars"))
+
+
+@pytest.mark.xfail(reason="Store.cleanup: Lance's cleanup_old_versions fails on a pin tag released while it reads the tags", strict=False)
+def test_cleanup_that_deletes_versions_survives_pins_released_by_other_processes(store: replaystore.Store) -> None:
+    """Each round commits a version, so each cleanup has one to delete while pins come and go."""
+    store.append("exemplars", batch_rows(0))
+    ctx = mp.get_context("spawn")
+    stop, cycles = ctx.Event(), [ctx.Value("i", 0, lock=False) for _ in range(2)]
+    pinners = [ctx.Process(target=_pin_and_release, args=(store.uri, stop, c)) for c in cycles]
+    for p in pinners:
+        p.start()
+    try:
+        while min(c.value for c in cycles) == 0 and all(p.is_alive() for p in pinners):
+            time.sleep(0.01)  # until both pinners are pinning and releasing
+        for b in range(1, LISTING_ROUNDS + 1):
+            latest = store.append("exemplars", batch_rows(b))
+            store.cleanup("exemplars", older_than=timedelta(0))
+            assert [v.version for v in store.versions("exemplars") if not v.tags][-1] == latest
+    finally:
+        stop.set()
+        for p in pinners:
+            p.join()
+    assert [p.exitcode for p in pinners] == [0, 0]
+    assert store.count("exemplars") == (LISTING_ROUNDS + 1) * BATCH
