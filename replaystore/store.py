@@ -168,7 +168,7 @@ def _in_pages(table: pa.Table) -> pa.RecordBatchReader:
     """`table` as batches of about `PAGE_BYTES`. Lance (file format 2.1+) cuts pages at the batches it
     is handed: a 1M-row table written as one batch leaves one page per column, which a scan must read
     and decode whole before its first row (a stream of 1M 272-byte rows: ~2.8M rows/s from one page,
-    ~6-7M from pages of a few MB, README "Table layout")."""
+    ~6-7M from pages of a few MB, docs/streaming.md, "Table layout decides scan speed")."""
     rows = max(1, PAGE_BYTES * table.num_rows // max(1, table.nbytes))
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=rows))
 
@@ -709,7 +709,7 @@ class Store:
 
         Local stores lock a file beside the tables; object stores lock a file in the user's cache
         directory. It does not hold across machines: read-check-write sequences that must (budgets,
-        dedup) use `atomically`. GeRe distillation still takes it (see README: guarantees).
+        dedup) use `atomically`. GeRe distillation still takes it (see docs/guarantees.md).
         """
         with self._file_lock(f"{validate_name(name)}.lock"):
             yield

@@ -1,6 +1,6 @@
 """The bad-input table: each case gets a clear error naming the problem, and the store is unchanged.
 
-The README's `## Bad input` section lists the same cases; add a row there when adding one here.
+docs/guarantees.md's `## Bad input` table lists the same cases; add a row there when adding one here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The layering in ARCHITECTURE.md holds: the library never imports Prefect, Ray only in its Ray module,
+"""The layering in README.md ("Layers") holds: the library never imports Prefect, Ray only in its Ray module,
 and the flows (installed as `replaystore.flows`) are the layer above that may. The core imports
 nothing above it: the memory kinds and SQL reach users through `replaystore.api.Store`."""
 
@@ -48,7 +48,7 @@ def test_flows_live_under_the_package_and_nothing_named_flows_is_imported() -> N
     assert imported_top_levels(flows) == ["prefect"], "the flows use Prefect, never a top-level module named flows"
 
 
-# The core (ARCHITECTURE.md, layer 2) and what it may import from the package: itself and the contracts.
+# The core (README.md "Layers", layer 2) and what it may import from the package: itself and the contracts.
 CORE = ("store", "schemas", "errors", "retry", "extras")
 CORE_ALLOWED = {f"replaystore.{name}" for name in (*CORE, "contracts")}
 
