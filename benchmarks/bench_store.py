@@ -19,8 +19,8 @@ import multiprocessing as mp
 import shutil
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import lance
 import numpy as np

@@ -16,7 +16,6 @@ import textwrap
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pyarrow.compute as pc
 import pytest
 from s3_server import S3Server, s3_server  # noqa: F401 - fixture

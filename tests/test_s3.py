@@ -7,10 +7,10 @@ import multiprocessing as mp
 from datetime import timedelta
 
 import pytest
+from conftest import run_cli
 from s3_server import SECRET_KEY, S3Server, s3_server, s3_store  # noqa: F401 - fixtures
 
 import replaystore
-from conftest import run_cli
 from replaystore.errors import NotFoundError, ValidationError
 
 
