@@ -13,7 +13,7 @@ import json
 import pkgutil
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import benchmarks
@@ -48,7 +48,7 @@ def main() -> None:
         timings[area] = round(time.perf_counter() - start, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = f"Measured {stamp} on {machine()}, scale {args.scale}."
     (out / "results.json").write_text(
         json.dumps({"when": stamp, "machine": machine(), "scale": args.scale, "seconds": timings,

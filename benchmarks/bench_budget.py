@@ -16,8 +16,8 @@ import shutil
 import socket
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import lance
 import numpy as np

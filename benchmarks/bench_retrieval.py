@@ -22,7 +22,7 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import duckdb
 import numpy as np
 import polars as pl
-from polars.testing import assert_frame_equal
 import pyarrow as pa
 import pyarrow.compute as pc
+from polars.testing import assert_frame_equal
 
 import replaystore
 from benchmarks.common import Result, cli, timer
@@ -40,7 +40,7 @@ GROUP BY s.metric ORDER BY s.metric
 def build(store: replaystore.Store, rows: int, seed: int = 0) -> None:
     """Exemplars (rows), curriculum scores (rows: 2 metrics per sample), orderings (rows / 10)."""
     rng = np.random.default_rng(seed)
-    now = pa.array(np.full(rows, np.datetime64(datetime.now(timezone.utc).replace(tzinfo=None), "us")), pa.timestamp("us", tz="UTC"))
+    now = pa.array(np.full(rows, np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us")), pa.timestamp("us", tz="UTC"))
     store.append(
         "exemplars",
         {

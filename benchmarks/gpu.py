@@ -20,11 +20,10 @@ import itertools
 import json
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import lance
-import numpy as np
 import torch
 
 import replaystore

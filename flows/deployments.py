@@ -17,8 +17,8 @@ from prefect import Flow, serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron, Interval, Schedule
 
-from replaystore.flows.server import prefect_api
 from replaystore.errors import ValidationError
+from replaystore.flows.server import prefect_api
 
 # deploy/ ships as the data package `replaystore.deploy` (pyproject.toml); installed, it is a real file.
 PREFECT_FILE = Path(str(files("replaystore.deploy") / "prefect.yaml"))

@@ -22,19 +22,20 @@ import torch
 from prefect import flow, get_run_logger
 from pydantic import AfterValidator, DirectoryPath, Field, FilePath
 
+from replaystore.errors import ValidationError
+from replaystore.exemplars import ExemplarBuffer
+from replaystore.exemplars.samples import decode_raw
+from replaystore.experiences import ExperienceMemory
+from replaystore.extras import require
 from replaystore.flows.parameters import Name, NonNegative, Positive, StoreURI, Strict, checked, open_store
 from replaystore.flows.reporting import publish_summary, with_progress
 from replaystore.flows.retries import store_task
 from replaystore.flows.tables import exemplar_buffers, existing_tables
-from replaystore.store import Store
-from replaystore.errors import ValidationError
-from replaystore.extras import require
-from replaystore.exemplars import ExemplarBuffer
-from replaystore.exemplars.samples import decode_raw
-from replaystore.experiences import ExperienceMemory
 from replaystore.gere import distill as distill_states
 from replaystore.gere import ingest
 from replaystore.gere.codec import check_precision
+from replaystore.store import Store
+
 
 class GeneralSamples(Strict):
     """Ingest `texts` (.jsonl/.parquet, optional) as `source`, then distill `model`'s states for every sample."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Annotated, Any, Callable, ParamSpec, TypeVar, get_type_hints
+from collections.abc import Callable
+from typing import Annotated, Any, ParamSpec, TypeVar, get_type_hints
 
 import pydantic
 from pydantic import AfterValidator, Field

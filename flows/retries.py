@@ -7,7 +7,8 @@ broken rule (`ValidationError`, `NotFoundError`, budgets) would fail again, so t
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE

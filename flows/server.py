@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 from prefect.settings import PREFECT_API_URL, temporary_settings

@@ -12,19 +12,20 @@ private local Ray instance (never a neighbour's cluster), with `ray_address` it 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from pydantic import Field
 
+from replaystore.errors import ValidationError
+from replaystore.extras import require
 from replaystore.flows.parameters import Name, Positive, StoreURI, Strict, checked, open_store
 from replaystore.flows.reporting import publish_summary
 from replaystore.flows.retries import store_task
 from replaystore.flows.tables import existing_tables
 from replaystore.store import Store
-from replaystore.errors import ValidationError
-from replaystore.extras import require
 from replaystore.stream import Prioritized, Proportions, ReplayStream, Sequential, Shuffled, Source, Uniform
 
 SAMPLERS = {"sequential": Sequential, "shuffled": Shuffled, "uniform": Uniform, "prioritized": Prioritized}

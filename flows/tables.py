@@ -3,10 +3,10 @@ work), else every one the store has of the kinds asked."""
 
 from __future__ import annotations
 
-from typing import Collection, Iterable
+from collections.abc import Collection, Iterable
 
-from replaystore.store import Store
 from replaystore.errors import NotFoundError
+from replaystore.store import Store
 
 
 def _named(names: list[str], known: Collection[str], what: str, uri: str) -> list[str]:

@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("LANCE_LOG", "error")  # Lance's INFO/WARN chatter is not for our users
 
+from replaystore.api import Store, open
 from replaystore.errors import (
     BudgetExceededError,
     CommitConflictError,
@@ -13,7 +14,6 @@ from replaystore.errors import (
     TableNameError,
     ValidationError,
 )
-from replaystore.api import Store, open
 from replaystore.store import DEFAULT_URI, TableInfo, VersionInfo
 
 __all__ = [

@@ -14,10 +14,11 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import lance
 import numpy as np
@@ -590,7 +591,7 @@ class Store:
         out = []
         for v in ds.versions():
             ts = v["timestamp"]
-            ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts
+            ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
             rows = int(v.get("metadata", {}).get("total_rows", -1))
             out.append(VersionInfo(int(v["version"]), ts, rows, tuple(sorted(by_version.get(int(v["version"]), [])))))
         return out
@@ -633,7 +634,7 @@ class Store:
         cleanup skips tagged versions. A version that cleanup removed before the tag landed is
         reported (`NotFoundError`), never read half-deleted.
         """
-        tag = f"{PIN_PREFIX}{datetime.now(timezone.utc):{PIN_TIME}}-{uuid.uuid4().hex[:8]}"
+        tag = f"{PIN_PREFIX}{datetime.now(UTC):{PIN_TIME}}-{uuid.uuid4().hex[:8]}"
         ds = self._open(name, version)
         ds.tags.create(tag, ds.version)
         try:
@@ -675,14 +676,14 @@ class Store:
         Pins taken more than `stale_pins` ago are removed first: a reader that was killed mid-epoch
         (a preempted job) never releases its pin, which would keep that version forever. None keeps them.
         """
-        cutoff = datetime.now(timezone.utc) - older_than
+        cutoff = datetime.now(UTC) - older_than
         out: dict[str, dict[str, int]] = {}
         for table in [name] if name else self.table_names():
             pins = self._drop_stale_pins(validate_name(table), stale_pins) if stale_pins is not None else 0
             history = self.versions(table)
             stale = [old.version for old, new in zip(history, history[1:]) if new.timestamp < cutoff and not old.tags]
             # Lance reads the tags again when it deletes: a pin taken since `history` was listed holds.
-            stats = _tag_retried(lambda: self._open(table).cleanup_old_versions(versions=stale, error_if_tagged_old_versions=False)) if stale else None
+            stats = _tag_retried(lambda: self._open(table).cleanup_old_versions(versions=stale, error_if_tagged_old_versions=False)) if stale else None  # noqa: B023 - called here
             out[table] = {
                 "bytes_removed": int(stats.bytes_removed) if stats else 0,
                 "versions_removed": int(stats.old_versions) if stats else 0,
@@ -694,7 +695,7 @@ class Store:
         """Delete pin tags taken more than `age` ago (pins without a time, from before pins carried
         one, are kept)."""
         ds = self._open(table)
-        cutoff = datetime.now(timezone.utc) - age
+        cutoff = datetime.now(UTC) - age
         dropped = 0
         for tag in _tag_list(ds):
             taken = _pin_time(tag)
@@ -783,7 +784,7 @@ def _pin_time(tag: str) -> datetime | None:
     if not tag.startswith(PIN_PREFIX):
         return None
     try:
-        return datetime.strptime(tag[len(PIN_PREFIX) :].split("-")[0], PIN_TIME).replace(tzinfo=timezone.utc)
+        return datetime.strptime(tag[len(PIN_PREFIX) :].split("-")[0], PIN_TIME).replace(tzinfo=UTC)
     except ValueError:
         return None
 

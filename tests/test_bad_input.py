@@ -6,9 +6,10 @@ docs/guarantees.md's `## Bad input` table lists the same cases; add a row there 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -5,16 +5,15 @@ subprocess pays the stack's imports: one to five seconds apiece here, 30 s for `
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
-from typing import Callable
 
 import pytest
 
 import replaystore
 from replaystore.cli import main
 from tests.conftest import run_cli
-
 
 Cli = Callable[..., CompletedProcess[str]]
 

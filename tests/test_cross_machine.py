@@ -16,7 +16,6 @@ import textwrap
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pyarrow.compute as pc
 import pytest
 from s3_server import S3Server, s3_server  # noqa: F401 - fixture
@@ -131,7 +130,7 @@ def test_a_pin_held_by_one_process_survives_cleanup_run_by_another(s3_server: S3
         "print(replaystore.open(sys.argv[1], json.loads(sys.argv[2])).cleanup('t', older_than=datetime.timedelta(0)))",
         uri, json.dumps(options), env=_machine(tmp_path, "cleaner"),
     )
-    out, err = cleaner.communicate(timeout=300)
+    _out, err = cleaner.communicate(timeout=300)
     assert cleaner.returncode == 0, err[-3000:]
     kept = [v.version for v in store.versions("t")]
     assert pinned in kept and unpinned not in kept

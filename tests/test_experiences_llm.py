@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import replaystore
+from replaystore.errors import ValidationError
 from replaystore.experiences import LLMExtractor
 from replaystore.experiences.embedder import minilm_path
 from replaystore.experiences.extractors import Group, Trajectory, as_trajectory, group, parse_experiences, parse_validation, prompt_for
-from replaystore.errors import ValidationError
 
 WIN = Trajectory("t1", ({"role": "user", "content": "Rename all .txt files to .md"}, {"role": "assistant", "content": "List files, then rename each with pathlib"}), 1.0)
 LOSS = Trajectory("t1", ({"role": "user", "content": "Rename all .txt files to .md"}, {"role": "assistant", "content": "Use a shell glob that misses hidden files"}), 0.0)

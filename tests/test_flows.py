@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute  # binds pa.compute
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -22,14 +23,13 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from sklearn.datasets import load_digits
 
 import replaystore
+from replaystore.errors import CommitConflictError, NotFoundError, ValidationError
 from replaystore.flows.distill import distill
 from replaystore.flows.index import index
 from replaystore.flows.prune import prune
 from replaystore.flows.retries import is_transient, store_task
 from replaystore.flows.stream import stream
-from replaystore.errors import CommitConflictError, NotFoundError, ValidationError
 from replaystore.gere.offline import minilm_path, minilm_tokenizer, python_docstrings, tiny_causal_lm
-
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")  # tests/conftest.py: one test server per session; marks these slow
 

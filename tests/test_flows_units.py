@@ -8,8 +8,8 @@ import inspect
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from replaystore.errors import ValidationError
 from replaystore.flows.deployments import deployment_specs, load_flow, runner_deployments
 from replaystore.flows.index import SCALAR_INDEXES

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +38,7 @@ def texts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(texts: list[str]):
+def tokenizer(texts: list[str]) -> Any:
     return word_tokenizer(texts, vocab_size=800)
 
 

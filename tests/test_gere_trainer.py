@@ -39,7 +39,7 @@ def corpus() -> list[str]:
 
 
 @pytest.fixture
-def setup(store: Store, corpus: list[str]):
+def setup(store: Store, corpus: list[str]) -> tuple[torch.nn.Module, ReplaySet, TaskTexts]:
     tokenizer = word_tokenizer(corpus, vocab_size=600)
     model = tiny_causal_lm(tokenizer.vocab_size, hidden=32, positions=64, seed=1)
     ingest(store, corpus[:8], source="pydoc", tokenizer=tokenizer, max_length=24)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lance
 import numpy as np

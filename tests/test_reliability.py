@@ -10,8 +10,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import random
 import time
-from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -183,7 +184,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime], None]:
     without sleeping. Version timestamps stay Lance's own, real, commit times."""
 
     class Clock(datetime):
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
 
         @classmethod
         def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]

@@ -7,10 +7,10 @@ import multiprocessing as mp
 from datetime import timedelta
 
 import pytest
+from conftest import run_cli
 from s3_server import SECRET_KEY, S3Server, s3_server, s3_store  # noqa: F401 - fixtures
 
 import replaystore
-from conftest import run_cli
 from replaystore.errors import NotFoundError, ValidationError
 
 
@@ -25,7 +25,7 @@ def rows(start: int, n: int, buffer: str = "b") -> dict:
     }
 
 
-def test_versions_tags_restore_compact_cleanup_on_s3(s3_store: replaystore.Store) -> None:
+def test_versions_tags_restore_compact_cleanup_on_s3(s3_store: replaystore.Store) -> None:  # noqa: F811
     v1 = s3_store.append("exemplars", rows(0, 3))
     v2 = s3_store.append("exemplars", rows(3, 3))
     v3 = s3_store.merge("exemplars", rows(4, 4), on=["buffer", "sample_id"])
@@ -50,7 +50,7 @@ def test_versions_tags_restore_compact_cleanup_on_s3(s3_store: replaystore.Store
     assert s3_store.count("exemplars") == 6
 
 
-def test_pinned_version_survives_cleanup_on_s3(s3_store: replaystore.Store) -> None:
+def test_pinned_version_survives_cleanup_on_s3(s3_store: replaystore.Store) -> None:  # noqa: F811
     v1 = s3_store.append("exemplars", rows(0, 2))
     with s3_store.pin("exemplars", v1) as pinned:
         s3_store.append("exemplars", rows(2, 2))
@@ -59,7 +59,7 @@ def test_pinned_version_survives_cleanup_on_s3(s3_store: replaystore.Store) -> N
     assert not [t for t in s3_store.tags("exemplars") if t.startswith("pin-")]
 
 
-def test_bad_input_leaves_s3_table_unchanged(s3_store: replaystore.Store) -> None:
+def test_bad_input_leaves_s3_table_unchanged(s3_store: replaystore.Store) -> None:  # noqa: F811
     s3_store.append("exemplars", rows(0, 2))
     before = [v.version for v in s3_store.versions("exemplars")]
     bad = rows(2, 2)
@@ -79,7 +79,7 @@ def _s3_writer(uri: str, options: dict[str, str], worker: int, batches: int) -> 
     store.update("exemplars", {"rank": "rank + 1"}, where=f"buffer = 'w{worker}'")
 
 
-def test_concurrent_writers_from_several_processes_on_s3(s3_server: S3Server) -> None:
+def test_concurrent_writers_from_several_processes_on_s3(s3_server: S3Server) -> None:  # noqa: F811
     uri = f"s3://{s3_server.new_bucket()}/store"
     store = replaystore.open(uri, s3_server.storage_options)
     start = store.create_table("exemplars")
@@ -99,7 +99,7 @@ def test_concurrent_writers_from_several_processes_on_s3(s3_server: S3Server) ->
 
 
 def test_credentials_from_environment_reach_lance_and_never_land_in_files(
-    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)

@@ -12,7 +12,7 @@ from replaystore.flows.prune import prune
 
 @pytest.mark.slow
 def test_prune_flow_on_s3_enforces_budget_compacts_and_keeps_tags(
-    prefect_harness: None, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+    prefect_harness: None, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
     for key, value in s3_server.env.items():  # the flow opens the store by URI only, as a deployment does
         monkeypatch.setenv(key, value)
@@ -36,4 +36,4 @@ def test_prune_flow_on_s3_enforces_budget_compacts_and_keeps_tags(
     assert store.info("digits").fragments <= fragments
     assert {row["table"] for row in summary["cleanup"]} >= {"digits"}
     assert store.count("digits", version="before-shrink") == 10, "the tagged version survived cleanup on S3"
-    assert [v.version for v in store.versions("digits")][0] == tagged, "older untagged versions were removed"
+    assert next(v.version for v in store.versions("digits")) == tagged, "older untagged versions were removed"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def two_nodes() -> Iterator[Any]:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:lance is not fork-safe")  # Ray starts raylets with fork+exec
-def test_stream_shards_on_two_nodes_are_read_exactly_once_from_s3(two_nodes: Any, s3_server: S3Server) -> None:
+def test_stream_shards_on_two_nodes_are_read_exactly_once_from_s3(two_nodes: Any, s3_server: S3Server) -> None:  # noqa: F811
     ray = two_nodes
     uri = f"s3://{s3_server.new_bucket()}/store"
     store = replaystore.open(uri, s3_server.storage_options)

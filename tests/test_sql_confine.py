@@ -96,7 +96,7 @@ def test_empty_statements(query: object) -> None:
 
 
 def test_unknown_table_names_the_store_tables(filled: replaystore.Store) -> None:
-    with pytest.raises(NotFoundError, match="unknown table 'exemplar' .*exemplars"):
+    with pytest.raises(NotFoundError, match=r"unknown table 'exemplar' .*exemplars"):
         filled.sql("SELECT * FROM exemplar")
 
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import lance
 import numpy as np
-from lance.file import LanceFileReader
 import pyarrow as pa
 import pytest
+from lance.file import LanceFileReader
 
 import replaystore
 from replaystore import schemas
-from replaystore.store import PAGE_BYTES, Edit
 from replaystore.errors import NotFoundError, SchemaOutdatedError, StoreURIError, TableNameError, ValidationError
+from replaystore.store import PAGE_BYTES, Edit
 
 
 def rows(start: int, n: int, buffer: str = "b") -> dict:

@@ -82,7 +82,7 @@ def test_hot_cache_serves_the_pinned_version_and_a_new_version_gets_a_new_cache(
     snap = HotCache(source, 1, tmp_path / "hot").open()
     assert snap.num_rows == 500 and torch.equal(torch.from_numpy(snap.gather("v", np.array([7, 3]))), torch.tensor([[7.0] * 4, [3.0] * 4]))
     assert cache.prune(keep={2}) == [cache.base() / "v1"]
-    assert list(ReplayStream(source, 64, steps_per_epoch=1))[0]["id"].max() < 600
+    assert list(ReplayStream(source, 64, steps_per_epoch=1))[0]["id"].max() < 600  # noqa: RUF015 - list() runs the epoch to its end
 
 
 def test_losses_become_priorities_in_one_merge_and_steer_the_next_epoch(store: replaystore.Store) -> None:

@@ -11,7 +11,8 @@ an instance role), never from this file.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from ray.train import RunConfig, ScalingConfig

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 
 def _plain(value: Any) -> Any:

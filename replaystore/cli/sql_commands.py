@@ -7,8 +7,9 @@ parquet written to `--output` are streamed batch by batch, so results larger tha
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import polars as pl
 import pyarrow as pa

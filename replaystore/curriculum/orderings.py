@@ -11,8 +11,9 @@ readable as an earlier version).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -98,7 +99,7 @@ class OrderingDefinition:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, spec: Mapping[str, Any]) -> "OrderingDefinition":
+    def from_dict(cls, spec: Mapping[str, Any]) -> OrderingDefinition:
         if not isinstance(spec, Mapping):
             raise ValidationError("definition", f"must be a mapping, got {type(spec).__name__}")
         known = {"direction", "metric", "pacing", "seed", "difficulty_type", "value_schedule", "imported_from"}
@@ -119,7 +120,7 @@ class OrderingDefinition:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "OrderingDefinition":
+    def from_json(cls, text: str) -> OrderingDefinition:
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:

@@ -25,7 +25,8 @@ current pass. The sequence depends only on the seed, the difficulties, the pacin
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -10,8 +10,9 @@ per-sample loss). `score` streams the source table through a scorer, computes ex
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -113,8 +114,8 @@ class ModelLoss:
     anything else (padding token lists, several columns).
     """
 
-    model: "torch.nn.Module"
-    loss_fn: Callable[[Any, Any], "torch.Tensor"]
+    model: torch.nn.Module
+    loss_fn: Callable[[Any, Any], torch.Tensor]
     inputs: str = "features"
     targets: str | None = "class_id"
     shape: Sequence[int] | None = None

@@ -9,8 +9,8 @@ wherever a count of whole exemplars comes out) so buffers can enforce it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

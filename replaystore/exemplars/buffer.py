@@ -11,10 +11,10 @@ budget, whichever processes or machines write the buffer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Sequence
-
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import lance
 import numpy as np

@@ -6,8 +6,9 @@ an int32 list. Reading rebuilds `(N, *shape)` arrays straight from the Arrow buf
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -8,8 +8,9 @@ name in a buffer's settings: herding (iCaRL), closest-to-centre, random (seeded)
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch

@@ -7,9 +7,10 @@ offline; it is loaded once per process (loading costs seconds, embedding a sente
 from __future__ import annotations
 
 import json
-from functools import cached_property, lru_cache
+from collections.abc import Sequence
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class TransformerEmbedder:
         return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def default_embedder() -> TransformerEmbedder:
     """all-MiniLM-L6-v2 (384-d), loaded from the local package once per process."""
     return TransformerEmbedder(minilm_path())

@@ -10,9 +10,10 @@ Embeddings are not in the dump: import embeds with the memory's embedder.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -30,13 +31,13 @@ def _time(value: Any, field: str, line: int) -> datetime | None:
     if value in (None, ""):
         return None
     try:
-        return datetime.strptime(str(value), TIME_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime.strptime(str(value), TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         try:
             parsed = datetime.fromisoformat(str(value))
         except ValueError:
             raise ValidationError(field, f"line {line}: {value!r} is not a '{TIME_FORMAT}' time") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def from_reme(record: Any, line: int, workspace: str | None = None) -> dict[str, Any]:
@@ -83,8 +84,8 @@ def to_reme(row: dict[str, Any]) -> dict[str, Any]:
         "when_to_use": row["when_to_use"],
         "content": row["content"],
         "score": row["score"] if row.get("score") is not None else 0.0,
-        "time_created": row["created_at"].astimezone(timezone.utc).strftime(TIME_FORMAT),
-        "time_modified": row["updated_at"].astimezone(timezone.utc).strftime(TIME_FORMAT),
+        "time_created": row["created_at"].astimezone(UTC).strftime(TIME_FORMAT),
+        "time_modified": row["updated_at"].astimezone(UTC).strftime(TIME_FORMAT),
         "author": row.get("author") or "",
         "metadata": metadata,
     }

@@ -9,6 +9,7 @@ thresholds over *all* samples, so `precision="zones"` makes two passes: statisti
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -176,10 +177,8 @@ class _Run:
 
     def execute(self) -> None:
         for layer in self.layers:
-            try:
+            with contextlib.suppress(NotFoundError):
                 self.stats[layer] = load_stats(self.store, self.fingerprint, layer, self.stats_table)
-            except NotFoundError:
-                pass
         need_stats = {layer: set(self.ids) - set(self._stats_ids(layer)) for layer in self.layers}
         if self.precision == "zones":
             self._forward(set().union(*need_stats.values()), lambda batch, out: self._add_stats(batch, out, need_stats))

@@ -18,8 +18,9 @@ from replaystore.extras import require
 
 require("transformers", extra="gere", feature="the GeRe trainer")
 from transformers import Trainer  # noqa: E402 - after the check that names the extra
-from replaystore.gere.losses import DEFAULT_WEIGHTING, DynamicWeight, FixedWeight, combine_losses
-from replaystore.gere.replay import ReplaySet, replay_losses
+
+from replaystore.gere.losses import DEFAULT_WEIGHTING, DynamicWeight, FixedWeight, combine_losses  # noqa: E402
+from replaystore.gere.replay import ReplaySet, replay_losses  # noqa: E402
 
 
 class ReplaySchedule:

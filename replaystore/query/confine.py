@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Collection
 
 import sqlglot
 from sqlglot import exp

@@ -8,7 +8,8 @@ statement reads one consistent snapshot even while writers commit.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa

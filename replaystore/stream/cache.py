@@ -103,7 +103,7 @@ class MemmapSnapshot:
 class HotCache:
     """Builds (once) and opens the hot tier of `source` at `version`."""
 
-    source: "Source"
+    source: Source
     version: int | None
     root: Path | None = None
 

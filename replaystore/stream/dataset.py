@@ -21,8 +21,9 @@ import contextlib
 import copy
 import queue
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,7 +164,7 @@ class ReplayStream(IterableDataset):
     def world_size(self) -> int:
         return self._world if self._world is not None else (_distributed() or (0, 1))[1]
 
-    def for_rank(self, rank: int, world_size: int) -> "ReplayStream":
+    def for_rank(self, rank: int, world_size: int) -> ReplayStream:
         """A copy of this stream that reads `rank`'s share (what each Ray Train worker runs)."""
         if self._rank is not None or self._world is not None:
             raise ValidationError("rank", "this stream already has a fixed rank and world_size")

@@ -13,8 +13,8 @@ most `helpful_below`. With neither, nothing is guessed: the write is refused.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -7,8 +7,9 @@ so proportions hold exactly over time (not just in expectation) and every step i
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -12,7 +12,7 @@ order, so a sequential source stays a sequential read on every rank.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

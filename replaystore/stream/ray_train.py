@@ -15,9 +15,10 @@ Resources are the caller's (`ScalingConfig`): on a 2-core machine give workers f
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from replaystore.extras import require
 
@@ -29,11 +30,11 @@ from ray.train import Checkpoint, RunConfig, ScalingConfig  # noqa: E402
 from ray.train.torch import TorchTrainer  # noqa: E402
 
 from replaystore.errors import ValidationError  # noqa: E402
-from replaystore.store import Store
-from replaystore.stream.dataset import ReplayStream
-from replaystore.stream.feedback import UtilityWrite, apply_utility, utility_counts
-from replaystore.stream.priorities import LossLog, write_priorities
-from replaystore.stream.sources import ArrowSnapshot
+from replaystore.store import Store  # noqa: E402
+from replaystore.stream.dataset import ReplayStream  # noqa: E402
+from replaystore.stream.feedback import UtilityWrite, apply_utility, utility_counts  # noqa: E402
+from replaystore.stream.priorities import LossLog, write_priorities  # noqa: E402
+from replaystore.stream.sources import ArrowSnapshot  # noqa: E402
 
 LOSS_FILE = "losses-rank{rank}.arrow"
 TrainLoop = Callable[[ReplayStream, LossLog, dict[str, Any]], Any]

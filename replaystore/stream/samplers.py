@@ -228,7 +228,7 @@ class Curriculum(_Stateless):
     of workers. Its difficulty array must follow the source's snapshot row order.
     """
 
-    curriculum: "CurriculumSampler"
+    curriculum: CurriculumSampler
     without_replacement = False
     stateful = True
 

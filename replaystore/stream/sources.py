@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import lance
 import numpy as np
@@ -250,15 +251,15 @@ class Source:
                 raise ValidationError("columns", f"source '{self.name}' has no column '{column}' (has: {', '.join(names)})")
 
     @classmethod
-    def from_store(cls, store: Store, table: str, **settings: Any) -> "Source":
+    def from_store(cls, store: Store, table: str, **settings: Any) -> Source:
         return cls(settings.pop("name", table), store=store, table=table, **settings)
 
     @classmethod
-    def from_lance(cls, name: str, uri: str | lance.LanceDataset, **settings: Any) -> "Source":
+    def from_lance(cls, name: str, uri: str | lance.LanceDataset, **settings: Any) -> Source:
         return cls(name, uri=uri.uri if isinstance(uri, lance.LanceDataset) else str(uri), **settings)
 
     @classmethod
-    def from_arrow(cls, name: str, table: Any, **settings: Any) -> "Source":
+    def from_arrow(cls, name: str, table: Any, **settings: Any) -> Source:
         if not isinstance(table, pa.Table):
             table = pa.table(table)
         return cls(name, arrow=table, **settings)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from replaystore.cli.demo import digits, report, text
 from replaystore.cli.demo.model import export_features
