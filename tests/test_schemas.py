@@ -47,6 +47,15 @@ def test_every_schema_file_builds_an_arrow_schema() -> None:
         assert [f["name"] for f in raw["fields"]] == arrow.names
 
 
+def test_the_kind_registry_and_the_schema_files_agree() -> None:
+    assert sorted(k.value for k in schemas.Kind) == schemas.known_kinds()
+    for kind in schemas.Kind:
+        assert kind.name == kind.value.upper()
+        assert json.loads((schemas.SCHEMA_DIR / f"{kind.value}.json").read_text())["kind"] == kind.value
+        assert schemas.load_spec(kind) is schemas.load_spec(kind.value)  # a member and its name are one cache key
+        assert f"{kind}" == str(kind) == kind.value  # table names and paths built from a member read as the name
+
+
 def test_vector_dimension_comes_from_params() -> None:
     arrow = schemas.load_spec("experiences").arrow_schema({"embedding_dim": 8})
     assert arrow.field("embedding").type == pa.list_(pa.float32(), 8)
