@@ -26,6 +26,7 @@ from replaystore.flows.parameters import Name, NonNegative, Positive, StoreURI, 
 from replaystore.flows.reporting import publish_summary, with_progress
 from replaystore.flows.retries import store_task
 from replaystore.flows.tables import exemplar_buffers, existing_tables
+from replaystore.schemas import Kind
 from replaystore.store import Store
 from replaystore.errors import ValidationError
 from replaystore.extras import require
@@ -54,7 +55,7 @@ class Trajectories(Strict):
 
     path: FilePath
     workspace: str = "default"
-    table: Name = "experiences"
+    table: Name = Kind.EXPERIENCES.value
     min_score: NonNegative = 0.5
     dedup_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.5
 
@@ -65,7 +66,7 @@ class ExemplarCandidates(Strict):
     buffer: Name
     task_id: Annotated[int, Field(ge=0)]
     model: FilePath
-    source: Name = "task_samples"
+    source: Name = Kind.TASK_SAMPLES.value
     batch_size: Positive = 256
 
 

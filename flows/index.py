@@ -22,9 +22,11 @@ from replaystore.flows.retries import store_task
 from replaystore.flows.tables import existing_tables
 from replaystore.store import Store
 from replaystore.curriculum import OrderingDefinition, build_ordering
-from replaystore.curriculum.scoring import SequenceLength, score, validate_metric
+from replaystore.curriculum.orderings import ORDERINGS
+from replaystore.curriculum.scoring import SCORES, SequenceLength, score, validate_metric
 from replaystore.errors import ValidationError
 from replaystore.retry import with_retries
+from replaystore.schemas import Kind
 
 IndexType = Literal["BTREE", "BITMAP"]
 
@@ -116,14 +118,14 @@ def curriculum_scores(store: Store, spec: Curriculum) -> list[dict[str, Any]]:
     """Score `spec.source` under `spec.metric`, then (re)build one ordering per direction."""
     logger = get_run_logger()
     version = score(store, spec.source, spec.metric, SequenceLength(spec.column))
-    rows = store.count("curriculum_scores", filter=f"source = '{spec.source}' AND metric = '{spec.metric}'")
-    logger.info("scored %d rows of %s by %s (curriculum_scores version %d)", rows, spec.source, spec.metric, version)
+    rows = store.count(SCORES, filter=f"source = '{spec.source}' AND metric = '{spec.metric}'")
+    logger.info("scored %d rows of %s by %s (%s version %d)", rows, spec.source, spec.metric, SCORES, version)
     out = [{"source": spec.source, "metric": spec.metric, "ordering": "(scores)", "rows": rows}]
     for direction in spec.directions:
         name = re.sub(r"[^A-Za-z0-9-]", "-", f"{spec.source}-{spec.metric}-{direction}")
         metric = None if direction == "random" else spec.metric
         build_ordering(store, name, spec.source, OrderingDefinition(direction=direction, metric=metric))
-        count = store.count("curriculum_orderings", filter=f"ordering = '{name}'")
+        count = store.count(ORDERINGS, filter=f"ordering = '{name}'")
         logger.info("ordering %s: %d rows", name, count)
         out.append({"source": spec.source, "metric": spec.metric, "ordering": name, "rows": count})
     return out
@@ -151,7 +153,7 @@ def index(
     }
     if migrated:
         summary["migrations"] = migrated
-    experience_tables = [t for t in names if store.kind(t) == "experiences"]
+    experience_tables = [t for t in names if store.kind(t) == Kind.EXPERIENCES]
     if experience_tables:
         summary["experiences"] = [experience_indexes(store, t, min_vector_rows) for t in experience_tables]
     if curriculum is not None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 import pyarrow as pa
 
 from replaystore import store as core
+from replaystore.schemas import Kind
 from replaystore.store import DEFAULT_URI, Version
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class Store(core.Store):
 
         return ExemplarBuffer.open(self, name, **settings)
 
-    def experiences(self, table: str = "experiences", **settings: Any) -> ExperienceMemory:
+    def experiences(self, table: str = Kind.EXPERIENCES.value, **settings: Any) -> ExperienceMemory:
         """The ReMe procedural memory in `table` (see `replaystore.experiences`)."""
         from replaystore.experiences import ExperienceMemory
 
