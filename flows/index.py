@@ -1,5 +1,5 @@
 """The index flow: schema migrations first (reads never migrate, so this scheduled maintenance does);
-scalar indexes on the columns queries filter by, kept current as data arrives; experiences'
+scalar indexes on the columns queries filter by (the fields schemas/*.json mark `"index"`), kept current as data arrives; experiences'
 full-text and vector indexes; curriculum scores and orderings for a source.
 
 A new scalar index is built once; later runs only add the rows appended since (`optimize_indices`),
@@ -26,22 +26,18 @@ from replaystore.curriculum.orderings import ORDERINGS
 from replaystore.curriculum.scoring import SCORES, SequenceLength, score, validate_metric
 from replaystore.errors import ValidationError
 from replaystore.retry import with_retries
-from replaystore.schemas import Kind
+from replaystore.schemas import Kind, known_kinds, load_spec
 
-IndexType = Literal["BTREE", "BITMAP"]
 
-# Per table kind, the columns that reads filter or join by (experiences index their own, see
-# `replaystore.experiences.index`): ids get a BTREE (many distinct values),
-# classes, tasks, workspaces and other labels a BITMAP (few distinct values).
-SCALAR_INDEXES: dict[str, dict[str, IndexType]] = {
-    "exemplars": {"sample_id": "BTREE", "class_id": "BITMAP", "task_id": "BITMAP", "buffer": "BITMAP"},
-    "general_samples": {"sample_id": "BTREE", "source": "BITMAP", "content_hash": "BTREE"},
-    "activation_states": {"sample_id": "BTREE", "model_fingerprint": "BITMAP", "layer": "BITMAP"},
-    "curriculum_scores": {"sample_id": "BTREE", "source": "BITMAP", "metric": "BITMAP"},
-    "curriculum_orderings": {"sample_id": "BTREE", "ordering": "BITMAP", "source": "BITMAP"},
-    "priorities": {"sample_id": "BTREE", "source": "BITMAP"},
-    "task_samples": {"sample_id": "BTREE", "task_id": "BITMAP", "class_id": "BITMAP"},
-}
+def wanted_indexes(kind: str | None) -> dict[str, str]:
+    """Column → scalar index type for a table of `kind`: the fields its schema file marks `"index"`.
+
+    Experiences are left out: `ExperienceMemory.build_index` builds theirs (from the same file).
+    Tables of no kind, or of a kind this replaystore has no file for, get none.
+    """
+    if kind is None or kind == Kind.EXPERIENCES or kind not in known_kinds():
+        return {}
+    return load_spec(kind).scalar_indexes
 
 
 @store_task
@@ -57,7 +53,7 @@ def migrate(store: Store, tables: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _ensure_index(store: Store, table: str, column: str, index_type: IndexType) -> str:
+def _ensure_index(store: Store, table: str, column: str, index_type: str) -> str:
     """Create the index on `column`, or add unindexed rows to it; returns what was done."""
 
     def write() -> str:
@@ -78,7 +74,7 @@ def _ensure_index(store: Store, table: str, column: str, index_type: IndexType) 
 def scalar_indexes(store: Store, table: str) -> list[dict[str, Any]]:
     """Bring every scalar index of `table`'s kind up to date (nothing to do on an empty table)."""
     logger = get_run_logger()
-    wanted = SCALAR_INDEXES.get(store.kind(table) or "", {})
+    wanted = wanted_indexes(store.kind(table))
     if not wanted or store.count(table) == 0:
         logger.info("%s: no scalar indexes to build (%s)", table, "empty" if wanted else "no indexed columns")
         return []
@@ -147,7 +143,7 @@ def index(
         if curriculum.column not in store.schema(curriculum.source).names:
             raise ValidationError("curriculum.column", f"source '{curriculum.source}' has no column '{curriculum.column}'")
     migrated = migrate(store, names)
-    indexed = [t for t in names if store.kind(t) in SCALAR_INDEXES]
+    indexed = [t for t in names if wanted_indexes(store.kind(t))]
     summary = {
         "scalar indexes": [row for table in with_progress(indexed, "scalar indexes") for row in scalar_indexes(store, table)]
     }

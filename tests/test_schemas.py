@@ -128,6 +128,19 @@ def test_a_schema_file_may_pin_the_lance_file_format() -> None:
     assert schemas.parse_spec({**raw, "lance": {}}).data_storage_version is None
 
 
+def test_a_field_may_name_its_scalar_index_without_changing_the_arrow_schema() -> None:
+    raw = json.loads((schemas.SCHEMA_DIR / "priorities.json").read_text())
+    spec = schemas.parse_spec(raw)
+    assert spec.scalar_indexes == {"source": "BITMAP", "sample_id": "BTREE"}
+    plain = schemas.parse_spec({**raw, "fields": [{k: v for k, v in f.items() if k != "index"} for f in raw["fields"]]})
+    assert plain.scalar_indexes == {}
+    assert plain.arrow_schema().equals(spec.arrow_schema(), check_metadata=True)
+    bad = {**raw, "fields": [{**raw["fields"][0], "index": "HASH"}, *raw["fields"][1:]]}
+    with pytest.raises(ValidationError) as err:
+        schemas.parse_spec(bad)
+    assert err.value.field == "source.index"
+
+
 @pytest.mark.parametrize(
     ("section", "field"),
     [
