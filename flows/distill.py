@@ -34,6 +34,7 @@ from replaystore.flows.tables import exemplar_buffers, existing_tables
 from replaystore.gere import distill as distill_states
 from replaystore.gere import ingest
 from replaystore.gere.codec import check_precision
+from replaystore.schemas import Kind
 from replaystore.store import Store
 
 
@@ -55,7 +56,7 @@ class Trajectories(Strict):
 
     path: FilePath
     workspace: str = "default"
-    table: Name = "experiences"
+    table: Name = Kind.EXPERIENCES.value
     min_score: NonNegative = 0.5
     dedup_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.5
 
@@ -66,7 +67,7 @@ class ExemplarCandidates(Strict):
     buffer: Name
     task_id: Annotated[int, Field(ge=0)]
     model: FilePath
-    source: Name = "task_samples"
+    source: Name = Kind.TASK_SAMPLES.value
     batch_size: Positive = 256
 
 

@@ -1,5 +1,5 @@
 """The index flow: schema migrations first (reads never migrate, so this scheduled maintenance does);
-scalar indexes on the columns queries filter by, kept current as data arrives; experiences'
+scalar indexes on the columns queries filter by (the fields schemas/*.json mark `"index"`), kept current as data arrives; experiences'
 full-text and vector indexes; curriculum scores and orderings for a source.
 
 A new scalar index is built once; later runs only add the rows appended since (`optimize_indices`),
@@ -16,30 +16,28 @@ from typing import Annotated, Any, Literal
 from prefect import flow, get_run_logger
 from pydantic import AfterValidator, Field
 
+from replaystore.curriculum import OrderingDefinition, build_ordering
+from replaystore.curriculum.orderings import ORDERINGS
+from replaystore.curriculum.scoring import SCORES, SequenceLength, score, validate_metric
+from replaystore.errors import ValidationError
 from replaystore.flows.parameters import Name, StoreURI, Strict, TableNames, checked, open_store
 from replaystore.flows.reporting import publish_summary, with_progress
 from replaystore.flows.retries import store_task
 from replaystore.flows.tables import existing_tables
-from replaystore.store import Store
-from replaystore.curriculum import OrderingDefinition, build_ordering
-from replaystore.curriculum.scoring import SequenceLength, score, validate_metric
-from replaystore.errors import ValidationError
 from replaystore.retry import with_retries
+from replaystore.schemas import Kind, known_kinds, load_spec
+from replaystore.store import Store
 
-IndexType = Literal["BTREE", "BITMAP"]
 
-# Per table kind, the columns that reads filter or join by (experiences index their own, see
-# `replaystore.experiences.index`): ids get a BTREE (many distinct values),
-# classes, tasks, workspaces and other labels a BITMAP (few distinct values).
-SCALAR_INDEXES: dict[str, dict[str, IndexType]] = {
-    "exemplars": {"sample_id": "BTREE", "class_id": "BITMAP", "task_id": "BITMAP", "buffer": "BITMAP"},
-    "general_samples": {"sample_id": "BTREE", "source": "BITMAP", "content_hash": "BTREE"},
-    "activation_states": {"sample_id": "BTREE", "model_fingerprint": "BITMAP", "layer": "BITMAP"},
-    "curriculum_scores": {"sample_id": "BTREE", "source": "BITMAP", "metric": "BITMAP"},
-    "curriculum_orderings": {"sample_id": "BTREE", "ordering": "BITMAP", "source": "BITMAP"},
-    "priorities": {"sample_id": "BTREE", "source": "BITMAP"},
-    "task_samples": {"sample_id": "BTREE", "task_id": "BITMAP", "class_id": "BITMAP"},
-}
+def wanted_indexes(kind: str | None) -> dict[str, str]:
+    """Column → scalar index type for a table of `kind`: the fields its schema file marks `"index"`.
+
+    Experiences are left out: `ExperienceMemory.build_index` builds theirs (from the same file).
+    Tables of no kind, or of a kind this replaystore has no file for, get none.
+    """
+    if kind is None or kind == Kind.EXPERIENCES or kind not in known_kinds():
+        return {}
+    return load_spec(kind).scalar_indexes
 
 
 @store_task
@@ -55,7 +53,7 @@ def migrate(store: Store, tables: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _ensure_index(store: Store, table: str, column: str, index_type: IndexType) -> str:
+def _ensure_index(store: Store, table: str, column: str, index_type: str) -> str:
     """Create the index on `column`, or add unindexed rows to it; returns what was done."""
 
     def write() -> str:
@@ -76,7 +74,7 @@ def _ensure_index(store: Store, table: str, column: str, index_type: IndexType) 
 def scalar_indexes(store: Store, table: str) -> list[dict[str, Any]]:
     """Bring every scalar index of `table`'s kind up to date (nothing to do on an empty table)."""
     logger = get_run_logger()
-    wanted = SCALAR_INDEXES.get(store.kind(table) or "", {})
+    wanted = wanted_indexes(store.kind(table))
     if not wanted or store.count(table) == 0:
         logger.info("%s: no scalar indexes to build (%s)", table, "empty" if wanted else "no indexed columns")
         return []
@@ -116,14 +114,14 @@ def curriculum_scores(store: Store, spec: Curriculum) -> list[dict[str, Any]]:
     """Score `spec.source` under `spec.metric`, then (re)build one ordering per direction."""
     logger = get_run_logger()
     version = score(store, spec.source, spec.metric, SequenceLength(spec.column))
-    rows = store.count("curriculum_scores", filter=f"source = '{spec.source}' AND metric = '{spec.metric}'")
-    logger.info("scored %d rows of %s by %s (curriculum_scores version %d)", rows, spec.source, spec.metric, version)
+    rows = store.count(SCORES, filter=f"source = '{spec.source}' AND metric = '{spec.metric}'")
+    logger.info("scored %d rows of %s by %s (%s version %d)", rows, spec.source, spec.metric, SCORES, version)
     out = [{"source": spec.source, "metric": spec.metric, "ordering": "(scores)", "rows": rows}]
     for direction in spec.directions:
         name = re.sub(r"[^A-Za-z0-9-]", "-", f"{spec.source}-{spec.metric}-{direction}")
         metric = None if direction == "random" else spec.metric
         build_ordering(store, name, spec.source, OrderingDefinition(direction=direction, metric=metric))
-        count = store.count("curriculum_orderings", filter=f"ordering = '{name}'")
+        count = store.count(ORDERINGS, filter=f"ordering = '{name}'")
         logger.info("ordering %s: %d rows", name, count)
         out.append({"source": spec.source, "metric": spec.metric, "ordering": name, "rows": count})
     return out
@@ -145,13 +143,13 @@ def index(
         if curriculum.column not in store.schema(curriculum.source).names:
             raise ValidationError("curriculum.column", f"source '{curriculum.source}' has no column '{curriculum.column}'")
     migrated = migrate(store, names)
-    indexed = [t for t in names if store.kind(t) in SCALAR_INDEXES]
+    indexed = [t for t in names if wanted_indexes(store.kind(t))]
     summary = {
         "scalar indexes": [row for table in with_progress(indexed, "scalar indexes") for row in scalar_indexes(store, table)]
     }
     if migrated:
         summary["migrations"] = migrated
-    experience_tables = [t for t in names if store.kind(t) == "experiences"]
+    experience_tables = [t for t in names if store.kind(t) == Kind.EXPERIENCES]
     if experience_tables:
         summary["experiences"] = [experience_indexes(store, t, min_vector_rows) for t in experience_tables]
     if curriculum is not None:

@@ -20,6 +20,7 @@ from replaystore.flows.parameters import Hours, NonNegative, Positive, StoreURI,
 from replaystore.flows.reporting import publish_summary, with_progress
 from replaystore.flows.retries import store_task
 from replaystore.flows.tables import exemplar_buffers, existing_tables
+from replaystore.schemas import Kind
 from replaystore.store import Store
 
 
@@ -101,7 +102,7 @@ def prune(
     summary: dict[str, list[dict[str, Any]]] = {}
     if buffer_names:
         summary["exemplar budgets"] = [rebalance_buffer(store, b) for b in with_progress(buffer_names, "rebalancing buffers")]
-    experience_tables = [t for t in names if store.kind(t) == "experiences"]
+    experience_tables = [t for t in names if store.kind(t) == Kind.EXPERIENCES]
     if experience_tables:
         summary["experiences"] = [
             refine_experiences(store, t, freq_threshold, utility_threshold) for t in experience_tables

@@ -27,6 +27,7 @@ from replaystore.flows.retries import store_task
 from replaystore.flows.tables import existing_tables
 from replaystore.store import Store
 from replaystore.stream import Prioritized, Proportions, ReplayStream, Sequential, Shuffled, Source, Uniform
+from replaystore.stream.priorities import PRIORITIES
 
 SAMPLERS = {"sequential": Sequential, "shuffled": Shuffled, "uniform": Uniform, "prioritized": Prioritized}
 
@@ -94,7 +95,7 @@ def train_and_write_back(
             ray.shutdown()
     names = [s.name for s in stream.sources]
     version = back.priorities
-    written = store.count("priorities", filter=" OR ".join(f"source = '{n}'" for n in names)) if version is not None else 0
+    written = store.count(PRIORITIES, filter=" OR ".join(f"source = '{n}'" for n in names)) if version is not None else 0
     utility = [asdict(u) for u in back.utility]
     logger.info("trained %d workers: %s; priorities version %s holds %d rows of %s; experience counters %s",
                 workers, result.metrics, version, written, names, utility)  # fmt: skip

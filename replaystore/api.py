@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from replaystore import store as core
+from replaystore.schemas import Kind
 from replaystore.store import DEFAULT_URI, Version
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class Store(core.Store):
 
         return ExemplarBuffer.open(self, name, **settings)
 
-    def experiences(self, table: str = "experiences", **settings: Any) -> ExperienceMemory:
+    def experiences(self, table: str = Kind.EXPERIENCES.value, **settings: Any) -> ExperienceMemory:
         """The ReMe procedural memory in `table` (see `replaystore.experiences`)."""
         from replaystore.experiences import ExperienceMemory
 

@@ -7,17 +7,19 @@ raising a `ValidationError` that names the column and the rule before anything i
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -50,9 +52,29 @@ _PRIMITIVES: dict[str, pa.DataType] = {
     "float64": pa.float64(),
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
-STORAGE_VERSIONS = ("2.0", "2.1", "2.2")  # Lance data file formats a schema file may pin
+STORAGE_VERSIONS = ("2.0", "2.1", "2.2")
+SCALAR_INDEX_TYPES = ("BTREE", "BITMAP")  # what a field's `"index"` may ask for  # Lance data file formats a schema file may pin
 _LIST = re.compile(r"^list<(.+)>$")
 _FIXED = re.compile(r"^fixed_size_list<(.+),\s*(\$?\w+)>$")
+
+
+class Kind(enum.StrEnum):
+    """The table kinds: one member per file in `schemas/`, named like it (tests/test_schemas.py checks).
+
+    Write a kind name as `Kind.EXEMPLARS`, never as a string literal. Members are `str`s, so they pass
+    wherever a kind is taken; a table named like its kind (the default) uses `Kind.X.value`.
+    """
+
+    ACTIVATION_STATES = "activation_states"
+    ACTIVATION_STATS = "activation_stats"
+    CURRICULUM_ORDERINGS = "curriculum_orderings"
+    CURRICULUM_SCORES = "curriculum_scores"
+    EXEMPLAR_BUFFERS = "exemplar_buffers"
+    EXEMPLARS = "exemplars"
+    EXPERIENCES = "experiences"
+    GENERAL_SAMPLES = "general_samples"
+    PRIORITIES = "priorities"
+    TASK_SAMPLES = "task_samples"
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,7 @@ class FieldSpec:
     default: Any = None
     checks: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    index: str | None = None  # scalar index the index flow keeps on this column: "BTREE" or "BITMAP"
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,11 @@ class TableSpec:
             if f.name == name:
                 return f
         raise ValidationError(name, f"unknown column for table kind '{self.kind}'")
+
+    @property
+    def scalar_indexes(self) -> dict[str, str]:
+        """Column → scalar index type, for the fields whose `"index"` asks for one (file order)."""
+        return {f.name: f.index for f in self.fields if f.index is not None}
 
     def resolve_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults from the file, overridden by what the caller gives; unknown names refused."""
@@ -124,9 +152,13 @@ def parse_type(text: str, params: Mapping[str, Any]) -> pa.DataType:
     raise ValueError(f"unknown schema type {text!r}")
 
 
-@lru_cache(maxsize=None)
 def load_spec(kind: str) -> TableSpec:
-    """Read `schemas/<kind>.json`."""
+    """Read `schemas/<kind>.json` (a `Kind` or its name; once per kind)."""
+    return _load_spec(str(kind))  # lru_cache keys a `Kind` apart from its name
+
+
+@cache
+def _load_spec(kind: str) -> TableSpec:
     path = SCHEMA_DIR / f"{kind}.json"
     if not re.fullmatch(r"[a-z_]+", kind) or not path.is_file():
         raise NotFoundError(f"unknown table kind '{kind}' (known: {', '.join(known_kinds())})")
@@ -143,12 +175,21 @@ def parse_spec(raw: Mapping[str, Any]) -> TableSpec:
             default=f.get("default"),
             checks=f.get("checks", {}),
             description=f.get("description", ""),
+            index=_index_type(f),
         )
         for f in raw["fields"]
     )
     return TableSpec(
         raw["kind"], int(raw["schema_version"]), raw.get("description", ""), raw.get("params", {}), fields, _storage_version(raw)
     )
+
+
+def _index_type(raw_field: Mapping[str, Any]) -> str | None:
+    """A field's optional `"index"`: the scalar index kept on it. Metadata only: the Arrow schema ignores it."""
+    value = raw_field.get("index")
+    if value is not None and value not in SCALAR_INDEX_TYPES:
+        raise ValidationError(f"{raw_field.get('name')}.index", f"must be one of {list(SCALAR_INDEX_TYPES)}, got {value!r}")
+    return value
 
 
 def _storage_version(raw: Mapping[str, Any]) -> str | None:
@@ -317,7 +358,7 @@ def _check_castable(name: str, source: pa.DataType, target: pa.DataType) -> None
 
 def _default_array(spec: FieldSpec, n: int, target: pa.DataType) -> pa.Array:
     if spec.default == "now":
-        return pa.array([datetime.now(timezone.utc)] * n, type=target)
+        return pa.array([datetime.now(UTC)] * n, type=target)
     return pa.array([spec.default] * n, type=target)
 
 

@@ -12,18 +12,19 @@ from conftest import run_cli
 
 from replaystore.errors import ValidationError
 from replaystore.flows.deployments import deployment_specs, load_flow, runner_deployments
-from replaystore.flows.index import SCALAR_INDEXES
+from replaystore.flows.index import wanted_indexes
 from replaystore.flows.parameters import checked
 from replaystore.flows.prune import prune
 from replaystore.flows.reporting import markdown_table
 
 
-def test_every_indexed_column_exists_in_its_schema() -> None:
-    from replaystore import schemas
+def test_the_index_flow_takes_its_columns_from_the_schema_files() -> None:
+    from replaystore.schemas import Kind
 
-    for kind, columns in SCALAR_INDEXES.items():
-        names = {f.name for f in schemas.load_spec(kind).fields}
-        assert set(columns) <= names, kind
+    assert wanted_indexes(Kind.EXEMPLARS) == {"buffer": "BITMAP", "sample_id": "BTREE", "class_id": "BITMAP", "task_id": "BITMAP"}
+    assert wanted_indexes("priorities") == {"source": "BITMAP", "sample_id": "BTREE"}
+    assert wanted_indexes(Kind.EXPERIENCES) == {}  # ExperienceMemory.build_index builds those
+    assert wanted_indexes(None) == wanted_indexes("not_a_kind") == {}
 
 
 def test_checked_validates_against_the_signature_and_keeps_it() -> None:

@@ -47,6 +47,15 @@ def test_every_schema_file_builds_an_arrow_schema() -> None:
         assert [f["name"] for f in raw["fields"]] == arrow.names
 
 
+def test_the_kind_registry_and_the_schema_files_agree() -> None:
+    assert sorted(k.value for k in schemas.Kind) == schemas.known_kinds()
+    for kind in schemas.Kind:
+        assert kind.name == kind.value.upper()
+        assert json.loads((schemas.SCHEMA_DIR / f"{kind.value}.json").read_text())["kind"] == kind.value
+        assert schemas.load_spec(kind) is schemas.load_spec(kind.value)  # a member and its name are one cache key
+        assert f"{kind}" == str(kind) == kind.value  # table names and paths built from a member read as the name
+
+
 def test_vector_dimension_comes_from_params() -> None:
     arrow = schemas.load_spec("experiences").arrow_schema({"embedding_dim": 8})
     assert arrow.field("embedding").type == pa.list_(pa.float32(), 8)
@@ -117,6 +126,19 @@ def test_a_schema_file_may_pin_the_lance_file_format() -> None:
     raw = json.loads((schemas.SCHEMA_DIR / "experiences.json").read_text())
     assert schemas.parse_spec(raw).data_storage_version == "2.1"
     assert schemas.parse_spec({**raw, "lance": {}}).data_storage_version is None
+
+
+def test_a_field_may_name_its_scalar_index_without_changing_the_arrow_schema() -> None:
+    raw = json.loads((schemas.SCHEMA_DIR / "priorities.json").read_text())
+    spec = schemas.parse_spec(raw)
+    assert spec.scalar_indexes == {"source": "BITMAP", "sample_id": "BTREE"}
+    plain = schemas.parse_spec({**raw, "fields": [{k: v for k, v in f.items() if k != "index"} for f in raw["fields"]]})
+    assert plain.scalar_indexes == {}
+    assert plain.arrow_schema().equals(spec.arrow_schema(), check_metadata=True)
+    bad = {**raw, "fields": [{**raw["fields"][0], "index": "HASH"}, *raw["fields"][1:]]}
+    with pytest.raises(ValidationError) as err:
+        schemas.parse_spec(bad)
+    assert err.value.field == "source.index"
 
 
 @pytest.mark.parametrize(

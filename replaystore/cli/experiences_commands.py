@@ -11,6 +11,7 @@ import replaystore
 from replaystore.errors import ValidationError
 from replaystore.experiences import ExperienceMemory, LLMExtractor, RuleExtractor
 from replaystore.experiences.index import MIN_VECTOR_ROWS
+from replaystore.schemas import Kind
 
 
 def _memory(args: argparse.Namespace) -> ExperienceMemory:
@@ -54,7 +55,7 @@ def index(args: argparse.Namespace) -> dict[str, Any]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("experiences", help="ReMe procedural memory: import/export, retrieve, distill, refine, index")
-    parser.add_argument("--table", default="experiences", help="experiences table (default: experiences)")
+    parser.add_argument("--table", default=Kind.EXPERIENCES.value, help=f"experiences table (default: {Kind.EXPERIENCES.value})")
     commands = parser.add_subparsers(dest="experiences_command", metavar="ACTION")
     commands.required = True
 

@@ -34,9 +34,10 @@ from replaystore.curriculum.scoring import (
     validate_metric,
 )
 from replaystore.errors import TableNameError, ValidationError
+from replaystore.schemas import Kind
 from replaystore.store import Store, Version, validate_name
 
-ORDERINGS = "curriculum_orderings"
+ORDERINGS = Kind.CURRICULUM_ORDERINGS.value
 DIRECTIONS = ("easy_to_hard", "hard_to_easy", "random", "list")
 DIFFICULTY_TYPES = ("percentile", "value")
 _BY_METRIC = ("easy_to_hard", "hard_to_easy")
@@ -232,7 +233,7 @@ def build_ordering(
         "definition": pa.array(np.full(n, resolved.to_json(), dtype=object), pa.string()),
     }
     if not store.exists(table):
-        store.create_table(table, "curriculum_orderings")
+        store.create_table(table, Kind.CURRICULUM_ORDERINGS)
     return store.merge(table, rows, on=["ordering", "sample_id"], delete_unmatched=f"ordering = '{name}'")
 
 

@@ -19,12 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replaystore.errors import ValidationError
+from replaystore.schemas import Kind
 from replaystore.store import Store, Version, validate_name
 
 if TYPE_CHECKING:
     import torch
 
-SCORES = "curriculum_scores"
+SCORES = Kind.CURRICULUM_SCORES.value
 Scorer = Callable[[pa.RecordBatch], Any]
 _METRIC = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
@@ -232,7 +233,7 @@ def write_scores(store: Store, scores: Scores, scorer: str | None = None, table:
         "scorer": pa.array(np.full(len(scores.sample_ids), scorer, dtype=object), pa.string()),
     }
     if not store.exists(table):
-        store.create_table(table, "curriculum_scores")
+        store.create_table(table, Kind.CURRICULUM_SCORES)
     scope = f"source = '{scores.source}' AND metric = '{scores.metric}'"
     return store.merge(table, rows, on=["source", "metric", "sample_id"], delete_unmatched=scope)
 

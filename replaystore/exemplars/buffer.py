@@ -30,12 +30,12 @@ from replaystore.exemplars.plan import plan_keep
 from replaystore.exemplars.policies import make_policy
 from replaystore.exemplars.samples import TOKENS, Encoded, as_numpy, decode_raw, decode_tokens, decode_vectors, encode_raw, encode_tokens
 from replaystore.exemplars.selectors import Candidates, Selector, make_selector
+from replaystore.schemas import Kind
 from replaystore.store import Edit, Version, validate_name
 
 if TYPE_CHECKING:
     from replaystore.store import Store
 
-KIND = "exemplars"
 KEY = ["class_id", "sample_id"]
 _PLAN_COLUMNS = ["class_id", "sample_id", "rank", "nbytes"]
 # Which stored settings each keyword of open()/configure() decides.
@@ -123,7 +123,7 @@ class ExemplarBuffer:
             return cls(store, stored)
         if asked is None:
             raise cfg.missing(name, store.uri)
-        store.create_table(name, KIND)
+        store.create_table(name, Kind.EXEMPLARS)
 
         def plan(ds: lance.LanceDataset) -> tuple[Edit | None, cfg.BufferSettings]:
             raced = _stored(store, name, ds)  # another process created it meanwhile
@@ -418,7 +418,7 @@ def _save(store: Store, settings: cfg.BufferSettings) -> None:
     """List the buffer (with its latest settings) in `exemplar_buffers`, for `names()` and reports."""
     if _catalog(store, settings.buffer) == settings:
         return
-    store.create_table(cfg.SETTINGS_TABLE)
+    store.create_table(cfg.SETTINGS_TABLE, Kind.EXEMPLAR_BUFFERS)
     store.merge(cfg.SETTINGS_TABLE, settings.row(), on="buffer")
 
 

@@ -17,9 +17,9 @@ from replaystore.exemplars.budget import count_parameters, model_nbytes, sample_
 from replaystore.exemplars.policies import make_policy
 from replaystore.exemplars.samples import TOKENS
 from replaystore.exemplars.selectors import make_selector
-from replaystore.schemas import is_finite_number
+from replaystore.schemas import Kind, is_finite_number
 
-SETTINGS_TABLE = "exemplar_buffers"
+SETTINGS_TABLE = Kind.EXEMPLAR_BUFFERS.value
 ON_OVER_BUDGET = ("evict", "refuse")
 
 

@@ -43,6 +43,7 @@ import lance
 
 from replaystore.errors import ValidationError
 from replaystore.retry import with_retries
+from replaystore.schemas import Kind, load_spec
 from replaystore.store import Store
 
 MIN_VECTOR_ROWS = 10_000
@@ -96,7 +97,6 @@ class IndexReport:
         return asdict(self)
 
 
-SCALAR_INDEXES = {"experience_id": "BTREE", "workspace": "BITMAP", "status": "BITMAP", "kind": "BITMAP"}  # kind: a common `where`
 TEXT_COLUMNS = ("when_to_use", "content")
 
 
@@ -124,7 +124,8 @@ def build(
     before = len(dataset().get_fragments())
     fragments = (before, store.compact(table)[table]["fragments_after"] if before > 1 else before)
 
-    for column, kind in SCALAR_INDEXES.items():
+    scalar = load_spec(Kind.EXPERIENCES).scalar_indexes  # the fields schemas/experiences.json marks "index"
+    for column, kind in scalar.items():
         with_retries(lambda c=column, k=kind: dataset().create_scalar_index(c, index_type=k, replace=True))
     for column in TEXT_COLUMNS:
         with_retries(lambda c=column: dataset().create_scalar_index(c, index_type="INVERTED", replace=True))
@@ -137,4 +138,4 @@ def build(
         reason = f"{rows} rows < min_vector_rows={min_vector_rows}: exact search is used" if vector is None else "vector=False"
     if want:
         with_retries(lambda: spec.create(dataset(), "embedding"))
-    return IndexReport(rows, tuple(SCALAR_INDEXES), TEXT_COLUMNS, spec.index_type if want else None, reason, fragments)
+    return IndexReport(rows, tuple(scalar), TEXT_COLUMNS, spec.index_type if want else None, reason, fragments)

@@ -31,6 +31,7 @@ from replaystore.experiences import index as indexes
 from replaystore.experiences.embedder import Embedder, default_embedder
 from replaystore.experiences.extractors import Extractor, RuleExtractor, as_trajectory, group
 from replaystore.experiences.sql import check_predicate, in_list, increments, literal
+from replaystore.schemas import Kind
 from replaystore.store import Edit, Store
 
 MODES = ("vector", "text", "hybrid")
@@ -113,7 +114,7 @@ class ExperienceMemory:
     def __init__(
         self,
         store: Store,
-        table: str = "experiences",
+        table: str = Kind.EXPERIENCES.value,
         embedder: Embedder | None = None,
         dedup_threshold: float = 0.5,
         index: indexes.VectorIndexSpec | None = None,
@@ -133,7 +134,7 @@ class ExperienceMemory:
         self._warm_version: int | None = None
         self._shares: dict[str, tuple[float, int]] = {}  # workspace -> (share of rows, version counted)
         self._ds: lance.LanceDataset | None = None  # kept open across searches (see _dataset)
-        self.store.create_table(table, "experiences", {"embedding_dim": self.embedder.dim})
+        self.store.create_table(table, Kind.EXPERIENCES, {"embedding_dim": self.embedder.dim})
         dim = self.store.dataset(table).schema.field("embedding").type.list_size
         if dim != self.embedder.dim:
             raise ValidationError(

@@ -26,9 +26,10 @@ from replaystore.gere import codec
 from replaystore.gere.fingerprint import model_fingerprint
 from replaystore.gere.samples import DEFAULT_MAX_LENGTH, SAMPLES_TABLE, tokenize, tokenizer_name
 from replaystore.gere.stats import STATS_TABLE, RunningStats, check_k, load_stats, save_stats
+from replaystore.schemas import Kind
 from replaystore.store import Store
 
-STATES_TABLE = "activation_states"
+STATES_TABLE = Kind.ACTIVATION_STATES.value
 STATE_KEYS = ["sample_id", "model_fingerprint", "layer", "precision"]
 
 Batch = tuple[list[str], torch.Tensor, torch.Tensor, np.ndarray]
@@ -272,7 +273,7 @@ class _Run:
             }
             if self.topk and position == 0:
                 table.update(self._topk(out, rows, keep, counts[rows]))
-            self.store.create_table(self.states_table, "activation_states")
+            self.store.create_table(self.states_table, Kind.ACTIVATION_STATES)
             self.store.merge(self.states_table, pa.table(table), on=STATE_KEYS)
             self.written += len(rows)
 

@@ -21,9 +21,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from replaystore.errors import ValidationError
+from replaystore.schemas import Kind
 from replaystore.store import Edit, Store
 
-SAMPLES_TABLE = "general_samples"
+SAMPLES_TABLE = Kind.GENERAL_SAMPLES.value
 DEFAULT_MAX_LENGTH = 563
 
 
@@ -106,7 +107,7 @@ def ingest(
     for i, text in enumerate(every):  # all of it is checked before anything is written
         if not isinstance(text, str) or not text.strip():
             raise ValidationError("text", f"item {i} must be a non-empty string, got {text!r:.60}")
-    store.create_table(table, "general_samples")
+    store.create_table(table, Kind.GENERAL_SAMPLES)
     added = 0
     for start in range(0, len(every), chunk_size):
         rows = _rows(every[start : start + chunk_size], source, tokenizer, max_length)

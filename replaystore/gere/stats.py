@@ -15,10 +15,10 @@ import torch
 
 from replaystore.errors import NotFoundError, ValidationError
 from replaystore.gere.fingerprint import check_fingerprint
-from replaystore.schemas import is_finite_number
+from replaystore.schemas import Kind, is_finite_number
 from replaystore.store import Store, Version
 
-STATS_TABLE = "activation_stats"
+STATS_TABLE = Kind.ACTIVATION_STATS.value
 
 
 def check_k(k: float) -> float:
@@ -89,7 +89,7 @@ class RunningStats:
 
 def save_stats(store: Store, stats: RunningStats, fingerprint: str, layer: int, table: str = STATS_TABLE) -> int:
     """Upsert the statistics row of (model, layer) as one commit."""
-    store.create_table(table, "activation_stats")
+    store.create_table(table, Kind.ACTIVATION_STATS)
     row = {name: [value] for name, value in stats.to_row(fingerprint, layer).items()}
     return store.merge(table, row, on=["model_fingerprint", "layer"])
 

@@ -22,12 +22,12 @@ import pyarrow.compute as pc
 from replaystore.errors import ValidationError
 from replaystore.experiences.memory import NOW
 from replaystore.experiences.sql import in_list, increments
-from replaystore.schemas import is_finite_number
+from replaystore.schemas import Kind, is_finite_number
 from replaystore.store import Store
 from replaystore.stream.priorities import ids_at, row_ids
 from replaystore.stream.sources import Source
 
-EXPERIENCES = "experiences"
+EXPERIENCES = Kind.EXPERIENCES.value
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def _target(store: Store, source: Source, table: str) -> str | None:
     """The experiences table of `store` a source reads, if it reads one."""
     if source.store is None or source.table is None or source.store.uri != store.uri:
         return None
-    if source.table == table or store.kind(source.table) == EXPERIENCES:
+    if source.table == table or store.kind(source.table) == Kind.EXPERIENCES:
         return source.table
     return None
 

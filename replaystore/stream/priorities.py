@@ -20,10 +20,11 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from replaystore.errors import ValidationError
+from replaystore.schemas import Kind
 from replaystore.store import Store
 from replaystore.stream.sources import Source
 
-PRIORITIES = "priorities"
+PRIORITIES = Kind.PRIORITIES.value
 _LOG_SCHEMA = pa.schema(
     [
         ("source", pa.string()),
@@ -135,7 +136,7 @@ def write_priorities(
     last = merged.group_by(["source", "sample_id"]).aggregate([("_order", "max")]).column("_order_max")
     merged = merged.take(last).drop_columns(["_order"])
     if not store.exists(table):
-        store.create_table(table, PRIORITIES)
+        store.create_table(table, Kind.PRIORITIES)
     return store.merge(table, merged, on=["source", "sample_id"])
 
 

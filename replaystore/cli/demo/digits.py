@@ -25,6 +25,7 @@ from replaystore.cli.demo.training import TrainingSession
 from replaystore.curriculum import ModelLoss, OrderingDefinition, build_ordering, score
 from replaystore.exemplars import ExemplarBuffer, model_nbytes, sample_nbytes
 from replaystore.exemplars.samples import encode_raw
+from replaystore.schemas import Kind
 from replaystore.store import Store
 from replaystore.stream import to_tensors
 
@@ -135,7 +136,7 @@ def run(
     result = RunResult(acc=[])
     for t, classes in enumerate(cfg.tasks):
         table = f"{prefix}-task{t}"
-        store.append(table, task_rows(split, t, classes), kind="task_samples")
+        store.append(table, task_rows(split, t, classes), kind=Kind.TASK_SAMPLES)
         progress(f"{prefix}: task {t + 1}/{len(cfg.tasks)} classes {classes}: scoring difficulty")
         score(
             store, table, "loss", ModelLoss(model.eval(), nn.CrossEntropyLoss(reduction="none"), collate=_loss_inputs),
