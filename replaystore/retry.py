@@ -7,38 +7,14 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from lance.commit import CommitConflictError as LanceConflict
-
 from replaystore.errors import CommitConflictError
+from replaystore.lance_errors import is_conflict
 
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 30
 BASE_DELAY_S = 0.01
 MAX_DELAY_S = 1.0
-
-
-def is_conflict(exc: BaseException) -> bool:
-    """Lance reports conflicts as CommitConflictError or as an OSError whose text says so.
-
-    "Incompatible transaction" counts too: Lance cannot rebase the write onto what landed meanwhile
-    (a compaction racing a strict overwrite from `Store.atomically`), so the write runs again from
-    the latest version, as every caller of `with_retries` does."""
-    if isinstance(exc, LanceConflict):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, (OSError, RuntimeError, ValueError)) and any(
-        mark in text for mark in ("commit conflict", "retryable", "conflicting", "was concurrently", "incompatible transaction")
-    )
-
-
-def is_denied(exc: BaseException) -> bool:
-    """The storage refused an operation for lack of rights (an S3 403, a read-only file system):
-    Lance reports it as an OSError (or ValueError) whose text says so."""
-    text = str(exc)
-    return isinstance(exc, (OSError, ValueError)) and any(
-        mark in text for mark in ("lacked the necessary privileges", "AccessDenied", "403 Forbidden", "Permission denied")
-    )
 
 
 def with_retries(write: Callable[[], T], attempts: int = MAX_ATTEMPTS) -> T:

@@ -36,7 +36,18 @@ from replaystore.errors import (
     TableNameError,
     ValidationError,
 )
-from replaystore.retry import MAX_ATTEMPTS, backoff, is_conflict, is_denied, with_retries
+from replaystore.lance_errors import (
+    is_already_exists,
+    is_conflict,
+    is_denied,
+    is_not_found,
+    is_unknown_version,
+    is_vanished_tag,
+    is_version_gone,
+    missing_column,
+    user_input,
+)
+from replaystore.retry import MAX_ATTEMPTS, backoff, with_retries
 
 T = TypeVar("T")
 
@@ -151,15 +162,6 @@ class Migration:
     version: int
 
 
-_MISSING_COLUMN = (re.compile(r"No field named ([^\s.,]+)"), re.compile(r'unable to find column "([^"]+)"'))
-
-
-def missing_column(message: str) -> str | None:
-    """The column a Lance ("No field named x") or Polars ("unable to find column") error says is absent."""
-    for pattern in _MISSING_COLUMN:
-        if m := pattern.search(message):
-            return m.group(1)
-    return None
 
 
 PAGE_BYTES = 4 * 1024 * 1024  # about what one page of a column holds in the data files writes leave
@@ -234,7 +236,7 @@ class Store:
             except OSError as exc:
                 if is_denied(exc):
                     raise self._denied(name) from None
-                if "already exists" not in str(exc).lower():
+                if not is_already_exists(exc):
                     raise
             ds = self._open(name)  # a concurrent creator won the race
         existing = schemas.kind_of(ds.schema)
@@ -260,10 +262,9 @@ class Store:
         try:
             return lance.dataset(uri, version=version, storage_options=self.storage_options or None)
         except (ValueError, OSError) as exc:
-            text = str(exc).lower()
-            if version is not None and ("version" in text or "tag" in text or "not found" in text):
+            if version is not None and is_unknown_version(exc):
                 raise NotFoundError(f"table '{name}' has no version or tag {version!r}") from None
-            if "not found" in text or "does not exist" in text or "no such file" in text:
+            if is_not_found(exc):
                 raise NotFoundError(f"unknown table '{name}' in store {self.uri}") from None
             raise
 
@@ -541,8 +542,7 @@ class Store:
                 ds.uri, operation, read_version=ds.version, max_retries=0, storage_options=self.storage_options or None
             ).version
         except (OSError, ValueError, RuntimeError) as exc:
-            gone = "_versions/" in str(exc) and "not found" in str(exc).lower()  # cleanup removed the version planned on
-            if is_conflict(exc) or gone:
+            if is_conflict(exc) or is_version_gone(exc):  # another commit landed, or cleanup removed the version planned on
                 raise VersionMovedError(f"table changed after version {ds.version}: {str(exc).splitlines()[0][:200]}") from None
             raise
 
@@ -768,10 +768,10 @@ def _named(argument: str) -> Iterator[None]:
     try:
         yield
     except (ValueError, OSError) as exc:
-        text = str(exc)
-        if isinstance(exc, ValidationError) or "Invalid user input" not in text:
+        reason = None if isinstance(exc, ValidationError) else user_input(exc)
+        if reason is None:
             raise
-        raise ValidationError(argument, text.removeprefix("Invalid user input: ").split(", /")[0]) from None
+        raise ValidationError(argument, reason) from None
 
 
 def _schema_version(schema: pa.Schema) -> int:
@@ -800,6 +800,6 @@ def _tag_retried(read: Callable[[], T], attempts: int = 10) -> T:
         try:
             return read()
         except (ValueError, OSError) as exc:
-            if "_refs/tags" not in str(exc) or attempt == attempts - 1:
+            if not is_vanished_tag(exc) or attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")

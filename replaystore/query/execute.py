@@ -15,8 +15,8 @@ import polars as pl
 import pyarrow as pa
 
 from replaystore.errors import NotFoundError, ValidationError
+from replaystore.lance_errors import missing_column
 from replaystore.query.confine import Statement, inspect
-from replaystore.store import missing_column
 
 if TYPE_CHECKING:
     from replaystore.store import Store, Version

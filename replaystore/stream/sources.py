@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from replaystore.errors import ValidationError
-from replaystore.retry import is_denied
+from replaystore.lance_errors import is_denied
 from replaystore.store import Store, Version, validate_name
 from replaystore.stream.samplers import Sampler, Sequential
 from replaystore.stream.tensors import to_arrays
