@@ -55,11 +55,12 @@ class Store(core.Store):
 
         return sql_arrow(self, query, versions)
 
-    def sql_batches(self, query: str, versions: Mapping[str, Version] | None = None, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-        """Stream a query's result as Arrow record batches (results larger than memory)."""
+    def sql_batches(self, query: str, versions: Mapping[str, Version] | None = None, batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream a query's result as Arrow record batches (results larger than memory); `batch_rows`
+        defaults to the query layer's `DEFAULT_BATCH_ROWS`."""
         from replaystore.query import sql_batches
 
-        return sql_batches(self, query, versions, batch_rows)
+        return sql_batches(self, query, versions) if batch_rows is None else sql_batches(self, query, versions, batch_rows)
 
 
 def open(uri: str | None = None, storage_options: Mapping[str, str] | None = None) -> Store:  # noqa: A001

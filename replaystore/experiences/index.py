@@ -48,6 +48,7 @@ from replaystore.store import Store
 
 MIN_VECTOR_ROWS = 10_000
 ROWS_PER_PARTITION = 1_000
+MIN_TRAINING_ROWS = 256  # fewer rows than this cannot train IVF partitions
 VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_SQ", "IVF_PQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT")
 
 
@@ -132,8 +133,8 @@ def build(
     rows = dataset().count_rows()
     want = rows >= max(min_vector_rows, 1) if vector is None else vector
     reason = None
-    if want and rows < 256:
-        want, reason = False, f"{rows} rows are too few to train IVF partitions (need ≥ 256)"
+    if want and rows < MIN_TRAINING_ROWS:
+        want, reason = False, f"{rows} rows are too few to train IVF partitions (need ≥ {MIN_TRAINING_ROWS})"
     elif not want:
         reason = f"{rows} rows < min_vector_rows={min_vector_rows}: exact search is used" if vector is None else "vector=False"
     if want:

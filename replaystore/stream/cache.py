@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from replaystore.stream.sources import Source
 
 _DONE = "DONE"
+SCAN_BATCH_ROWS = 65_536  # rows per Arrow batch while a version is copied into the hot tier
 _REST = "rest.arrow"
 
 
@@ -135,7 +136,7 @@ class HotCache:
         src = self.source
         ds = src.dataset(self.version)
         n = ds.count_rows(filter=src.filter)
-        scan = ds.scanner(columns=list(src.columns) if src.columns else None, filter=src.filter, batch_size=65536)
+        scan = ds.scanner(columns=list(src.columns) if src.columns else None, filter=src.filter, batch_size=SCAN_BATCH_ROWS)
         schema = pa.schema([pa.field(src.rename.get(f.name, f.name), f.type) for f in scan.projected_schema])
         tmp = directory.parent / f".{directory.name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
