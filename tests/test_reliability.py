@@ -7,10 +7,11 @@ an interruption; the tests kill it during each kind of write and then check what
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -228,29 +229,37 @@ def _pin_and_release(uri: str, stop: Any, cycles: Any) -> None:
         cycles.value += 1  # only this process writes it
 
 
-def test_version_and_tag_listings_survive_pins_released_by_other_processes(store: replaystore.Store) -> None:
-    """Lance lists tags file by file; a pin released mid-listing must not fail a reader or cleanup."""
-    store.append("exemplars", batch_rows(0))
-    store.cleanup("exemplars", older_than=timedelta(0))  # one version left: the cleanups below list, and delete nothing
+@contextlib.contextmanager
+def _pinners(uri: str, n: int = 2) -> Iterator[list[Any]]:
+    """`n` processes pinning and releasing the latest version until the block ends; yields their
+    cycle counters once every one of them has completed a cycle."""
     ctx = mp.get_context("spawn")
-    stop, cycles = ctx.Event(), [ctx.Value("i", 0, lock=False) for _ in range(2)]
-    pinners = [ctx.Process(target=_pin_and_release, args=(store.uri, stop, c)) for c in cycles]
+    stop, cycles = ctx.Event(), [ctx.Value("i", 0, lock=False) for _ in range(n)]
+    pinners = [ctx.Process(target=_pin_and_release, args=(uri, stop, c)) for c in cycles]
     for p in pinners:
         p.start()
     try:
         while min(c.value for c in cycles) == 0 and all(p.is_alive() for p in pinners):
-            time.sleep(0.01)  # until both pinners are pinning and releasing
+            time.sleep(0.01)  # until every pinner is pinning and releasing
+        yield cycles
+    finally:
+        stop.set()
+        for p in pinners:
+            p.join()
+    assert [p.exitcode for p in pinners] == [0] * n
+
+
+def test_version_and_tag_listings_survive_pins_released_by_other_processes(store: replaystore.Store) -> None:
+    """Lance lists tags file by file; a pin released mid-listing must not fail a reader or cleanup."""
+    store.append("exemplars", batch_rows(0))
+    store.cleanup("exemplars", older_than=timedelta(0))  # one version left: the cleanups below list, and delete nothing
+    with _pinners(store.uri) as cycles:
         before = [c.value for c in cycles]
         for _ in range(LISTING_ROUNDS):
             store.versions("exemplars")
             store.tags("exemplars")
             store.cleanup("exemplars", older_than=timedelta(0))
         during = [c.value - b for c, b in zip(cycles, before)]
-    finally:
-        stop.set()
-        for p in pinners:
-            p.join()
-    assert [p.exitcode for p in pinners] == [0, 0]
     assert all(n > 0 for n in during), f"no pin came and went during the listings: {during}"
     assert not any(t.startswith("pin-") for t in store.tags("exemplars"))
 
@@ -258,23 +267,11 @@ def test_version_and_tag_listings_survive_pins_released_by_other_processes(store
 def test_cleanup_that_deletes_versions_survives_pins_released_by_other_processes(store: replaystore.Store) -> None:
     """Each round commits a version, so each cleanup has one to delete while pins come and go."""
     store.append("exemplars", batch_rows(0))
-    ctx = mp.get_context("spawn")
-    stop, cycles = ctx.Event(), [ctx.Value("i", 0, lock=False) for _ in range(2)]
-    pinners = [ctx.Process(target=_pin_and_release, args=(store.uri, stop, c)) for c in cycles]
-    for p in pinners:
-        p.start()
-    try:
-        while min(c.value for c in cycles) == 0 and all(p.is_alive() for p in pinners):
-            time.sleep(0.01)  # until both pinners are pinning and releasing
+    with _pinners(store.uri):
         for b in range(1, LISTING_ROUNDS + 1):
             latest = store.append("exemplars", batch_rows(b))
             store.cleanup("exemplars", older_than=timedelta(0))
             assert store.versions("exemplars")[-1].version == latest  # older ones stay only while a pin held them
-    finally:
-        stop.set()
-        for p in pinners:
-            p.join()
-    assert [p.exitcode for p in pinners] == [0, 0]
     assert store.count("exemplars") == (LISTING_ROUNDS + 1) * BATCH
     store.cleanup("exemplars", older_than=timedelta(0))  # no pin left: every superseded version goes
     assert [v.version for v in store.versions("exemplars")] == [latest]
