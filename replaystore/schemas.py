@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -479,6 +478,3 @@ def _spec_for(spec: TableSpec | None, name: str) -> FieldSpec | None:
     return None
 
 
-def is_finite_number(value: Any) -> bool:
-    """True for real numbers that are not NaN or ±inf (used to check scalar settings)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)

@@ -19,11 +19,11 @@ from typing import Any, cast
 
 import numpy as np
 
+from replaystore.checks import is_finite_number
 from replaystore.curriculum.orderings import OrderingDefinition
 from replaystore.curriculum.pacing import DiscretePacing
 from replaystore.curriculum.scoring import validate_metric
 from replaystore.errors import ValidationError
-from replaystore.schemas import is_finite_number
 
 SCHEDULES = ("fixed_linear", "fixed_root", "fixed_discrete")
 

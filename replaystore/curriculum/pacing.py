@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from replaystore.checks import is_finite_number
 from replaystore.errors import ValidationError
-from replaystore.schemas import is_finite_number
 
 
 def _check_c0(c0: Any) -> float:

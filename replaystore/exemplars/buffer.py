@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import torch
 
 from replaystore import schemas
+from replaystore.checks import integer
 from replaystore.errors import BudgetExceededError, ValidationError
 from replaystore.exemplars import settings as cfg
 from replaystore.exemplars.budget import exemplars_in
@@ -199,8 +200,8 @@ class ExemplarBuffer:
         array for herding / closest-to-centre. Under `fixed_total` a new class shrinks every old
         class to its best-ranked rows, in the same commit.
         """
-        class_id = _integer("class_id", class_id)
-        task_id = _integer("task_id", task_id, minimum=0)
+        class_id = integer("class_id", class_id)
+        task_id = integer("task_id", task_id, minimum=0)
         encoded = _encode(samples, tokens)
         n = len(encoded.nbytes)
         feats = None if features is None else _features(features, n)
@@ -248,7 +249,7 @@ class ExemplarBuffer:
 
     def samples(self, version: Version | None = None, classes: Sequence[int] | None = None) -> ExemplarSet:
         """The kept samples (raw arrays decoded by shape and dtype, or tokens), by class then rank."""
-        where = None if classes is None else f"class_id IN ({', '.join(str(_integer('classes', c)) for c in classes)})"
+        where = None if classes is None else f"class_id IN ({', '.join(str(integer('classes', c)) for c in classes)})"
         table = self.store.read(self.name, version=version, filter=where).sort_by([("class_id", "ascending"), ("rank", "ascending")])
         out: dict[str, Any] = {
             "labels": table["class_id"].to_numpy().copy(), "sample_ids": table["sample_id"].to_numpy().copy(),
@@ -471,10 +472,3 @@ def _ids(sample_ids: Any, n: int) -> np.ndarray:
     if len(np.unique(arr)) != n:
         raise ValidationError("sample_ids", "must be unique within one add")
     return arr.astype(np.int64)
-
-
-def _integer(field_name: str, value: Any, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (minimum is not None and value < minimum):
-        rule = "a whole number" + ("" if minimum is None else f" ≥ {minimum}")
-        raise ValidationError(field_name, f"must be {rule}, got {value!r}")
-    return int(value)

@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from replaystore.checks import whole_number
 from replaystore.errors import NotFoundError, ValidationError
 from replaystore.exemplars.budget import count_parameters, model_nbytes, sample_nbytes
 from replaystore.exemplars.policies import make_policy
 from replaystore.exemplars.samples import TOKENS
 from replaystore.exemplars.selectors import make_selector
-from replaystore.schemas import Kind, is_finite_number
+from replaystore.schemas import Kind
 
 SETTINGS_TABLE = Kind.EXEMPLAR_BUFFERS.value
 ON_OVER_BUDGET = ("evict", "refuse")
@@ -70,18 +71,12 @@ def check_names(given: dict[str, Any]) -> None:
             raise ValidationError(key, f"unknown exemplar buffer setting (known: {', '.join(SETTINGS)})")
 
 
-def _whole(field: str, value: Any, minimum: int = 0) -> int:
-    if not is_finite_number(value) or int(value) != value or value < minimum:
-        raise ValidationError(field, f"must be a whole number ≥ {minimum}, got {value!r}")
-    return int(value)
-
-
 def build(name: str, budget: Any = None, model: torch.nn.Module | None = None, model_params: Any = None,
           model_dtype: str | None = None, count_buffers: bool = False, policy: str = "fixed_total",
           memory_per_class: Any = None, selector: str = "herding", seed: Any = 0, on_over_budget: str = "evict",
           sample_shape: Any = None, sample_dtype: Any = None) -> BufferSettings:
     """Validate user settings (a budget in bytes; a model as a module or a parameter count and dtype)."""
-    budget_bytes = None if budget is None else _whole("budget", budget)
+    budget_bytes = None if budget is None else whole_number("budget", budget)
     dtype: str | None = model_dtype
     if model is not None and model_params is not None:
         raise ValidationError("model", "pass a torch.nn.Module or model_params, not both")
@@ -94,17 +89,17 @@ def build(name: str, budget: Any = None, model: torch.nn.Module | None = None, m
         params = count_parameters(model, count_buffers)
     elif model_params is not None:
         dtype = model_dtype or "float32"
-        params = _whole("model_params", model_params)
+        params = whole_number("model_params", model_params)
         nbytes = model_nbytes(params=params, dtype=dtype)
     else:
         params, nbytes = None, 0
     make_policy(policy, memory_per_class)
-    make_selector(selector, _whole("seed", seed))
+    make_selector(selector, whole_number("seed", seed))
     if on_over_budget not in ON_OVER_BUDGET:
         raise ValidationError("on_over_budget", f"must be one of {list(ON_OVER_BUDGET)}, got {on_over_budget!r}")
     if budget_bytes is None and policy == "fixed_total":
         raise ValidationError("budget", "policy 'fixed_total' needs a budget in bytes (e.g. budget=2_000_000)")
-    shape = None if sample_shape is None else tuple(_whole("sample_shape", d) for d in sample_shape)
+    shape = None if sample_shape is None else tuple(whole_number("sample_shape", d) for d in sample_shape)
     if sample_dtype is not None and sample_dtype != TOKENS:
         try:
             sample_dtype = np.dtype(sample_dtype).name

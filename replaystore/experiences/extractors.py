@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from replaystore.checks import is_finite_number
 from replaystore.errors import ValidationError
 from replaystore.extras import require
-from replaystore.schemas import is_finite_number
 
 SUCCESS_THRESHOLD = 1.0
 MAX_STEP_CHARS = 300

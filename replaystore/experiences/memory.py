@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replaystore import schemas
+from replaystore.checks import is_finite_number
 from replaystore.errors import NotFoundError, ValidationError
 from replaystore.experiences import index as indexes
 from replaystore.experiences.embedder import Embedder, default_embedder
@@ -120,7 +121,7 @@ class ExperienceMemory:
         index: indexes.VectorIndexSpec | None = None,
         auto_prewarm: bool = True,
     ) -> None:
-        if not schemas.is_finite_number(dedup_threshold) or not -1.0 <= dedup_threshold <= 1.0:
+        if not is_finite_number(dedup_threshold) or not -1.0 <= dedup_threshold <= 1.0:
             raise ValidationError("dedup_threshold", f"must be a cosine similarity in [-1, 1], got {dedup_threshold!r}")
         self.store = store
         self.table = table
@@ -488,7 +489,7 @@ class ExperienceMemory:
         """
         if not isinstance(freq_threshold, int) or isinstance(freq_threshold, bool) or freq_threshold < 1:
             raise ValidationError("freq_threshold", f"must be an integer ≥ 1, got {freq_threshold!r}")
-        if not schemas.is_finite_number(utility_threshold) or utility_threshold < 0:
+        if not is_finite_number(utility_threshold) or utility_threshold < 0:
             raise ValidationError("utility_threshold", f"must be a finite number ≥ 0, got {utility_threshold!r}")
         rule = (
             f"status = 'active' AND freq >= {freq_threshold} "
@@ -521,7 +522,7 @@ class ExperienceMemory:
 
         The validation score is stored as the experience's `score`.
         """
-        if not schemas.is_finite_number(min_score):
+        if not is_finite_number(min_score):
             raise ValidationError("min_score", f"must be a finite number, got {min_score!r}")
         extractor = extractor or RuleExtractor()
         items = [as_trajectory(t, i) for i, t in enumerate(trajectories)]

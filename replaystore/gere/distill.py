@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from replaystore.checks import integer
 from replaystore.errors import NotFoundError, ValidationError
 from replaystore.extras import require
 from replaystore.gere import codec
@@ -72,7 +73,7 @@ def distill(
     """
     codec.check_precision(precision)
     zone_k = check_k(zone_k)
-    _check_positive("batch_size", batch_size)
+    integer("batch_size", batch_size, 1)
     if not isinstance(topk, int) or isinstance(topk, bool) or topk < 0:
         raise ValidationError("topk", f"must be an integer ≥ 0, got {topk!r}")
     if isinstance(model, (str, Path)):
@@ -105,11 +106,6 @@ def distill(
         "tokens_per_s": run.tokens / seconds if seconds > 0 else 0.0,
         "stats_count": {layer: stats.count for layer, stats in run.stats.items()},
     }
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValidationError(name, f"must be a positive integer, got {value!r}")
 
 
 def _check_layers(model: torch.nn.Module, layers: Sequence[int]) -> list[int]:

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from replaystore.checks import is_finite_number
 from replaystore.errors import NotFoundError, ValidationError
 from replaystore.gere.fingerprint import check_fingerprint
-from replaystore.schemas import Kind, is_finite_number
+from replaystore.schemas import Kind
 from replaystore.store import Store, Version
 
 STATS_TABLE = Kind.ACTIVATION_STATS.value

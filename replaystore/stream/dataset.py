@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from replaystore.checks import integer
 from replaystore.errors import ValidationError
 from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import cursors, rank_share, rank_stripes, worker_steps
@@ -87,12 +88,6 @@ class Plan:
         return len(self.counts)
 
 
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValidationError(name, f"must be an integer ≥ {minimum}, got {value!r}")
-    return int(value)
-
-
 def _distributed() -> tuple[int, int] | None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -125,12 +120,12 @@ class ReplayStream(IterableDataset):
             raise ValidationError("sources", f"source names must be unique, got {names}")
         if len(self.sources) > 1 and mixing is None:
             raise ValidationError("mixing", "several sources need a mixing policy (Proportions or ExactK)")
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_size = integer("batch_size", batch_size, 1)
         self.mixing = mixing
-        self.seed = _positive_int("seed", seed, 0)
+        self.seed = integer("seed", seed, 0)
         self._rank, self._world = rank, world_size
         if world_size is not None:
-            _positive_int("world_size", world_size)
+            integer("world_size", world_size, 1)
             if rank is None or not 0 <= rank < world_size:
                 raise ValidationError("rank", f"must be in [0, {world_size}) when world_size is given, got {rank!r}")
         if not 0 <= epoch_source < len(self.sources):
@@ -140,9 +135,9 @@ class ReplayStream(IterableDataset):
             raise ValidationError(
                 "steps_per_epoch", "the epoch-defining source samples with replacement, so give steps_per_epoch"
             )
-        self.steps_per_epoch = None if steps_per_epoch is None else _positive_int("steps_per_epoch", steps_per_epoch)
+        self.steps_per_epoch = None if steps_per_epoch is None else integer("steps_per_epoch", steps_per_epoch, 1)
         self.drop_last = bool(drop_last)
-        self.prefetch = _positive_int("prefetch", prefetch, 0)
+        self.prefetch = integer("prefetch", prefetch, 0)
         if pin_memory and not torch.cuda.is_available():
             raise ValidationError("pin_memory", "pinned memory needs a CUDA device; none is available")
         self.pin_memory = pin_memory
@@ -169,7 +164,7 @@ class ReplayStream(IterableDataset):
         if self._rank is not None or self._world is not None:
             raise ValidationError("rank", "this stream already has a fixed rank and world_size")
         mine = copy.copy(self)  # through __getstate__: no pins, a fresh lock
-        _positive_int("world_size", world_size)
+        integer("world_size", world_size, 1)
         if not 0 <= rank < world_size:
             raise ValidationError("rank", f"must be in [0, {world_size}), got {rank!r}")
         mine._rank, mine._world = rank, world_size
@@ -179,7 +174,7 @@ class ReplayStream(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Start `epoch` (call it in the main process before each epoch when using DataLoader workers)."""
-        epoch = _positive_int("epoch", epoch, 0)
+        epoch = integer("epoch", epoch, 0)
         if epoch == self.epoch and self.versions is not None:
             return
         if epoch != self.epoch:
@@ -481,7 +476,7 @@ class ReplayStream(IterableDataset):
         with workers iterated it (the main process cannot see their progress)."""
         return {
             "epoch": self.epoch,
-            "step": self.step if step is None else _positive_int("step", step, 0),
+            "step": self.step if step is None else integer("step", step, 0),
             "global_base": self.global_base,
             "versions": self.versions,
             "seed": self.seed,

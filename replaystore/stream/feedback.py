@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from replaystore.checks import is_finite_number
 from replaystore.errors import ValidationError
 from replaystore.experiences.memory import NOW
 from replaystore.experiences.sql import in_list, increments
-from replaystore.schemas import Kind, is_finite_number
+from replaystore.schemas import Kind
 from replaystore.store import Store
 from replaystore.stream.priorities import ids_at, row_ids
 from replaystore.stream.sources import Source

@@ -13,8 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from replaystore.checks import is_finite_number
 from replaystore.errors import ValidationError
-from replaystore.schemas import is_finite_number
 
 Weights = Sequence[float] | Callable[[int], Sequence[float]]
 

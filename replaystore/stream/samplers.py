@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from replaystore.checks import is_finite_number
 from replaystore.errors import ValidationError
-from replaystore.schemas import is_finite_number
 from replaystore.stream.order import pass_positions, permutation, rng
 from replaystore.stream.sumtree import SumTree
 
