@@ -7,7 +7,7 @@
 from replaystore.experiences.embedder import Embedder, TransformerEmbedder, default_embedder
 from replaystore.experiences.extractors import LLMExtractor, RuleExtractor, Trajectory
 from replaystore.experiences.index import IndexReport, VectorIndexSpec
-from replaystore.experiences.memory import AddReport, DistillReport, ExperienceMemory, Skipped
+from replaystore.experiences.memory import AddReport, DistillReport, ExperienceMemory, Skipped, add_counts
 
 __all__ = [
     "AddReport",
@@ -21,5 +21,6 @@ __all__ = [
     "Trajectory",
     "TransformerEmbedder",
     "VectorIndexSpec",
+    "add_counts",
     "default_embedder",
 ]

@@ -31,7 +31,8 @@ from replaystore.errors import NotFoundError, ValidationError
 from replaystore.experiences import index as indexes
 from replaystore.experiences.embedder import Embedder, default_embedder
 from replaystore.experiences.extractors import Extractor, RuleExtractor, as_trajectory, group
-from replaystore.experiences.sql import check_predicate, in_list, increments, literal
+from replaystore.experiences.sql import check_predicate
+from replaystore.predicates import NOW, in_list, increments, literal
 from replaystore.schemas import Kind
 from replaystore.store import Edit, Store
 
@@ -41,7 +42,6 @@ SEARCH_INDEXED = {"embedding", "workspace", "status"}  # the indexes a vector se
 RESULT_COLUMNS = ("experience_id", "kind", "when_to_use", "content", "tags", "score", "freq", "utility")
 POSTFILTER_SHARE = 0.9  # workspace share of the rows above which a search checks its hits instead of prefiltering
 SHARE_RECOUNT_VERSIONS = 100
-NOW = "arrow_cast(now(), 'Timestamp(Microsecond, Some(\"UTC\"))')"  # exactly the schema's timestamp type
 DEFAULT_WORKSPACE = "default"
 
 
@@ -461,8 +461,10 @@ class ExperienceMemory:
 
     def _increment(self, column: str, counts: Counter[str]) -> int:
         """Add per-id counts to `column` in one update, after checking every id exists."""
-        ids = self._require(counts)
-        return self.store.update(self.table, {column: increments(column, "experience_id", counts), "updated_at": NOW}, where=in_list("experience_id", ids))
+        self._require(counts)
+        version = add_counts(self.store, self.table, {column: counts})
+        assert version is not None  # `counts` is not empty: record_use writes nothing for no helpful use
+        return version
 
     def record_use(self, ids: Sequence[str], helpful: bool | Sequence[bool] = True) -> int | None:
         """Count uses of retrieved experiences: `utility += 1` per helpful use, in one write.
@@ -555,3 +557,17 @@ class ExperienceMemory:
         from replaystore.experiences.reme_io import export_jsonl
 
         return export_jsonl(self, path, workspace, include_archived)
+
+
+def add_counts(store: Store, table: str, counts: Mapping[str, Counter[str]]) -> int | None:
+    """Add per-id counts to counter columns (`{"freq": uses, "utility": helpful}`) in ONE update.
+
+    Lance applies the update to the latest version and re-applies it on a conflict, so counts from
+    other processes and machines meanwhile are neither lost nor counted twice. Ids not in the table
+    are not touched. Returns the new version (None: nothing to count).
+    """
+    ids = sorted({i for per_id in counts.values() for i in per_id})
+    values = {column: increments(column, "experience_id", per_id) for column, per_id in counts.items() if per_id}
+    if not values:
+        return None
+    return store.update(table, {**values, "updated_at": NOW}, where=in_list("experience_id", ids))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from replaystore.errors import ValidationError
-from replaystore.experiences.sql import literal
+from replaystore.predicates import literal
 
 if TYPE_CHECKING:
     from replaystore.experiences.memory import ExperienceMemory

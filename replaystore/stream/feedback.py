@@ -2,9 +2,9 @@
 
 The loss log names rows by (source, version, position). For sources that read an experiences table,
 positions become `experience_id`s of the exact version that was read; then one update per table adds
-to `freq` the times each experience was trained on and to `utility` the times that use helped. The
-update holds `store.lock(table)`, the lock `ExperienceMemory.record_use` takes for its increments, so
-uses counted by other processes meanwhile are neither lost nor counted twice.
+to `freq` the times each experience was trained on and to `utility` the times that use helped
+(`replaystore.experiences.add_counts`, what `record_use` writes through): uses counted by other
+processes and machines meanwhile are neither lost nor counted twice.
 
 A use is helpful when the loop said so (`LossLog.add(helpful=...)`); otherwise when its loss is at
 most `helpful_below`. With neither, nothing is guessed: the write is refused.
@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 
 from replaystore.checks import is_finite_number
 from replaystore.errors import ValidationError
-from replaystore.experiences.memory import NOW
-from replaystore.experiences.sql import in_list, increments
+from replaystore.experiences import add_counts
+from replaystore.predicates import in_list
 from replaystore.schemas import Kind
 from replaystore.store import Store
 from replaystore.stream.priorities import ids_at, row_ids
@@ -92,19 +92,13 @@ def utility_counts(
 
 
 def apply_utility(store: Store, counts: UtilityCounts) -> UtilityWrite:
-    """One update: `freq += uses`, `utility += helpful uses`, under the table's counter lock."""
-    with store.lock(counts.table):
-        wanted = sorted(counts.uses)
-        stored = store.read(counts.table, columns=["experience_id"], filter=in_list("experience_id", wanted))
-        found = set(stored["experience_id"].to_pylist())
-        uses = Counter({i: n for i, n in counts.uses.items() if i in found})
-        helpful = Counter({i: n for i, n in counts.helpful.items() if i in found})
-        version = None
-        if uses:
-            values = {"freq": increments("freq", "experience_id", uses), "updated_at": NOW}
-            if helpful:
-                values["utility"] = increments("utility", "experience_id", helpful)
-            version = store.update(counts.table, values, where=in_list("experience_id", sorted(uses)))
+    """One update: `freq += uses`, `utility += helpful uses` (ids no longer in the table skipped)."""
+    wanted = sorted(counts.uses)
+    stored = store.read(counts.table, columns=["experience_id"], filter=in_list("experience_id", wanted))
+    found = set(stored["experience_id"].to_pylist())
+    uses = Counter({i: n for i, n in counts.uses.items() if i in found})
+    helpful = Counter({i: n for i, n in counts.helpful.items() if i in found})
+    version = add_counts(store, counts.table, {"freq": uses, "utility": helpful})
     return UtilityWrite(counts.table, version, len(uses), sum(uses.values()), sum(helpful.values()), len(wanted) - len(found))
 
 
