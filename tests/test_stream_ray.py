@@ -174,3 +174,12 @@ def test_ray_datasets_read_the_pinned_version_with_columns_and_filter(ray_cluste
     assert set(table["class_id"].to_pylist()) == {1}
     assert table.num_rows == sum(1 for c in digits_rows([0, 1])["class_id"] if c == 1)  # not the later append
     stream.close()
+
+
+def test_ray_datasets_rename_columns_as_the_stream_does(ray_cluster: Any, store: replaystore.Store) -> None:
+    store.append("exemplars", digits_rows([0, 1], task_id=0))
+    stream = ReplayStream(Source.from_store(store, "exemplars", columns=["sample_id", "class_id"], rename={"class_id": "label"}), batch_size=8)
+    table = pa.concat_tables(ray.get(ray_datasets(stream)["exemplars"].to_arrow_refs()))
+    assert table.column_names == ["sample_id", "label"]
+    assert sorted(table["label"].to_pylist()) == sorted(digits_rows([0, 1])["class_id"])
+    stream.close()

@@ -53,10 +53,12 @@ def ray_datasets(stream: ReplayStream) -> dict[str, ray.data.Dataset]:
             continue
         uri = source.store.table_uri(source.table) if source.store is not None and source.table else source.uri
         options = dict(source.store.storage_options if source.store is not None else source.storage_options or {})
-        out[source.name] = ray.data.read_lance(
+        dataset = ray.data.read_lance(
             uri, version=version, columns=list(source.columns) if source.columns else None,
             filter=source.filter, storage_options=options or None,
         )  # fmt: skip
+        # The stream's column names; a map, since Ray's rename_columns plans over read_lance's full schema.
+        out[source.name] = dataset.map_batches(source.renamed, batch_format="pyarrow") if source.rename else dataset
     return out
 
 

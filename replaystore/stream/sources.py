@@ -300,7 +300,7 @@ class Source:
                 import polars as pl
 
                 table = pl.from_arrow(table).sql(f"SELECT * FROM self WHERE {self.filter}").to_arrow()
-            return ArrowSnapshot(self._renamed(table))
+            return ArrowSnapshot(self.renamed(table))
         if self.cache:
             from replaystore.stream.cache import HotCache
 
@@ -308,11 +308,12 @@ class Source:
         opened = self._opened
         ds = opened if opened is not None and version is not None and opened.version == version else self.dataset(version)
         if self.filter or self.rename:
-            return ArrowSnapshot(self._renamed(ds.to_table(columns=self._columns(), filter=self.filter)))
+            return ArrowSnapshot(self.renamed(ds.to_table(columns=self._columns(), filter=self.filter)))
         return LanceSnapshot(ds, self._columns())
 
     def _columns(self) -> list[str] | None:
         return list(self.columns) if self.columns else None
 
-    def _renamed(self, table: pa.Table) -> pa.Table:
+    def renamed(self, table: pa.Table) -> pa.Table:
+        """`table` with this source's columns renamed as the stream yields them."""
         return table.rename_columns([self.rename.get(c, c) for c in table.column_names]) if self.rename else table
