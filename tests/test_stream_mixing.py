@@ -13,11 +13,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import replaystore.stream.sources as sources_module
+import replaystore.stream.snapshots as snapshots_module
 from replaystore.errors import ValidationError
 from replaystore.stream import Proportions, ReplayStream, Sequential, Source
 from replaystore.stream.dataset import _resize
-from replaystore.stream.sources import CHUNK_BYTES, MAX_READ_AHEAD
+from replaystore.stream.snapshots import MAX_READ_AHEAD
+from replaystore.stream.sources import CHUNK_BYTES
 from replaystore.stream.tensors import concat, cut, to_arrays
 
 FAST = settings(max_examples=60, deadline=None)
@@ -116,8 +117,8 @@ def test_a_source_read_more_than_once_per_epoch_is_decoded_once_and_yields_the_s
             return scan(ds, *args, **kwargs)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sources_module, "SCAN_BATCH", 16)  # many scan batches per table
-            patch.setattr(sources_module, "RETAIN_BYTES", retain_bytes)
+            patch.setattr(snapshots_module, "SCAN_BATCH", 16)  # many scan batches per table
+            patch.setattr(snapshots_module, "RETAIN_BYTES", retain_bytes)
             patch.setattr(lance.LanceDataset, "to_batches", counted)
             out = []
             for rank in range(world):
@@ -129,7 +130,7 @@ def test_a_source_read_more_than_once_per_epoch_is_decoded_once_and_yields_the_s
                 out += [b["id"].tolist() for b in stream]
         return out, scans
 
-    kept, kept_scans = run(sources_module.RETAIN_BYTES)
+    kept, kept_scans = run(snapshots_module.RETAIN_BYTES)
     decoded, _ = run(0)
     assert kept == decoded  # the same batches, row for row
     for uri in small_sources:  # one pass from row 0 (plus the rank's first, partial one) per rank

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from replaystore.stream.sources import arrays_of, contiguous
+from replaystore.stream.snapshots import arrays_of, contiguous
 
 if TYPE_CHECKING:
     from replaystore.stream.sources import Source

@@ -35,7 +35,8 @@ from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import cursors, rank_share, rank_stripes, worker_steps
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw, Prioritized
-from replaystore.stream.sources import CHUNK_BYTES, MAX_READ_AHEAD, READ_AHEAD, LanceSnapshot, Snapshot, Source
+from replaystore.stream.snapshots import MAX_READ_AHEAD, LanceSnapshot, Snapshot
+from replaystore.stream.sources import CHUNK_BYTES, READ_AHEAD, Source
 from replaystore.stream.tensors import as_tensors, concat, cut
 
 _MAX_STEPS = 1 << 24

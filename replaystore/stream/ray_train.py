@@ -34,7 +34,7 @@ from replaystore.store import Store  # noqa: E402
 from replaystore.stream.dataset import ReplayStream  # noqa: E402
 from replaystore.stream.feedback import UtilityWrite, apply_utility, utility_counts  # noqa: E402
 from replaystore.stream.priorities import LossLog, write_priorities  # noqa: E402
-from replaystore.stream.sources import ArrowSnapshot  # noqa: E402
+from replaystore.stream.snapshots import ArrowSnapshot  # noqa: E402
 
 LOSS_FILE = "losses-rank{rank}.arrow"
 TrainLoop = Callable[[ReplayStream, LossLog, dict[str, Any]], Any]

@@ -1,0 +1,183 @@
+"""What a source is at one version: an immutable, positionally indexed view the stream reads.
+
+`ArrowSnapshot` serves an in-memory table; `LanceSnapshot` a Lance version, where contiguous
+requests continue one scan (a sequential epoch costs what a raw `to_batches` costs) and scattered
+ones use `take`. The hot tier's memory-mapped snapshot lives in `cache.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import lance
+import numpy as np
+import pyarrow as pa
+
+from replaystore.stream.tensors import to_arrays
+
+SCAN_BATCH = 8192  # rows per Lance batch when continuing a scan: large enough to amortise, small enough to stay in cache
+SKIP_ROWS = 4 * SCAN_BATCH  # a gap a scan reads past rather than restarting (DataLoader workers interleave steps)
+MAX_READ_AHEAD = 32  # steps one read covers at most; later chunks hold about CHUNK_BYTES of batches (sources.py)
+RETAIN_BYTES = 512 * 1024 * 1024  # a source read more than once per epoch is kept in memory up to this size
+
+
+class Snapshot(Protocol):
+    num_rows: int
+
+    def read_arrays(self, positions: np.ndarray) -> list[dict[str, Any]]:
+        """The rows at `positions`, in order, as consecutive pieces of numpy columns (`to_arrays`)."""
+        ...
+
+
+def arrays_of(table: pa.Table) -> list[dict[str, Any]]:
+    return [to_arrays(b) for b in table.to_batches()]
+
+
+def _flat(schema: pa.Schema) -> bool:
+    """Whether every column converts row by row (no padding to a batch-wide width), so that one
+    conversion of a scanned batch can be sliced into pieces."""
+
+    def flat(kind: pa.DataType) -> bool:
+        if pa.types.is_fixed_size_list(kind):
+            return flat(kind.value_type)
+        return not (pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+
+    return all(flat(f.type) for f in schema)
+
+
+def contiguous(positions: np.ndarray) -> bool:
+    """True when positions are one ascending run (a slice, not a gather)."""
+    return len(positions) > 0 and int(positions[-1]) - int(positions[0]) == len(positions) - 1 and bool(
+        (np.diff(positions) == 1).all()
+    )
+
+
+@dataclass
+class ArrowSnapshot:
+    """An in-memory table; slices are zero-copy, gathers use Arrow's take kernel."""
+
+    table: pa.Table
+    num_rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.num_rows = self.table.num_rows
+
+    def read(self, positions: np.ndarray) -> pa.Table:
+        if contiguous(positions):
+            return self.table.slice(int(positions[0]), len(positions))
+        return self.table.take(pa.array(positions))
+
+    def read_arrays(self, positions: np.ndarray) -> list[dict[str, Any]]:
+        return arrays_of(self.read(positions))
+
+
+@dataclass
+class LanceSnapshot:
+    """A Lance dataset at one version; keeps one open scan so that consecutive runs stream.
+
+    Each scanned batch is converted to numpy once and sliced into the pieces reads ask for
+    (columns padded to a batch-wide width, variable-length lists, are converted piece by piece).
+    A source the epoch reads more than once (a replay buffer smaller than its share) is kept in
+    memory after its first pass from row 0 (`retain`), so later passes are views, not new decodes."""
+
+    dataset: lance.LanceDataset
+    columns: list[str] | None
+    num_rows: int = field(init=False)
+    _flat: bool = field(init=False, repr=False)
+    _scan: Iterator[pa.RecordBatch] | None = field(default=None, init=False, repr=False)
+    _head: Any = field(default=None, init=False, repr=False)  # unread rest of a scanned batch
+    _left: int = field(default=0, init=False, repr=False)  # its rows
+    _next: int = field(default=-1, init=False, repr=False)  # position of _head's first row
+    _kept: list[Any] | None = field(default=None, init=False, repr=False)  # converted batches of the first pass
+    _kept_rows: list[int] = field(default_factory=list, init=False, repr=False)  # their first positions
+    _kept_bytes: int = field(default=0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.num_rows = self.dataset.count_rows()
+        schema = self.dataset.schema
+        self._flat = _flat(pa.schema([schema.field(c) for c in self.columns]) if self.columns else schema)
+
+    def read_arrays(self, positions: np.ndarray) -> list[dict[str, Any]]:
+        """Ascending runs (a sequential stripe, possibly wrapping to row 0) stream from the open scan;
+        anything else is a `take`."""
+        cuts = np.flatnonzero(np.diff(positions) != 1) + 1
+        starts, ends = np.concatenate(([0], cuts)), np.concatenate((cuts, [len(positions)]))
+        firsts, lasts = positions[starts], positions[ends - 1]
+        forward = (firsts[1:] > lasts[:-1]) | (firsts[1:] == 0)
+        if len(starts) > 2 * MAX_READ_AHEAD or not forward.all():
+            return arrays_of(self.dataset.take(positions, columns=self.columns))
+        parts: list[Any] = []
+        for first, a, b in zip(firsts, starts, ends):
+            parts += self._run(int(first), int(b - a))
+        return parts if self._flat else [to_arrays(p) for p in parts]
+
+    def retain(self) -> None:
+        """Keep what the first pass from row 0 decodes (up to `RETAIN_BYTES`): a source smaller than its
+        share of the epoch wraps around, and later passes are then served from memory, not decoded again."""
+        if self._kept is None and self._next <= 0:
+            self._kept, self._kept_rows, self._kept_bytes = [], [0], 0
+
+    def _retained(self) -> bool:
+        return self._kept is not None and self._kept_rows[-1] == self.num_rows and self.num_rows > 0
+
+    def _run(self, start: int, count: int) -> list[Any]:
+        """Rows [start, start+count) from the open scan, continuing, skipping ahead or restarting it."""
+        if self._retained():
+            return self._from_memory(start, count)
+        if self._scan is not None and self._next <= start <= self._next + SKIP_ROWS:
+            self._rows(start - self._next)  # read past the rows other workers take
+        elif start != self._next:
+            offset = {"offset": start} if start else {}  # a plain scan from row 0 is Lance's fastest path
+            self._scan = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, **offset))
+            self._head, self._left = None, 0
+        self._next = start
+        return self._rows(count)
+
+    def _rows(self, count: int) -> list[Any]:
+        """The next `count` rows of the open scan, as zero-copy slices of its (converted) batches."""
+        parts, have = [], 0
+        while have < count:
+            if self._left == 0:
+                batch = next(self._scan)  # type: ignore[arg-type]
+                self._head, self._left = to_arrays(batch) if self._flat else batch, batch.num_rows
+                self._keep(batch, self._next + have)
+            take = min(count - have, self._left)
+            parts.append(_cut(self._head, 0, take))
+            self._head, self._left = _cut(self._head, take, self._left), self._left - take
+            have += take
+        self._next += count
+        return parts
+
+    def _keep(self, batch: pa.RecordBatch, first: int) -> None:
+        """Add the batch just read (its first row at `first`) to the pass kept in memory, while that pass
+        continues unbroken from row 0."""
+        if self._kept is None or self._kept_rows[-1] != first:
+            return
+        self._kept_bytes += batch.nbytes
+        if self._kept_bytes > RETAIN_BYTES:  # too large to keep: later passes decode again
+            self._kept, self._kept_rows = None, []
+            return
+        self._kept.append(self._head)
+        self._kept_rows.append(self._kept_rows[-1] + batch.num_rows)
+
+    def _from_memory(self, start: int, count: int) -> list[Any]:
+        """Rows [start, start+count) as views of the kept batches."""
+        parts, at = [], int(np.searchsorted(self._kept_rows, start, side="right")) - 1
+        while count > 0:
+            first, stop = self._kept_rows[at], self._kept_rows[at + 1]
+            take = min(count, stop - start)
+            parts.append(_cut(self._kept[at], start - first, start - first + take))  # type: ignore[index]
+            start, count, at = start + take, count - take, at + 1
+        return parts
+
+    def __getstate__(self) -> dict[str, Any]:  # an open scan cannot cross a process boundary
+        return {**self.__dict__, "_scan": None, "_head": None, "_left": 0, "_next": -1, "_kept": None, "_kept_rows": []}
+
+
+def _cut(piece: Any, start: int, stop: int) -> Any:
+    """Rows [start, stop) of a record batch or of a dict of numpy columns (views; lists are sliced)."""
+    if isinstance(piece, pa.RecordBatch):
+        return piece.slice(start, stop - start)
+    return {k: v[start:stop] for k, v in piece.items()}
