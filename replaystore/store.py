@@ -528,7 +528,7 @@ class Store:
             hits = dict(zip(ids.tolist(), counts.tolist()))
         next_id = max((f.fragment_id for f in fragments), default=-1) + 1
         operation: lance.LanceOperation.BaseOperation
-        if all(hits.get(f.fragment_id, 0) < f.count_rows() for f in fragments):
+        if not hits or all(hits.get(f.fragment_id, 0) < f.count_rows() for f in fragments):  # no fragment emptied
             kept = [f.delete(edit.delete) if edit.delete and f.fragment_id in hits else f.metadata for f in fragments]
             operation = lance.LanceOperation.Merge([*kept, *self._fragments(ds, insert, next_id)], lance_schema)
         else:
