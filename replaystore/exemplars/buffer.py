@@ -238,7 +238,7 @@ class ExemplarBuffer:
         return replace(change, version=version)
 
     def rebalance(self) -> Change:
-        """Cut the buffer back inside its policy and budget (after a restore, or a model that grew).
+        """Cut the buffer back inside its policy and budget (rows written around the buffer, e.g. a plain `store.append`).
 
         Always evicts the lowest-ranked rows, whatever `on_over_budget` says: that is its job.
         """
