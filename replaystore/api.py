@@ -1,6 +1,6 @@
 """The store users hold: the core `replaystore.store.Store` plus entry points to the memory kinds and SQL.
 
-The core knows no memory kind and no query layer; this module sits above them (ARCHITECTURE.md,
+The core knows no memory kind and no query layer; this module sits above them (README.md,
 "Layers") and is what `replaystore.open()` returns. Each entry point imports its kind when called,
 so `import replaystore` stays light (the exemplar buffers bring torch, the query layer polars).
 Inside the library, code that holds a core store calls the kinds' own constructors instead:
