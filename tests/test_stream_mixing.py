@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import replaystore.stream.snapshots as snapshots_module
 from replaystore.errors import ValidationError
 from replaystore.stream import Proportions, ReplayStream, Sequential, Source
-from replaystore.stream.dataset import _resize
+from replaystore.stream.batches import chunk_steps
 from replaystore.stream.snapshots import MAX_READ_AHEAD
 from replaystore.stream.sources import CHUNK_BYTES
 from replaystore.stream.tensors import concat, cut, to_arrays
@@ -141,7 +141,7 @@ def test_chunks_hold_about_chunk_bytes_so_wide_rows_are_read_a_few_steps_at_a_ti
     def built(columns: int) -> list[tuple[int, dict[str, Any] | None]]:
         return [(step, {"x": torch.zeros(1024, columns), "_source": torch.zeros(1024, dtype=torch.int16)}) for step in range(8)]
 
-    assert _resize(built(4)) == MAX_READ_AHEAD  # ~18 KB a step: as many steps as allowed
-    assert _resize(built(256)) == CHUNK_BYTES // (1024 * 256 * 4 + 2048)  # ~1 MB a step: 7 steps
-    assert _resize(built(4096)) == 1  # 16 MB a step: one at a time
-    assert _resize([(0, None)]) == MAX_READ_AHEAD  # a rank with no rows in a step
+    assert chunk_steps(built(4)) == MAX_READ_AHEAD  # ~18 KB a step: as many steps as allowed
+    assert chunk_steps(built(256)) == CHUNK_BYTES // (1024 * 256 * 4 + 2048)  # ~1 MB a step: 7 steps
+    assert chunk_steps(built(4096)) == 1  # 16 MB a step: one at a time
+    assert chunk_steps([(0, None)]) == MAX_READ_AHEAD  # a rank with no rows in a step

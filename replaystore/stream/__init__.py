@@ -1,9 +1,10 @@
 """Streaming replay memory into torch and Ray Train: sources × samplers × mixing → batches of tensors.
 
-The folder is the architecture: `sources` (what to read, at which version), `order` (pure functions
-deciding who reads which rows), `samplers` (per-source policies), `mixing` (rows per source per
-global batch), `tensors` (Arrow → torch), `cache` (memory-mapped hot tier), `dataset` (the
-IterableDataset), `priorities` (losses back into the store), `feedback` (experience uses back into
+The folder is the architecture: `sources` (one type per kind of input, at which version), `snapshots`
+(a source at one version), `order` and `plan` (pure functions deciding who reads which rows),
+`samplers` (per-source policies), `mixing` (rows per source per global batch), `batches` (read rows
+→ batches, pure), `tensors` (Arrow → torch), `cache` (memory-mapped hot tier), `dataset` (the
+IterableDataset that wires them), `priorities` (losses back into the store), `feedback` (experience uses back into
 freq/utility), `sumtree` (prioritized draws in O(log n)). `ray_train` is the only module that
 imports Ray and is not imported here.
 """
@@ -13,20 +14,25 @@ from replaystore.stream.dataset import ReplayStream
 from replaystore.stream.feedback import UtilityWrite, write_utility
 from replaystore.stream.mixing import ExactK, Proportions
 from replaystore.stream.priorities import LossLog, load_priorities, write_priorities
-from replaystore.stream.samplers import Prioritized, Sequential, Shuffled, Uniform
-from replaystore.stream.sources import Source
+from replaystore.stream.samplers import Draw, Prioritized, Sampler, Sequential, Shuffled, Uniform
+from replaystore.stream.sources import ArrowSource, LanceSource, Source, StoreSource
 from replaystore.stream.tensors import to_tensors
 
 __all__ = [
+    "ArrowSource",
+    "Draw",
     "ExactK",
     "HotCache",
+    "LanceSource",
     "LossLog",
     "Prioritized",
     "Proportions",
     "ReplayStream",
+    "Sampler",
     "Sequential",
     "Shuffled",
     "Source",
+    "StoreSource",
     "Uniform",
     "UtilityWrite",
     "load_priorities",

@@ -28,7 +28,7 @@ import pyarrow.ipc as ipc
 from replaystore.stream.snapshots import arrays_of, contiguous
 
 if TYPE_CHECKING:
-    from replaystore.stream.sources import Source
+    from replaystore.stream.sources import LanceBacked
 
 _DONE = "DONE"
 SCAN_BATCH_ROWS = 65_536  # rows per Arrow batch while a version is copied into the hot tier
@@ -104,7 +104,7 @@ class MemmapSnapshot:
 class HotCache:
     """Builds (once) and opens the hot tier of `source` at `version`."""
 
-    source: Source
+    source: LanceBacked
     version: int | None
     root: Path | None = None
 
@@ -113,12 +113,11 @@ class HotCache:
         src = self.source
         if self.root is not None:
             root = self.root
-        elif src.store is not None and src.store.is_local:
-            root = Path(src.store.uri) / "_cache"
+        elif (store := getattr(src, "store", None)) is not None and store.is_local:
+            root = Path(store.uri) / "_cache"
         else:
             root = Path.home() / ".cache" / "replaystore" / "hot"
-        where = src.store.table_uri(src.table) if src.store is not None and src.table else src.uri
-        key = json.dumps([where, list(src.columns or []), src.filter, dict(src.rename)], sort_keys=True)
+        key = json.dumps([src.location, list(src.columns or []), src.filter, dict(src.rename)], sort_keys=True)
         return root / f"{src.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def directory(self) -> Path:

@@ -22,7 +22,6 @@ import copy
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,62 +30,16 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from replaystore.checks import integer
 from replaystore.errors import ValidationError
+from replaystore.stream.batches import Built, Cell, batches, chunk_steps
 from replaystore.stream.mixing import Mixing
-from replaystore.stream.order import cursors, rank_share, rank_stripes, worker_steps
+from replaystore.stream.order import worker_steps
+from replaystore.stream.plan import Plan, draw, epoch_counts, plan_epoch, step_counts
 from replaystore.stream.priorities import load_priorities
-from replaystore.stream.samplers import Draw, Prioritized
-from replaystore.stream.snapshots import MAX_READ_AHEAD, LanceSnapshot, Snapshot
-from replaystore.stream.sources import CHUNK_BYTES, READ_AHEAD, Source
-from replaystore.stream.tensors import as_tensors, concat, cut
+from replaystore.stream.samplers import Draw
+from replaystore.stream.snapshots import LanceSnapshot, Snapshot
+from replaystore.stream.sources import READ_AHEAD, Source, StoreSource
 
-_MAX_STEPS = 1 << 24
 _END = object()
-
-
-def _meta(cells: list[tuple[int, np.ndarray, np.ndarray | None]]) -> dict[str, np.ndarray]:
-    """Per row of (source, positions, weights) cells in batch order: its source, its position in the
-    source's snapshot and its importance weight (1 unless the sampler gives one). Built once per
-    chunk and split per batch: built per batch it was a fifth of a single-source epoch's Python calls."""
-    counts = [len(pos) for _, pos, _ in cells]
-    weights = [w for _, _, w in cells]
-    return {
-        "_source": np.repeat(np.array([i for i, _, _ in cells], dtype=np.int16), counts),
-        "_position": np.concatenate([pos for _, pos, _ in cells]),
-        "_weight": np.ones(sum(counts), np.float32) if all(w is None for w in weights) else np.concatenate(
-            [np.ones(n, np.float32) if w is None else w.astype(np.float32) for n, w in zip(counts, weights)]
-        ),
-    }
-
-
-def _split(value: Any, rows: list[int]) -> Sequence[Any]:
-    """Consecutive runs of `rows` rows of a tensor (one call for all views) or of a list."""
-    if isinstance(value, torch.Tensor):
-        return value.split_with_sizes(rows)
-    bounds = np.concatenate(([0], np.cumsum(rows))).tolist()
-    return [value[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _resize(built: list[tuple[int, dict[str, Any] | None]]) -> int:
-    """Steps per chunk that make about `CHUNK_BYTES`, from the bytes of the batches just built."""
-    size = sum(v.nbytes for _, batch in built if batch for v in batch.values() if isinstance(v, torch.Tensor))
-    per_step = max(size / len(built), 1.0)
-    return int(min(MAX_READ_AHEAD, max(1, CHUNK_BYTES // per_step)))
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One epoch's layout: global rows per (step, source), and this rank's slice of them."""
-
-    counts: np.ndarray
-    cursors: np.ndarray
-    rows: np.ndarray
-    offsets: np.ndarray
-    stripe_start: np.ndarray  # per source: where this rank's stripe starts (sequential layout)
-    stripe_cursors: np.ndarray  # per (step, source): this rank's rows before the step
-
-    @property
-    def steps(self) -> int:
-        return len(self.counts)
 
 
 def _distributed() -> tuple[int, int] | None:
@@ -148,7 +101,9 @@ class ReplayStream(IterableDataset):
         self._pins: contextlib.ExitStack | None = None
         self._lock = threading.Lock()
         self._active = False
-        self._pre_state: dict[int, dict[int, Any]] = {}  # step → stateful samplers' state before it
+        self._pre_state: dict[int, dict[int, Any]] = {}  # step → step-sequential samplers' state before it
+        self._start = np.zeros(len(self.sources), np.int64)  # rows of each source used before step 0 (elastic resume)
+        self._current: Plan | None = None  # the plan the main process iterates
 
     # -- topology -------------------------------------------------------------------------
 
@@ -181,7 +136,7 @@ class ReplayStream(IterableDataset):
         if epoch != self.epoch:
             if self.versions is not None:  # the previous epoch ran in workers: count its steps once
                 self.global_base += self._plan().steps
-            self.epoch, self.step = epoch, 0
+            self.epoch, self.step, self._start, self._current = epoch, 0, np.zeros_like(self._start), None
         self._release()
         self._pin_versions()
 
@@ -221,7 +176,7 @@ class ReplayStream(IterableDataset):
         if self._sampler_epoch != self.epoch:
             for source, snap, version in zip(self.sources, snaps, self.versions):
                 stored = None
-                if isinstance(source.sampler, Prioritized) and source.store is not None:
+                if source.sampler.keeps_priorities and isinstance(source, StoreSource):
                     stored = load_priorities(source.store, source, version)
                 source.sampler.reset(snap.num_rows, stored)
             self._sampler_epoch = self.epoch
@@ -230,33 +185,14 @@ class ReplayStream(IterableDataset):
                 raise ValidationError("sources", f"source '{source.name}' has no rows at version {self.versions}")
         return snaps
 
-    def _counts(self, steps: int) -> np.ndarray:
-        g = self.batch_size * self.world_size
-        if self.mixing is None:
-            return np.full((steps, 1), g, dtype=np.int64)
-        return self.mixing.counts(steps, g, len(self.sources))
-
     def _plan(self, sizes: Sequence[int] | None = None) -> Plan:
+        g, k = self.batch_size * self.world_size, len(self.sources)
         if self.steps_per_epoch is not None:
-            counts = self._counts(self.steps_per_epoch)
+            counts = step_counts(self.mixing, self.steps_per_epoch, g, k)
         else:
-            n = (sizes or [s.num_rows for s in self._snapshots()])[self.epoch_source]
-            steps = -(-n // (self.batch_size * self.world_size)) + 1
-            while True:
-                counts = self._counts(steps)
-                spent = np.cumsum(counts[:, self.epoch_source])
-                if spent[-1] >= n:
-                    break
-                if steps > _MAX_STEPS:
-                    raise ValidationError("mixing", f"source {self.epoch_source} gets no rows, so the epoch never ends")
-                steps *= 2
-            last = int(np.searchsorted(spent, n))
-            counts = counts[: last + 1].copy()
-            counts[last, self.epoch_source] -= int(spent[last] - n)
-            if self.drop_last and counts[last].sum() < self.batch_size * self.world_size:
-                counts = counts[:last]
-        rows, offsets = rank_share(counts, self.world_size, self.rank)
-        return Plan(counts, cursors(counts), rows, offsets, *rank_stripes(counts, self.world_size, self.rank))
+            n = (sizes or [s.num_rows for s in self._snapshots()])[self.epoch_source] - int(self._start[self.epoch_source])
+            counts = epoch_counts(self.mixing, g, k, epoch_source=self.epoch_source, rows=max(n, 0), drop_last=self.drop_last)
+        return plan_epoch(counts, self.world_size, self.rank, self._start)
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch."""
@@ -267,112 +203,61 @@ class ReplayStream(IterableDataset):
     # -- batches ---------------------------------------------------------------------------
 
     def _draw(self, plan: Plan, n: int, source: int, step: int) -> Draw:
-        return Draw(
-            n=n, seed=self.seed, epoch=self.epoch, source=source, step=step,
-            global_step=self.global_base + step, cursor=int(plan.cursors[step, source]),
-            total=int(plan.counts[step, source]), offset=int(plan.offsets[step, source]),
-            count=int(plan.rows[step, source]),
-            stripe=int(plan.stripe_start[source] + plan.stripe_cursors[step, source]),
-        )  # fmt: skip
+        return draw(plan, n=n, seed=self.seed, epoch=self.epoch, source=source, step=step, global_step=self.global_base + step)
 
     def _catch_up(self, plan: Plan, n: int, source: int, step: int) -> None:
         """Feed a step-sequential sampler the steps other workers read, so all workers agree."""
         sampler = self.sources[source].sampler
-        for earlier in range(max(sampler.next_step - self.global_base, 0), step):  # type: ignore[attr-defined]
+        for earlier in range(max(sampler.next_step - self.global_base, 0), step):
             if plan.counts[earlier, source]:
                 sampler.positions(self._draw(plan, n, source, earlier))
-
-    def _joint(self, plan: Plan, n: int, source: int, steps: list[int]) -> list[np.ndarray] | None:
-        """Positions of consecutive `steps` drawn at once (then split per step) when the sampler's steps
-        continue one another (`Sequential`): one draw per chunk instead of one per step."""
-        if not getattr(self.sources[source].sampler, "contiguous", False) or steps[-1] - steps[0] != len(steps) - 1:
-            return None
-        bounds = [0, *np.cumsum(plan.rows[steps[0] : steps[-1] + 1, source]).tolist()]
-        draw = self._draw(plan, n, source, steps[0])
-        draw.count = bounds[-1]
-        positions = self.sources[source].sampler.positions(draw)[0] if draw.count else np.empty(0, np.int64)
-        return [positions[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     @property
     def read_ahead(self) -> int:
         """Steps whose rows the first chunk reads together (one read and one conversion per source per
-        chunk; later chunks are sized by `_resize`). 1 when a sampler needs per-step feedback
-        (priorities) or is step-sequential (curriculum)."""
-        feedback = any(isinstance(s.sampler, Prioritized) or getattr(s.sampler, "stateful", False) for s in self.sources)
-        return 1 if feedback else READ_AHEAD
+        chunk; later chunks are sized by `chunk_steps`). 1 when a sampler must see each step's
+        feedback (priorities) or every step in order (curriculum) before drawing the next."""
+        return READ_AHEAD if all(s.sampler.draws_ahead for s in self.sources) else 1
 
-    def _chunks(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[list[tuple[int, dict[str, Any] | None]]]:
+    def _chunks(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[Built]:
         """This rank's batches for `steps`, a chunk at a time. After the first chunk each one holds about
         `CHUNK_BYTES` of batches (at most `MAX_READ_AHEAD` steps): small rows get long chunks, so the
         per-chunk work is paid rarely, and wide rows (tokens, activations) short ones, so memory stays bounded."""
         at, size = 0, self.read_ahead
         adaptive = size > 1
         while at < len(steps):
-            built = self._chunk(plan, snaps, steps[at : at + size].tolist())
+            chunk = steps[at : at + size].tolist()
+            drawn = self._drawn(plan, snaps, chunk)
+            built = batches(chunk, drawn, self._read(snaps, drawn), self.pin_memory)
             at += size
             yield built
             if adaptive:
-                size = _resize(built)
+                size = chunk_steps(built)
 
-    def _chunk(self, plan: Plan, snaps: list[Snapshot], steps: list[int]) -> list[tuple[int, dict[str, Any] | None]]:
-        """This rank's batches for `steps` (None for a step where it has no rows: a short last batch)."""
-        drawn: list[list[tuple[np.ndarray, np.ndarray | None]]] = [[] for _ in steps]
-        stateful = [getattr(source.sampler, "stateful", False) for source in self.sources]
-        joint = [self._joint(plan, snap.num_rows, i, steps) for i, snap in enumerate(snaps)]
+    def _drawn(self, plan: Plan, snaps: list[Snapshot], steps: list[int]) -> list[list[Cell]]:
+        """Each step's (positions, weights) per source; step-sequential samplers are fed the steps other
+        workers read first, and their state before each step is kept for checkpoints."""
+        drawn: list[list[Cell]] = [[] for _ in steps]
         with self._lock:
             for k, step in enumerate(steps):
                 for i, (source, snap) in enumerate(zip(self.sources, snaps)):
-                    if joint[i] is not None:
-                        drawn[k].append((joint[i][k], None))
-                        continue
-                    if stateful[i]:
+                    if source.sampler.step_sequential:
                         self._catch_up(plan, snap.num_rows, i, step)
-                        self._pre_state.setdefault(step, {})[i] = source.sampler.state_dict()  # for checkpoints
+                        self._pre_state.setdefault(step, {})[i] = source.sampler.state_dict()
                     if plan.rows[step, i] == 0:
                         drawn[k].append((np.empty(0, np.int64), None))
                         continue
                     drawn[k].append(source.sampler.positions(self._draw(plan, snap.num_rows, i, step)))
-        sizes = [[len(d[i][0]) for d in drawn] for i in range(len(snaps))]
-        runs = []  # per source: each step's rows as views of the chunk's record batches
+        return drawn
+
+    @staticmethod
+    def _read(snaps: list[Snapshot], drawn: list[list[Cell]]) -> list[list[dict[str, Any]]]:
+        """Each source's rows for the drawn steps, in one read per source."""
+        out = []
         for i, snap in enumerate(snaps):
             wanted = np.concatenate([d[i][0] for d in drawn])
-            pieces = snap.read_arrays(wanted) if len(wanted) else []
-            runs.append(cut(pieces, sizes[i]))
-        first = next((view for run in runs for step in run for view in step), {})
-        rows = [sum(len(cell[0]) for cell in step) for step in drawn]
-        cells = [(i, *cell) for step in drawn for i, cell in enumerate(step)]
-        meta = {key: _split(value, rows) for key, value in as_tensors(_meta(cells), self.pin_memory).items()}
-        if len(snaps) > 1 and not any(key.endswith("_lengths") for key in first):  # padded widths stay per batch
-            return self._assemble(steps, runs, rows, meta)
-        out: list[tuple[int, dict[str, Any] | None]] = []
-        for k, step in enumerate(steps):
-            parts = [view for i in range(len(snaps)) for view in runs[i][k]]
-            out.append((step, {**self._finish(parts), **{key: value[k] for key, value in meta.items()}} if parts else None))
+            out.append(snap.read_arrays(wanted) if len(wanted) else [])
         return out
-
-    def _assemble(
-        self, steps: list[int], runs: list[list[list[dict[str, Any]]]], rows: list[int], meta: dict[str, Sequence[Any]]
-    ) -> list[tuple[int, dict[str, Any] | None]]:
-        """A mixture's chunk with fixed-width columns: every column copied once for the whole chunk,
-        batch after batch and source after source, and each batch a slice of it (few large copies
-        instead of one small copy per batch, source and column)."""
-        views = [view for k in range(len(steps)) for run in runs for view in run[k]]
-        if not views:
-            return [(step, None) for step in steps]
-        columns = as_tensors(concat(views, self.pin_memory) if len(views) > 1 else dict(views[0]), self.pin_memory)
-        split = {**{key: _split(value, rows) for key, value in columns.items()}, **meta}
-        return [
-            (step, {key: value[k] for key, value in split.items()} if rows[k] else None) for k, step in enumerate(steps)
-        ]
-
-    def _finish(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
-        """One batch's columns: a single piece stays a view; several are copied once, straight into place.
-        Padded columns are cut to the batch's own longest row (a piece is padded to its read's)."""
-        batch = dict(parts[0]) if len(parts) == 1 else concat(parts, self.pin_memory)
-        for key in [k for k in batch if f"{k}_lengths" in batch]:
-            lengths = batch[f"{key}_lengths"]
-            batch[key] = batch[key][:, : int(lengths.max()) if len(lengths) else 0]
-        return as_tensors(batch, self.pin_memory)
 
     def _produce(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[tuple[int, dict[str, Any] | None]]:
         """Batches in step order; with `prefetch` > 0 a thread reads ahead into a bounded queue.
@@ -429,18 +314,17 @@ class ReplayStream(IterableDataset):
         snaps = self._snapshots()
         plan = self._plan([s.num_rows for s in snaps])
         for i, snap in enumerate(snaps):
-            if isinstance(snap, LanceSnapshot) and plan.rows[:, i].sum() > snap.num_rows:
-                snap.retain()  # read more than once this epoch: decode it once
+            if isinstance(snap, LanceSnapshot) and plan.counts[:, i].sum() > snap.num_rows:
+                snap.retain()  # the epoch wraps around it: decode it once
         steps = worker_steps(plan.steps, num_workers, worker, start=self.step)
-        self._active = in_main
+        self._active, self._current = in_main, plan if in_main else None
         try:
             for step, batch in self._produce(plan, snaps, steps):
                 self.step = step + 1
                 with self._lock:
                     self._pre_state = {k: v for k, v in self._pre_state.items() if k >= self.step}
                     for source in self.sources:
-                        if isinstance(source.sampler, Prioritized):
-                            source.sampler.consumed(self.global_base + step)
+                        source.sampler.consumed(self.global_base + step)
                 if batch is not None:
                     yield batch
         finally:
@@ -449,6 +333,7 @@ class ReplayStream(IterableDataset):
             self._release()
             self.global_base += plan.steps
             self.epoch, self.step, self.versions, self._pre_state = self.epoch + 1, 0, None, {}
+            self._start, self._current = np.zeros_like(self._start), None
 
     # -- feedback and checkpoints ----------------------------------------------------------
 
@@ -469,22 +354,34 @@ class ReplayStream(IterableDataset):
         with self._lock:
             for i, source in enumerate(self.sources):
                 mask = index == i
-                if isinstance(source.sampler, Prioritized) and mask.any():
-                    source.sampler.update(batch["_position"].numpy()[mask], loss[mask], at)
+                if mask.any():
+                    source.sampler.update_priority(batch["_position"].numpy()[mask], loss[mask], at)
 
     def state_dict(self, step: int | None = None) -> dict[str, Any]:
         """Where the stream stands. `step`: batches this rank consumed this epoch, when a DataLoader
         with workers iterated it (the main process cannot see their progress)."""
+        step = self.step if step is None else integer("step", step, 0)
         return {
             "epoch": self.epoch,
-            "step": self.step if step is None else integer("step", step, 0),
+            "step": step,
             "global_base": self.global_base,
             "versions": self.versions,
             "seed": self.seed,
             "global_batch": self.batch_size * self.world_size,
             "sources": [s.name for s in self.sources],
             "samplers": self._sampler_states(),
+            "start": self._start.tolist(),
+            "rows": self._consumed(step),
         }
+
+    def _consumed(self, step: int) -> list[int]:
+        """Global rows of each source the epoch used before `step`: where a resume at another global
+        batch size continues."""
+        if self.versions is None:
+            return self._start.tolist()
+        plan = self._current if self._current is not None else self._plan()
+        used = plan.cursors[step] if step < plan.steps else self._start + plan.counts.sum(axis=0)
+        return [int(x) for x in used]
 
     def _sampler_states(self) -> list[dict[str, Any]]:
         """Sampler states as of the next batch to consume, not as far as prefetch has drawn."""
@@ -492,17 +389,32 @@ class ReplayStream(IterableDataset):
             ahead = self._pre_state.get(self.step, {})
             return [ahead.get(i) or s.sampler.state_dict() for i, s in enumerate(self.sources)]
 
+    def _elastic(self) -> bool:
+        """Whether a checkpoint taken at another global batch size can continue here: one source, sampled
+        without replacement, its epoch defined by its rows, so what is left of the epoch is a row count."""
+        sampler = self.sources[0].sampler
+        return len(self.sources) == 1 and self.steps_per_epoch is None and sampler.without_replacement and not sampler.step_sequential
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue exactly where `state` stopped (same seed, sources and global batch size)."""
-        for key, mine in (
-            ("seed", self.seed),
-            ("global_batch", self.batch_size * self.world_size),
-            ("sources", [s.name for s in self.sources]),
-        ):
+        """Continue exactly where `state` stopped: the same global batches follow at any world size and
+        number of workers. At another global batch size (batch_size × world_size) only a single source
+        sampled without replacement can continue: the rest of its epoch, cut into the new batches."""
+        g = self.batch_size * self.world_size
+        for key, mine in (("seed", self.seed), ("sources", [s.name for s in self.sources])):
             if state.get(key) != mine:
                 raise ValidationError(key, f"checkpoint has {state.get(key)!r}, this stream {mine!r}: cannot resume")
+        elastic = state.get("global_batch") != g
+        if elastic and not (self._elastic() and "rows" in state):
+            raise ValidationError(
+                "global_batch",
+                f"checkpoint has {state.get('global_batch')!r}, this stream {g}: only a single source sampled without "
+                f"replacement (no steps_per_epoch) resumes at another global batch size; keep batch_size × world_size = {state.get('global_batch')!r}",
+            )
         self._release()
-        self.epoch, self.step, self.global_base = int(state["epoch"]), int(state["step"]), int(state["global_base"])
+        self.epoch, self.global_base = int(state["epoch"]), int(state["global_base"])
+        self.step = 0 if elastic else int(state["step"])
+        self._start = np.asarray(state["rows"] if elastic else state.get("start", self._start * 0), dtype=np.int64)
+        self._current = None
         self.versions = state["versions"]
         if self.versions is not None:
             self._pins = contextlib.ExitStack()

@@ -26,7 +26,7 @@ from replaystore.predicates import in_list
 from replaystore.schemas import Kind
 from replaystore.store import Store
 from replaystore.stream.priorities import ids_at, row_ids
-from replaystore.stream.sources import Source
+from replaystore.stream.sources import Source, StoreSource
 
 EXPERIENCES = Kind.EXPERIENCES.value
 
@@ -54,7 +54,7 @@ class UtilityWrite:
 
 def _target(store: Store, source: Source, table: str) -> str | None:
     """The experiences table of `store` a source reads, if it reads one."""
-    if source.store is None or source.table is None or source.store.uri != store.uri:
+    if not isinstance(source, StoreSource) or source.store.uri != store.uri:
         return None
     if source.table == table or store.kind(source.table) == Kind.EXPERIENCES:
         return source.table

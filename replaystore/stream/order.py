@@ -6,8 +6,8 @@ makes the stream deterministic, shardable and resumable: any process can recompu
 
 Layout of a global step: the global batch (world_size × batch_size rows) is laid out source by
 source, and global slot `j` belongs to rank `j % world_size`. Each rank therefore gets an equal
-batch and a balanced share of every source, while reading one contiguous slice of each source's
-order, so a sequential source stays a sequential read on every rank.
+batch and a balanced share of every source, as one contiguous slice of each source's rows of the
+step; the step's global rows themselves never depend on the world size.
 """
 
 from __future__ import annotations
@@ -52,18 +52,6 @@ def rank_share(counts: np.ndarray, world_size: int, rank: int) -> tuple[np.ndarr
     rows = owned(ends, rank) - owned(starts, rank)
     before = sum(owned(ends, r) - owned(starts, r) for r in range(rank)) if rank else np.zeros_like(counts)
     return rows, before
-
-
-def rank_stripes(counts: np.ndarray, world_size: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """Where `rank`'s rows of each source start when every rank reads its own contiguous stripe.
-
-    Returns (start per source, rows this rank read before each step). A sequential source laid out
-    this way is one forward scan per rank — the order then depends on the world size, which the
-    stream's guarantee allows — while ranks still partition the epoch's rows exactly once.
-    """
-    rows, _ = rank_share(counts, world_size, rank)
-    start = sum(rank_share(counts, world_size, r)[0].sum(axis=0) for r in range(rank)) if rank else np.zeros(counts.shape[1], np.int64)
-    return np.asarray(start, dtype=np.int64), cursors(rows)
 
 
 def worker_steps(steps: int, num_workers: int, worker: int, start: int = 0) -> np.ndarray:

@@ -22,7 +22,7 @@ import pyarrow.ipc as ipc
 from replaystore.errors import ValidationError
 from replaystore.schemas import Kind
 from replaystore.store import Store
-from replaystore.stream.sources import Source
+from replaystore.stream.sources import ArrowSource, LanceBacked, Source, StoreSource
 
 PRIORITIES = Kind.PRIORITIES.value
 _LOG_SCHEMA = pa.schema(
@@ -95,10 +95,9 @@ def row_ids(source: Source, version: int | None, column: str | None = None) -> p
     column = column or source.id_column
     if column is None:
         raise ValidationError("id_column", f"source '{source.name}' needs an id_column to keep priorities")
-    if source.arrow is not None:  # the same rows the stream saw (filter included), all columns
-        snapshot = replace(source, columns=None).open(version)
-        rows = snapshot.read(np.arange(snapshot.num_rows))
-        return rows.column(source.rename.get(column, column)).combine_chunks()
+    if isinstance(source, ArrowSource):  # the same rows the stream saw (filter included), all columns
+        return replace(source, columns=None).rows().column(source.rename.get(column, column)).combine_chunks()
+    assert isinstance(source, LanceBacked)
     return source.dataset(version).to_table(columns=[column], filter=source.filter).column(0).combine_chunks()
 
 
@@ -142,7 +141,7 @@ def write_priorities(
 
 def load_priorities(store: Store, source: Source, version: int | None, table: str = PRIORITIES) -> np.ndarray | None:
     """Stored priorities of a source's rows at `version`, in row order (NaN where none is stored)."""
-    if source.store is not store or not store.exists(table) or source.id_column is None:
+    if not isinstance(source, StoreSource) or source.store is not store or not store.exists(table) or source.id_column is None:
         return None
     stored = store.read(table, columns=["sample_id", "priority"], filter=f"source = '{source.name}'")
     if stored.num_rows == 0:

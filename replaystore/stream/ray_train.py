@@ -34,7 +34,6 @@ from replaystore.store import Store  # noqa: E402
 from replaystore.stream.dataset import ReplayStream  # noqa: E402
 from replaystore.stream.feedback import UtilityWrite, apply_utility, utility_counts  # noqa: E402
 from replaystore.stream.priorities import LossLog, write_priorities  # noqa: E402
-from replaystore.stream.snapshots import ArrowSnapshot  # noqa: E402
 
 LOSS_FILE = "losses-rank{rank}.arrow"
 TrainLoop = Callable[[ReplayStream, LossLog, dict[str, Any]], Any]
@@ -44,22 +43,7 @@ def ray_datasets(stream: ReplayStream) -> dict[str, ray.data.Dataset]:
     """One Ray Data dataset per source, at the versions the stream pinned for its current epoch."""
     if stream.versions is None:
         stream.set_epoch(stream.epoch)
-    out = {}
-    for source, version in zip(stream.sources, stream.versions or []):
-        if source.arrow is not None:
-            snapshot = source.open(None)
-            assert isinstance(snapshot, ArrowSnapshot)
-            out[source.name] = ray.data.from_arrow(snapshot.table)
-            continue
-        uri = source.store.table_uri(source.table) if source.store is not None and source.table else source.uri
-        options = dict(source.store.storage_options if source.store is not None else source.storage_options or {})
-        dataset = ray.data.read_lance(
-            uri, version=version, columns=list(source.columns) if source.columns else None,
-            filter=source.filter, storage_options=options or None,
-        )  # fmt: skip
-        # The stream's column names; a map, since Ray's rename_columns plans over read_lance's full schema.
-        out[source.name] = dataset.map_batches(source.renamed, batch_format="pyarrow") if source.rename else dataset
-    return out
+    return {source.name: source.to_ray(ray.data, version) for source, version in zip(stream.sources, stream.versions or [])}
 
 
 def stream_trainer(

@@ -6,14 +6,18 @@ logged with the step they take effect at so that a resumed run replays them iden
 
 Without-replacement samplers walk a per-epoch order of the source (pass after pass when a source
 is smaller than the epoch needs); each global step takes the next rows, each rank a contiguous
-slice of them. With-replacement samplers draw the step's global rows from one generator and slice,
-so the global stream does not depend on the world size either.
+slice of them. With-replacement samplers draw the step's global rows from one generator and slice.
+Either way a step's global rows never depend on the world size or the number of DataLoader workers.
+
+Write a sampler by subclassing `Sampler` and implementing `positions`; override only the abilities
+it has (priorities, step-sequential state, checkpoint state).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,24 +47,37 @@ class Draw:
     total: int  # global rows of this source in this step
     offset: int  # this rank's first row within the step's rows
     count: int  # this rank's rows
-    stripe: int = 0  # this rank's first row in a layout where each rank reads one contiguous stripe
 
 
-class Sampler(Protocol):
-    without_replacement: bool
+class Sampler:
+    """Base of every per-source sampling policy: subclasses implement `positions`.
 
-    def reset(self, n: int, priorities: np.ndarray | None = None) -> None: ...
+    The other methods and flags are abilities with no-op defaults (as TorchRL's `samplers/base.py`
+    does), which the stream calls on every sampler, so it never asks what kind of sampler it holds.
+    """
 
-    def positions(self, draw: Draw) -> tuple[np.ndarray, np.ndarray | None]: ...
+    without_replacement: bool = False  # every row once per pass: can define an epoch
+    step_sequential: bool = False  # must be fed every global step in order (curriculum)
+    draws_ahead: bool = True  # steps may be drawn before earlier ones are consumed
+    keeps_priorities: bool = False  # starts epochs from stored priorities, takes updates
 
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class _Stateless:
     def reset(self, n: int, priorities: np.ndarray | None = None) -> None:
-        """Nothing to keep between epochs."""
+        """Start an epoch over a snapshot of `n` rows (with stored priorities, if it keeps any)."""
+
+    def positions(self, draw: Draw) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows of the snapshot this draw reads, and their importance weights (None: all 1)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement positions(draw)")
+
+    def update_priority(self, positions: np.ndarray, losses: np.ndarray, at_step: int) -> None:
+        """Take per-row losses, effective from global step `at_step` (only prioritized samplers use them)."""
+
+    def consumed(self, global_step: int) -> None:
+        """Every step up to `global_step` has been consumed (what a checkpoint may fold in)."""
+
+    @property
+    def next_step(self) -> int:
+        """For a step-sequential sampler: the global step it draws next."""
+        return 0
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -70,26 +87,77 @@ class _Stateless:
 
 
 @dataclass
-class Sequential(_Stateless):
-    """Rows in storage order; each epoch reads every row once. Each rank reads one contiguous stripe
-    of the epoch (so one forward scan per rank, the fastest read); the order depends on world size."""
+class LegacySampler(Sampler):
+    """A sampler written against the old structural protocol (not a `Sampler` subclass), wrapped so that
+    it keeps working for one release; `Source` wraps it and warns."""
+
+    inner: Any
+
+    def __post_init__(self) -> None:
+        self.without_replacement = bool(getattr(self.inner, "without_replacement", False))
+
+    def reset(self, n: int, priorities: np.ndarray | None = None) -> None:
+        self.inner.reset(n, priorities)
+
+    def positions(self, draw: Draw) -> tuple[np.ndarray, np.ndarray | None]:
+        rows, weights = self.inner.positions(draw)
+        return np.asarray(rows, dtype=np.int64), weights
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.inner.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+
+def as_sampler(sampler: Any) -> Sampler:
+    """`sampler` itself, or a duck-typed one wrapped with a deprecation warning."""
+    if isinstance(sampler, Sampler):
+        return sampler
+    if not callable(getattr(sampler, "positions", None)):
+        raise ValidationError("sampler", f"must be a replaystore.stream.Sampler, got {type(sampler).__name__}")
+    warnings.warn(
+        f"{type(sampler).__name__} does not subclass replaystore.stream.Sampler; structural samplers are "
+        "deprecated and will be refused in the next release: subclass Sampler (its abilities have no-op defaults)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return LegacySampler(sampler)
+
+
+class _Passes(Sampler):
+    """Without replacement: the global rows of a step continue the epoch's sequence pass 0, pass 1, ...
+    of the source's order, and each rank reads its slice of them. A step's global rows therefore depend
+    on (seed, epoch, cursor, total) only, never on the world size or the DataLoader workers."""
 
     without_replacement = True
-    contiguous = True  # a step's rows continue the previous step's: consecutive steps can be drawn as one
+
+    def order(self, draw: Draw, pass_: int) -> np.ndarray:
+        raise NotImplementedError
 
     def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
-        start = draw.stripe % draw.n  # later passes of a source smaller than the epoch start over
-        if start + draw.count <= draw.n:  # the common case needs no wrap-around
-            return np.arange(start, start + draw.count, dtype=np.int64), None
-        identity = np.arange(draw.n, dtype=np.int64)
-        return pass_positions(draw.stripe, draw.count, draw.n, lambda p: identity), None
+        return pass_positions(draw.cursor + draw.offset, draw.count, draw.n, lambda p: self.order(draw, p)), None
 
 
 @dataclass
-class Shuffled(_Stateless):
+class Sequential(_Passes):
+    """Rows in storage order; each epoch reads every row once. A single rank reads one forward scan;
+    several ranks read interleaved slices of it, so every global batch is the same at any world size."""
+
+    def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
+        start = (draw.cursor + draw.offset) % draw.n if draw.n else 0
+        if start + draw.count <= draw.n:  # the common case: no wrap-around, no order array
+            return np.arange(start, start + draw.count, dtype=np.int64), None
+        return super().positions(draw)
+
+    def order(self, draw: Draw, pass_: int) -> np.ndarray:
+        return np.arange(draw.n, dtype=np.int64)
+
+
+@dataclass
+class Shuffled(_Passes):
     """A seeded permutation per epoch (and per pass); every row exactly once per pass."""
 
-    without_replacement = True
     _cache: dict[tuple[int, int, int, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     def order(self, draw: Draw, pass_: int) -> np.ndarray:
@@ -99,15 +167,10 @@ class Shuffled(_Stateless):
             self._cache[key] = permutation(draw.n, draw.seed, draw.epoch, draw.source, pass_)
         return self._cache[key]
 
-    def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
-        return pass_positions(draw.cursor + draw.offset, draw.count, draw.n, lambda p: self.order(draw, p)), None
-
 
 @dataclass
-class Uniform(_Stateless):
+class Uniform(Sampler):
     """Uniform with replacement: each step's rows drawn independently."""
-
-    without_replacement = False
 
     def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
         rows = rng(draw.seed, draw.epoch, draw.source, draw.step, _UNIFORM).integers(0, draw.n, draw.total)
@@ -115,7 +178,7 @@ class Uniform(_Stateless):
 
 
 @dataclass
-class Prioritized:
+class Prioritized(Sampler):
     """Probability ∝ priority^alpha, with importance weights (N·P)^-beta normalised to ≤ 1.
 
     Draws descend a sum tree over priority^alpha (`sumtree.SumTree`): a batch of k rows costs
@@ -131,7 +194,8 @@ class Prioritized:
     beta_steps: int = 10_000
     eps: float = 1e-6
     default_priority: float = 1.0
-    without_replacement = False
+    draws_ahead = False  # a step's draw must see the updates of the steps before it
+    keeps_priorities = True
     base: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
     log: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
     _tree: SumTree | None = field(default=None, repr=False)  # over base^alpha plus the applied updates
@@ -161,6 +225,11 @@ class Prioritized:
         self._applied = 0
 
     def update(self, positions: np.ndarray, losses: np.ndarray, at_step: int) -> None:
+        """Deprecated name of `update_priority`."""
+        warnings.warn("Prioritized.update is deprecated: use update_priority", DeprecationWarning, stacklevel=2)
+        self.update_priority(positions, losses, at_step)
+
+    def update_priority(self, positions: np.ndarray, losses: np.ndarray, at_step: int) -> None:
         """Queue new priorities |loss| + eps for rows, effective from global step `at_step`."""
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         values = np.abs(np.asarray(losses, dtype=np.float64).reshape(-1)) + self.eps
@@ -219,7 +288,7 @@ class Prioritized:
 
 
 @dataclass
-class Curriculum(_Stateless):
+class Curriculum(Sampler):
     """Curriculum pacing: rows whose difficulty percentile ≤ the competence c(t) of the global step,
     drawn by `replaystore.curriculum.CurriculumSampler` (without replacement within passes).
 
@@ -229,8 +298,8 @@ class Curriculum(_Stateless):
     """
 
     curriculum: CurriculumSampler
-    without_replacement = False
-    stateful = True
+    step_sequential = True
+    draws_ahead = False
 
     @property
     def next_step(self) -> int:

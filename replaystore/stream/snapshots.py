@@ -100,13 +100,13 @@ class LanceSnapshot:
         self._flat = _flat(pa.schema([schema.field(c) for c in self.columns]) if self.columns else schema)
 
     def read_arrays(self, positions: np.ndarray) -> list[dict[str, Any]]:
-        """Ascending runs (a sequential stripe, possibly wrapping to row 0) stream from the open scan;
-        anything else is a `take`."""
+        """Ascending runs (a rank's slices of a sequential epoch, possibly wrapping to row 0) stream from
+        the open scan; anything else is a `take`."""
         cuts = np.flatnonzero(np.diff(positions) != 1) + 1
         starts, ends = np.concatenate(([0], cuts)), np.concatenate((cuts, [len(positions)]))
         firsts, lasts = positions[starts], positions[ends - 1]
-        forward = (firsts[1:] > lasts[:-1]) | (firsts[1:] == 0)
-        if len(starts) > 2 * MAX_READ_AHEAD or not forward.all():
+        forward = (firsts[1:] > lasts[:-1]) | (firsts[1:] <= SKIP_ROWS)  # on, or a new pass from (near) row 0
+        if not self._retained() and (len(starts) > 2 * MAX_READ_AHEAD or not forward.all()):
             return arrays_of(self.dataset.take(positions, columns=self.columns))
         parts: list[Any] = []
         for first, a, b in zip(firsts, starts, ends):
@@ -122,10 +122,20 @@ class LanceSnapshot:
     def _retained(self) -> bool:
         return self._kept is not None and self._kept_rows[-1] == self.num_rows and self.num_rows > 0
 
+    def _keeping(self) -> bool:
+        """Whether the open scan is still adding to an unbroken kept pass from row 0."""
+        return self._scan is not None and self._kept is not None and len(self._kept_rows) > 1 and self._kept_rows[-1] == self._next + self._left
+
     def _run(self, start: int, count: int) -> list[Any]:
         """Rows [start, start+count) from the open scan, continuing, skipping ahead or restarting it."""
         if self._retained():
             return self._from_memory(start, count)
+        if start < self._next and self._keeping():  # a new pass: finish decoding the one being kept
+            self._rows(self.num_rows - self._next)
+            if self._retained():
+                return self._from_memory(start, count)
+        if self._scan is None and self._kept is not None and start <= SKIP_ROWS:  # a pass to keep starts at row 0
+            self._scan, self._head, self._left, self._next = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH)), None, 0, 0
         if self._scan is not None and self._next <= start <= self._next + SKIP_ROWS:
             self._rows(start - self._next)  # read past the rows other workers take
         elif start != self._next:
