@@ -1,12 +1,13 @@
 """The stream: a torch `IterableDataset` of whole batches (dicts of tensors) from one or more sources.
 
 Guarantees, before knobs (after Mosaic Streaming):
-- Deterministic: the rows of every global batch are a pure function of (seed, epoch, step) and the
-  sources' snapshots — the same for any number of ranks and DataLoader workers.
+- Deterministic: the rows of every global batch are a pure function of (seed, epoch, step), the
+  sources' snapshots and the global batch size — the same for any number of ranks and DataLoader workers.
 - Exactly once: in an epoch, the rows of the epoch-defining source (default: the first) are seen once
   across all ranks and workers when it samples without replacement; the epoch ends when they are spent.
 - Resumable: `state_dict()` after k batches, `load_state_dict()` in a new process, and iteration yields
-  exactly the batches k+1, ... of the uninterrupted run — mixtures and prioritized sources included.
+  exactly the batches k+1, ... of the uninterrupted run — mixtures and prioritized sources included,
+  at another world size too (another global batch size: one without-replacement source only).
 - Snapshot isolation: each epoch reads every table at one version, pinned (`store.pin`) while the epoch
   runs; writers committing meanwhile are seen by the next epoch.
 
