@@ -5,22 +5,75 @@ Leaves hold non-negative weights (priority^alpha). Every inner node is recompute
 a pure function of its leaves: a tree rebuilt from the same weights after a restart is bit-for-bit
 the tree of the uninterrupted run, and float error cannot accumulate over millions of updates.
 
-Costs: `build` O(n); `update` of k leaves O(k log n); `find` of k prefix sums O(k log n), one
-vectorised descent for the whole batch. The min tree skips zero weights (they are never drawn), which
-is what importance weights are normalised by (as in TorchRL's and Reverb's prioritized samplers).
+Costs: `build` O(n); `update` of k leaves O(k log n); `find` of k prefix sums O(k log n). The min
+tree skips zero weights (they are never drawn), which is what importance weights are normalised by
+(as in TorchRL's and Reverb's prioritized samplers).
+
+Two kernels walk the same arrays with the same float operations, so they give the same bits: numba
+loops (the `fast` extra) and numpy vector calls where numba is absent. Both go level by level, all
+rows of a batch at each level: on a large tree the cost is cache misses, and a level's loads are
+independent, so the CPU overlaps them (a depth-first descent per row waits for each miss in turn).
 """
 
 from __future__ import annotations
+
+import functools
+import importlib.util
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from replaystore.errors import ValidationError
 
 
+def compiled_available() -> bool:
+    """Whether the numba kernels can be used (the `fast` extra is installed)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+@functools.cache
+def _kernels() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """(update, find) compiled with numba on first use; cached on disk, so later processes (DataLoader
+    workers, restarts) load them instead of compiling."""
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def update(total: np.ndarray, least: np.ndarray, capacity: int, depth: int, positions: np.ndarray, weights: np.ndarray) -> None:
+        nodes = capacity + positions
+        for i in range(len(nodes)):  # every leaf first: a repeated position keeps its last weight
+            total[nodes[i]] = weights[i]
+            least[nodes[i]] = weights[i] if weights[i] > 0 else np.inf
+        for _ in range(depth):  # level by level: the loads of one level are independent, so misses overlap
+            for i in range(len(nodes)):
+                node = nodes[i] >> 1
+                nodes[i] = node
+                left = node << 1
+                total[node] = total[left] + total[left + 1]
+                least[node] = min(least[left], least[left + 1])
+
+    @numba.njit(cache=True, nogil=True)
+    def find(total: np.ndarray, capacity: int, depth: int, targets: np.ndarray) -> np.ndarray:
+        t = targets.copy()
+        nodes = np.ones(len(t), np.int64)
+        for _ in range(depth):  # level by level, as in `update`
+            for i in range(len(t)):
+                node = nodes[i] << 1
+                if t[i] >= total[node] and total[node + 1] > 0:
+                    t[i] -= total[node]
+                    node += 1
+                nodes[i] = node
+        return nodes - capacity
+
+    return update, find
+
+
 class SumTree:
     """Sums and minima (of positive leaves) over `n` weights; the capacity is the next power of two."""
 
-    def __init__(self, weights: np.ndarray) -> None:
+    def __init__(self, weights: np.ndarray, *, compiled: bool | None = None) -> None:
+        """`compiled`: use the numba kernels (default: when the `fast` extra is installed)."""
+        self.compiled = compiled_available() if compiled is None else compiled
         weights = np.asarray(weights, dtype=np.float64).reshape(-1)
         if len(weights) == 0 or not np.isfinite(weights).all() or (weights < 0).any():
             raise ValidationError("weights", "a sum tree needs at least one weight, each finite and ≥ 0")
@@ -54,8 +107,12 @@ class SumTree:
         Parents are recomputed level by level; a parent shared by several leaves is simply
         recomputed several times from the same children (cheaper than removing the repeats).
         """
-        nodes = self.capacity + np.asarray(positions, dtype=np.int64).reshape(-1)
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if self.compiled:
+            _kernels()[0](self._sum, self._min, self.capacity, self.depth, positions, weights)
+            return
+        nodes = self.capacity + positions
         total, least = self._sum, self._min
         total[nodes] = weights
         least[nodes] = np.where(weights > 0, weights, np.inf)
@@ -72,6 +129,8 @@ class SumTree:
 
         A descent that would step into an empty right subtree (t ≥ total by rounding) stays left.
         """
+        if self.compiled:
+            return _kernels()[1](self._sum, self.capacity, self.depth, np.asarray(targets, dtype=np.float64).reshape(-1))
         t = np.array(targets, dtype=np.float64).reshape(-1)
         node = np.ones(len(t), dtype=np.int64)
         total = self._sum
