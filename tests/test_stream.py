@@ -332,15 +332,34 @@ def test_curriculum_source_admits_rows_by_pacing_and_resumes() -> None:
 
 @pytest.mark.slow  # spawn workers import torch and Lance afresh (~15 s)
 def test_dataloader_with_spawn_workers_yields_the_single_process_sequence(tmp_path: Path) -> None:
+    """Persistent workers, two epochs without set_epoch, a break mid-epoch and a checkpoint taken
+    from the main process alone: the loader's batches are the single-process stream's."""
     import lance
 
     uri = str(tmp_path / "t.lance")
-    lance.write_dataset(rows(100), uri)
-    stream = ReplayStream(Source.from_lance("t", uri, sampler=Shuffled()), 8, seed=2)
-    expected = ids_of(list(ReplayStream(Source.from_lance("t", uri, sampler=Shuffled()), 8, seed=2)))
-    stream.set_epoch(0)
-    assert ids_of(list(stream.loader(num_workers=2))) == expected
-    stream.close()
+    lance.write_dataset(rows(300), uri, max_rows_per_file=64)
+
+    def stream() -> ReplayStream:
+        return ReplayStream(Source.from_lance("t", uri, sampler=Shuffled()), 8, seed=2)
+
+    single = stream()
+    expected = [ids_of(list(single)) for _ in range(3)]
+    ours = stream()
+    loader = ours.loader(num_workers=2)
+    assert ids_of(list(loader)) == expected[0]
+    head = []
+    for batch in loader:  # epoch 1, interrupted
+        head += batch["id"].tolist()
+        if len(head) == 80:
+            break
+    state = ours.state_dict()  # the main process knows what the loop consumed
+    assert state["epoch"] == 1 and state["step"] == 10
+    assert head + ids_of(list(loader)) == expected[1]
+    assert ids_of(list(loader)) == expected[2]
+    resumed = stream()
+    resumed.load_state_dict(state)
+    assert head + ids_of(list(resumed.loader(num_workers=2))) == expected[1]
+    ours.close()
 
 
 def test_bad_settings_name_the_field() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import pickle
 from collections import Counter
 from typing import Any
 
@@ -16,10 +18,12 @@ from hypothesis import strategies as st
 import replaystore.stream.snapshots as snapshots_module
 from replaystore.errors import ValidationError
 from replaystore.stream import Proportions, ReplayStream, Sequential, Source
-from replaystore.stream.batches import chunk_steps
+from replaystore.stream.batches import chunk_steps, unpack
 from replaystore.stream.snapshots import MAX_READ_AHEAD
 from replaystore.stream.sources import CHUNK_BYTES
 from replaystore.stream.tensors import concat, cut, to_arrays
+from replaystore.stream.loader import block_steps
+from replaystore.stream.workers import WorkerState
 
 FAST = settings(max_examples=60, deadline=None)
 weights = st.lists(st.floats(0.0, 10.0, allow_nan=False), min_size=1, max_size=5).filter(lambda w: sum(w) > 0.01)
@@ -85,10 +89,58 @@ def test_mixed_batches_hold_the_planned_rows_of_every_source_in_source_order() -
         assert (batch["id"].numpy() == offsets + batch["_position"].numpy()).all()
 
 
-def test_persistent_loader_workers_are_refused_by_name() -> None:
+def test_a_loader_refuses_a_batch_size_and_fork_by_name() -> None:
     stream = ReplayStream(Source.from_arrow("a", pa.table({"id": np.arange(8)})), 4)
-    with pytest.raises(ValidationError, match="persistent_workers"):
-        stream.loader(num_workers=1, persistent_workers=True)
+    with pytest.raises(ValidationError) as err:
+        stream.loader(num_workers=1, batch_size=4)
+    assert err.value.field == "batch_size"
+    with pytest.raises(ValidationError) as err:
+        stream.loader(num_workers=1, multiprocessing_context="fork")
+    assert err.value.field == "multiprocessing_context"
+
+
+@settings(max_examples=10, deadline=None)
+@given(workers=st.integers(2, 4), batch=st.sampled_from([512, 1024, 2048]))
+def test_loader_workers_each_decode_about_their_own_share(big_source: str, workers: int, batch: int) -> None:
+    """What `stream.loader` workers do (run here in-process): blocks of steps, every step once, and
+    each worker decodes little beyond its own rows (a plain DataLoader's round-robin decodes all)."""
+    stream = ReplayStream(Source.from_lance("big", big_source), batch)
+    stream.set_epoch(0)
+    block = block_steps(batch)
+    state = WorkerState(1, block, multiprocessing.get_context("spawn"))
+    state.store(stream)
+    decoded, steps = [], []
+    scan = lance.LanceDataset.to_batches
+
+    for worker in range(workers):
+        copy = pickle.loads(pickle.dumps(stream))
+        copy._shared = state
+        rows = [0]
+
+        def counted(ds: lance.LanceDataset, *args: Any, **kwargs: Any) -> Any:
+            for b in scan(ds, *args, **kwargs):
+                rows[0] += b.num_rows
+                yield b
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(lance.LanceDataset, "to_batches", counted)
+            copy._shared.load_into(copy)
+            tagged = [cell for packed in copy._tagged(worker, workers) for cell in unpack(packed)]
+        steps += [step for step, _ in tagged]
+        for step, b in tagged:
+            assert b["id"].tolist() == list(range(step * batch, min((step + 1) * batch, 200_000)))
+        decoded.append(rows[0])
+    assert sorted(steps) == list(range(len(stream)))
+    blocks = -(-200_000 // (block * batch))
+    slack = block * batch + blocks * snapshots_module.SCAN_BATCH  # a worker's last block, a scan batch past each block
+    assert max(decoded) <= 200_000 / workers + slack  # a plain DataLoader's workers each decode all 200,000
+
+
+@pytest.fixture(scope="module")
+def big_source(tmp_path_factory: pytest.TempPathFactory) -> str:
+    uri = str(tmp_path_factory.mktemp("big") / "big.lance")
+    lance.write_dataset(pa.table({"id": np.arange(200_000, dtype=np.int64)}), uri, max_rows_per_file=50_000)
+    return uri
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from replaystore.stream.tensors import as_tensors, concat, cut
 
 Cell = tuple[np.ndarray, np.ndarray | None]  # one (source, step)'s positions and importance weights
 Built = list[tuple[int, dict[str, Any] | None]]  # (step, batch or None where this rank has no rows)
+Packed = tuple[list[int], list[int], Any]  # steps, rows per step, one tensor per column (or the batches)
 
 
 def meta(cells: list[tuple[int, np.ndarray, np.ndarray | None]]) -> dict[str, np.ndarray]:
@@ -90,3 +91,34 @@ def finish(parts: list[dict[str, Any]], pin_memory: bool) -> dict[str, Any]:
         lengths = batch[f"{key}_lengths"]
         batch[key] = batch[key][:, : int(lengths.max()) if len(lengths) else 0]
     return as_tensors(batch, pin_memory)
+
+
+def pack(built: Built) -> Packed:
+    """A chunk as (steps, rows per step, columns): each column's batches concatenated into one tensor,
+    or the batches themselves where they cannot be (padded widths differ, or non-tensor values)."""
+    steps = [step for step, _ in built]
+    present = [batch for _, batch in built if batch is not None]
+    rows = [0 if batch is None else len(batch["_position"]) for _, batch in built]
+    if len(present) < 2:
+        return steps, rows, present
+    keys = present[0].keys()
+    same = all(
+        batch.keys() == keys and all(isinstance(batch[k], torch.Tensor) and batch[k].shape[1:] == present[0][k].shape[1:] for k in keys)
+        for batch in present
+    )
+    return steps, rows, {k: torch.cat([batch[k] for batch in present]) for k in keys} if same else present
+
+
+def unpack(packed: Packed) -> Built:
+    """The batches `pack` packed, as views of its columns."""
+    steps, rows, columns = packed
+    if isinstance(columns, list):
+        batches = iter(columns)
+        return [(step, next(batches) if n else None) for step, n in zip(steps, rows)]
+    parts = {k: v.split_with_sizes([n for n in rows if n]) for k, v in columns.items()}
+    out: Built = []
+    at = 0
+    for step, n in zip(steps, rows):
+        out.append((step, {k: v[at] for k, v in parts.items()} if n else None))
+        at += bool(n)
+    return out

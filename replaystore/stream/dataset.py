@@ -22,7 +22,7 @@ import contextlib
 import copy
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from replaystore.checks import integer
 from replaystore.errors import ValidationError
-from replaystore.stream.batches import Built, Cell, batches, chunk_steps
+from replaystore.stream.batches import Built, Cell, Packed, batches, chunk_steps, pack
+from replaystore.stream.workers import WorkerState
 from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import worker_steps
 from replaystore.stream.plan import Plan, draw, epoch_counts, plan_epoch, step_counts
@@ -66,7 +67,10 @@ class ReplayStream(IterableDataset):
         drop_last: bool = False,
         prefetch: int = 2,
         pin_memory: bool = False,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
+        """`transform`: applied to every batch where it is made (the prefetch thread, or each DataLoader
+        worker of `loader(num_workers=k)`, which is where per-row decoding such as images pays off)."""
         self.sources = [sources] if isinstance(sources, Source) else list(sources)
         if not self.sources or not all(isinstance(s, Source) for s in self.sources):
             raise ValidationError("sources", "need at least one Source")
@@ -96,6 +100,9 @@ class ReplayStream(IterableDataset):
         if pin_memory and not torch.cuda.is_available():
             raise ValidationError("pin_memory", "pinned memory needs a CUDA device; none is available")
         self.pin_memory = pin_memory
+        if transform is not None and not callable(transform):
+            raise ValidationError("transform", f"must be a function of a batch, got {type(transform).__name__}")
+        self.transform = transform
         self.epoch, self.step, self.global_base = 0, 0, 0
         self.versions: list[int | None] | None = None
         self._sampler_epoch = -1
@@ -105,6 +112,8 @@ class ReplayStream(IterableDataset):
         self._pre_state: dict[int, dict[int, Any]] = {}  # step → step-sequential samplers' state before it
         self._start = np.zeros(len(self.sources), np.int64)  # rows of each source used before step 0 (elastic resume)
         self._current: Plan | None = None  # the plan the main process iterates
+        self._shared: WorkerState | None = None  # set in `stream.loader`'s workers: the epoch to read
+        self._generation = 0  # checkpoints loaded: a loader's persistent workers restart after one
 
     # -- topology -------------------------------------------------------------------------
 
@@ -163,7 +172,7 @@ class ReplayStream(IterableDataset):
         self._release()
 
     def __getstate__(self) -> dict[str, Any]:  # pins and locks stay with the process that made them
-        return {**self.__dict__, "_pins": None, "_lock": None, "_active": False}
+        return {**self.__dict__, "_pins": None, "_lock": None, "_active": False, "_current": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -230,6 +239,8 @@ class ReplayStream(IterableDataset):
             chunk = steps[at : at + size].tolist()
             drawn = self._drawn(plan, snaps, chunk)
             built = batches(chunk, drawn, self._read(snaps, drawn), self.pin_memory)
+            if self.transform is not None:
+                built = [(step, None if batch is None else self.transform(batch)) for step, batch in built]
             at += size
             yield built
             if adaptive:
@@ -261,14 +272,18 @@ class ReplayStream(IterableDataset):
         return out
 
     def _produce(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[tuple[int, dict[str, Any] | None]]:
-        """Batches in step order; with `prefetch` > 0 a thread reads ahead into a bounded queue.
+        """Batches in step order (see `_produce_chunks`)."""
+        for built in self._produce_chunks(plan, snaps, steps):
+            yield from built
+
+    def _produce_chunks(self, plan: Plan, snaps: list[Snapshot], steps: np.ndarray) -> Iterator[Built]:
+        """Chunks of batches in step order; with `prefetch` > 0 a thread reads ahead into a bounded queue.
 
         The queue holds whole chunks (`_chunks`; `prefetch / read_ahead` of them, at least one):
         handing batches over one by one made the consumer wake and take the GIL from the Python-busy
         reader once per batch, which cost a 3-source mixture ~10% of its throughput."""
         if self.prefetch == 0:
-            for built in self._chunks(plan, snaps, steps):
-                yield from built
+            yield from self._chunks(plan, snaps, steps)
             return
         out: queue.Queue[Any] = queue.Queue(maxsize=max(1, -(-self.prefetch // self.read_ahead)))
         stop = threading.Event()
@@ -295,14 +310,38 @@ class ReplayStream(IterableDataset):
             while (item := out.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
-                yield from item
+                yield item
         finally:
             stop.set()
             thread.join()
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
-        return self.iter_worker(*(info.id, info.num_workers) if info is not None else (0, 1), in_main=info is None)
+        if info is None:
+            return self.iter_worker(0, 1)
+        if self._shared is not None:  # a worker of `stream.loader`: this epoch's position, then tagged blocks
+            self._shared.load_into(self)
+            return self._tagged(info.id, info.num_workers)
+        return self.iter_worker(info.id, info.num_workers, in_main=False)
+
+    def _tagged(self, worker: int, num_workers: int) -> Iterator[Packed]:
+        """This worker's blocks of steps, a chunk at a time, packed for `StreamLoader` to unpack and
+        put in order: one tensor per column per chunk crosses the process boundary, not one per batch
+        (each costs a shared-memory segment)."""
+        assert self._shared is not None
+        snaps, plan = self._epoch_plan()
+        steps = worker_steps(plan.steps, num_workers, worker, start=self.step, block=self._shared.block)
+        for built in self._produce_chunks(plan, snaps, steps):
+            yield pack(built)
+
+    def _epoch_plan(self) -> tuple[list[Snapshot], Plan]:
+        """This epoch's snapshots and plan (sources that the epoch wraps around are decoded once)."""
+        snaps = self._snapshots()
+        plan = self._plan([s.num_rows for s in snaps])
+        for i, snap in enumerate(snaps):
+            if isinstance(snap, LanceSnapshot) and plan.counts[:, i].sum() > snap.num_rows:
+                snap.retain()
+        return snaps, plan
 
     def iter_worker(self, worker: int, num_workers: int, in_main: bool = True) -> Iterator[dict[str, Any]]:
         """The batches DataLoader worker `worker` of `num_workers` yields (every step ≡ worker mod n)."""
@@ -312,29 +351,33 @@ class ReplayStream(IterableDataset):
             if not in_main:
                 raise ValidationError("set_epoch", "call stream.set_epoch(epoch) in the main process before iterating with workers")
             self._pin_versions()
-        snaps = self._snapshots()
-        plan = self._plan([s.num_rows for s in snaps])
-        for i, snap in enumerate(snaps):
-            if isinstance(snap, LanceSnapshot) and plan.counts[:, i].sum() > snap.num_rows:
-                snap.retain()  # the epoch wraps around it: decode it once
+        snaps, plan = self._epoch_plan()
         steps = worker_steps(plan.steps, num_workers, worker, start=self.step)
         self._active, self._current = in_main, plan if in_main else None
         try:
             for step, batch in self._produce(plan, snaps, steps):
-                self.step = step + 1
-                with self._lock:
-                    self._pre_state = {k: v for k, v in self._pre_state.items() if k >= self.step}
-                    for source in self.sources:
-                        source.sampler.consumed(self.global_base + step)
+                self._consumed_step(step)
                 if batch is not None:
                     yield batch
         finally:
             self._active = False
-        if in_main and self.step >= plan.steps:  # the epoch is complete: the next one re-pins
-            self._release()
-            self.global_base += plan.steps
-            self.epoch, self.step, self.versions, self._pre_state = self.epoch + 1, 0, None, {}
-            self._start, self._current = np.zeros_like(self._start), None
+        if in_main and self.step >= plan.steps:
+            self._end_epoch(plan.steps)
+
+    def _consumed_step(self, step: int) -> None:
+        """`step` has been handed to the training loop: checkpoints and samplers move past it."""
+        self.step = step + 1
+        with self._lock:
+            self._pre_state = {k: v for k, v in self._pre_state.items() if k >= self.step}
+            for source in self.sources:
+                source.sampler.consumed(self.global_base + step)
+
+    def _end_epoch(self, steps: int) -> None:
+        """The epoch is complete: release its pins; the next one resolves and pins again."""
+        self._release()
+        self.global_base += steps
+        self.epoch, self.step, self.versions, self._pre_state = self.epoch + 1, 0, None, {}
+        self._start, self._current = np.zeros_like(self._start), None
 
     # -- feedback and checkpoints ----------------------------------------------------------
 
@@ -412,6 +455,7 @@ class ReplayStream(IterableDataset):
                 f"replacement (no steps_per_epoch) resumes at another global batch size; keep batch_size × world_size = {state.get('global_batch')!r}",
             )
         self._release()
+        self._generation += 1
         self.epoch, self.global_base = int(state["epoch"]), int(state["global_base"])
         self.step = 0 if elastic else int(state["step"])
         self._start = np.asarray(state["rows"] if elastic else state.get("start", self._start * 0), dtype=np.int64)
@@ -427,12 +471,15 @@ class ReplayStream(IterableDataset):
         self._sampler_epoch = self.epoch if loaded else -1  # a loaded priority state must not be reset
 
     def loader(self, num_workers: int = 0, **settings: Any) -> DataLoader:
-        """A DataLoader over the stream: batches pass through whole; workers use spawn (Lance is not fork-safe)."""
-        if settings.get("persistent_workers"):
-            raise ValidationError(
-                "persistent_workers", "each epoch starts fresh workers: persistent ones would not see set_epoch and repeat the epoch"
-            )
-        if num_workers and self.versions is None:
-            self._pin_versions()
-        extra = {"multiprocessing_context": "spawn"} if num_workers else {}
-        return DataLoader(self, batch_size=None, num_workers=num_workers, **extra, **settings)
+        """A DataLoader over the stream: batches pass through whole, in the single-process order.
+
+        With workers (spawn: Lance is not fork-safe) it is a `StreamLoader`: workers stay up across
+        epochs (`persistent_workers=True` by default: a spawn start costs seconds), each reads whole
+        blocks of consecutive steps (its own share of a sequential source), the loader puts the
+        batches back in step order, and the stream follows what the loop consumed, so `state_dict()`
+        and the next epoch need no help from the caller."""
+        if not num_workers:
+            return DataLoader(self, batch_size=None, num_workers=0, **settings)
+        from replaystore.stream.loader import StreamLoader
+
+        return StreamLoader(self, num_workers=num_workers, **settings)

@@ -54,10 +54,14 @@ def rank_share(counts: np.ndarray, world_size: int, rank: int) -> tuple[np.ndarr
     return rows, before
 
 
-def worker_steps(steps: int, num_workers: int, worker: int, start: int = 0) -> np.ndarray:
-    """Steps a DataLoader worker produces from `start` on: round-robin from worker 0, the order in
-    which DataLoader collects them, so any number of workers yields the single-process sequence."""
-    return np.arange(start + worker, steps, num_workers)
+def worker_steps(steps: int, num_workers: int, worker: int, start: int = 0, block: int = 1) -> np.ndarray:
+    """Steps a DataLoader worker produces from `start` on: blocks of `block` consecutive steps dealt
+    round-robin from worker 0. With `block=1` that is the order in which a plain DataLoader collects
+    them, so any number of workers yields the single-process sequence; `stream.loader` uses longer
+    blocks (each worker then reads a contiguous share of a sequential source) and puts the steps
+    back in order itself."""
+    ahead = np.arange(start, steps)
+    return ahead[((ahead - start) // block) % num_workers == worker]
 
 
 def pass_positions(start: int, count: int, n: int, order: Callable[[int], np.ndarray]) -> np.ndarray:

@@ -135,29 +135,36 @@ class LanceSnapshot:
             if self._retained():
                 return self._from_memory(start, count)
         if self._scan is None and self._kept is not None and start <= SKIP_ROWS:  # a pass to keep starts at row 0
-            self._scan, self._head, self._left, self._next = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH)), None, 0, 0
+            self._open(0, 0)
         if self._scan is not None and self._next <= start <= self._next + SKIP_ROWS:
-            self._rows(start - self._next)  # read past the rows other workers take
+            self._rows(start - self._next)  # read past the rows other ranks take
         elif start != self._next:
-            offset = {"offset": start} if start else {}  # a plain scan from row 0 is Lance's fastest path
-            self._scan = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, **offset))
-            self._head, self._left = None, 0
-        self._next = start
+            self._open(start, count)
         return self._rows(count)
+
+    def _open(self, start: int, count: int) -> None:
+        """A new scan from `start`. From row 0 it is a plain scan, Lance's fastest path; from elsewhere it
+        is limited to the rows about to be read (at least `SKIP_ROWS`): an open-ended scan reads ahead
+        to the end of the file in the background, work a worker reading blocks of steps throws away."""
+        window = {"offset": start, "limit": max(count, SKIP_ROWS)} if start else {}
+        self._scan = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, **window))
+        self._head, self._left, self._next = None, 0, start
 
     def _rows(self, count: int) -> list[Any]:
         """The next `count` rows of the open scan, as zero-copy slices of its (converted) batches."""
-        parts, have = [], 0
-        while have < count:
+        parts, end = [], self._next + count
+        while self._next < end:
             if self._left == 0:
-                batch = next(self._scan)  # type: ignore[arg-type]
+                batch = next(self._scan, None)  # type: ignore[call-overload]
+                if batch is None:  # a limited scan ran out: continue with another
+                    self._open(self._next, end - self._next)
+                    continue
                 self._head, self._left = to_arrays(batch) if self._flat else batch, batch.num_rows
-                self._keep(batch, self._next + have)
-            take = min(count - have, self._left)
+                self._keep(batch, self._next)
+            take = min(end - self._next, self._left)
             parts.append(_cut(self._head, 0, take))
             self._head, self._left = _cut(self._head, take, self._left), self._left - take
-            have += take
-        self._next += count
+            self._next += take
         return parts
 
     def _keep(self, batch: pa.RecordBatch, first: int) -> None:

@@ -1,0 +1,84 @@
+"""`StreamLoader`: a DataLoader whose workers split a stream's work and whose order stays the stream's.
+
+A plain DataLoader collects one item per worker in turn, so a deterministic stream must give worker
+w the steps w, w+k, ...: every worker then reads (or skips through) every row of a sequential
+source. This loader instead deals out blocks of consecutive steps, so each worker reads its own
+contiguous share, sends a chunk of batches at a time packed into one tensor per column (a tensor
+crossing processes costs a shared-memory segment) tagged with their steps, and this loader puts them
+back in step order (holding at most about a block, `MAX_BLOCK` steps or fewer, per worker). Workers persist across epochs and learn each epoch from `WorkerState`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from torch.utils.data import DataLoader
+
+from replaystore.errors import ValidationError
+from replaystore.stream.batches import unpack
+from replaystore.stream.snapshots import MAX_READ_AHEAD, SKIP_ROWS
+from replaystore.stream.workers import WorkerState
+
+if TYPE_CHECKING:
+    from replaystore.stream.dataset import ReplayStream
+
+
+MAX_BLOCK = 256  # steps: bounds the batches held back for reordering to this many per worker
+
+
+def block_steps(global_batch: int) -> int:
+    """Consecutive steps per worker: enough that the rows between a worker's blocks exceed what a scan
+    reads past (`SKIP_ROWS`), so it restarts there instead of decoding other workers' rows."""
+    return int(min(MAX_BLOCK, max(MAX_READ_AHEAD, -(-(SKIP_ROWS + 1) // global_batch))))
+
+
+class StreamLoader(DataLoader):
+    """Batches of `stream` from `num_workers` spawned workers, in the single-process order."""
+
+    def __init__(self, stream: ReplayStream, num_workers: int, **settings: Any) -> None:
+        if settings.pop("batch_size", None) is not None:
+            raise ValidationError("batch_size", "the stream yields whole batches: set batch_size on ReplayStream, not on its loader")
+        context = settings.pop("multiprocessing_context", "spawn")
+        if context not in ("spawn", "forkserver") and getattr(context, "get_start_method", lambda: context)() not in ("spawn", "forkserver"):
+            raise ValidationError("multiprocessing_context", "Lance is not fork-safe: use 'spawn' (the default) or 'forkserver'")
+        context = multiprocessing.get_context(context) if isinstance(context, str) else context
+        settings.setdefault("persistent_workers", True)
+        self._state = WorkerState(len(stream.sources), block_steps(stream.batch_size * stream.world_size), context)
+        self._generation = stream._generation
+        super().__init__(stream, batch_size=None, num_workers=num_workers, multiprocessing_context=context, **settings)
+
+    def __iter__(self) -> Iterator[Any]:
+        stream: ReplayStream = self.dataset  # type: ignore[assignment]
+        if stream._generation != self._generation and self._iterator is not None:  # a checkpoint was loaded
+            self._iterator._shutdown_workers()  # type: ignore[attr-defined]
+            self._iterator = None  # new workers start from the loaded state
+        self._generation = stream._generation
+        if stream.versions is None:
+            stream._pin_versions()
+        _, plan = stream._epoch_plan()
+        stream._current = plan
+        self._state.store(stream)
+        stream._shared = self._state  # pickled into workers if this call spawns them
+        try:
+            tagged = super().__iter__()
+        finally:
+            stream._shared = None
+        return self._in_order(stream, tagged, plan.steps)
+
+    @staticmethod
+    def _in_order(stream: ReplayStream, tagged: Iterator[Any], steps: int) -> Iterator[Any]:
+        """Yield the workers' (step, batch) pairs in step order, moving the stream along."""
+        pending: dict[int, Any] = {}
+        expected = stream.step
+        for packed in tagged:
+            pending.update(unpack(packed))
+            while expected in pending:
+                ready = pending.pop(expected)
+                stream._consumed_step(expected)
+                expected += 1
+                if ready is not None:
+                    yield ready
+        if expected >= steps:
+            stream._end_epoch(steps)
