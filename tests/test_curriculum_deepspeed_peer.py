@@ -258,3 +258,10 @@ def test_reshape_of_stream_columns_keeps_every_token_and_counts_real_ones() -> N
     assert out["tokens_lengths"].tolist() == [8] * 12 and "id" not in out  # rows were re-cut: per-row ids no longer apply
     padded = SeqlenCurriculum("seqlen_reshape", "reshape", (4,), (), columns=("tokens",))({"tokens": torch.zeros(2, 8), "tokens_lengths": torch.tensor([8, 5])}, 0)
     assert padded["tokens_lengths"].tolist() == [4, 4, 4, 1]
+
+
+def test_building_an_ordering_from_a_single_cluster_metric_is_refused_with_the_fix(store: Store) -> None:
+    schedule = from_deepspeed(megatron_config("gpt CL seqlen truncation 300B tokens"))["seqlen_truncate"]
+    with pytest.raises(ValidationError, match=r"definition: must be an OrderingDefinition, got SeqlenCurriculum .*apply its SeqlenCurriculum"):
+        build_ordering(store, "x", "exemplars", schedule)
+    assert not store.exists("curriculum_orderings")
