@@ -325,8 +325,8 @@ class Store:
 
     def migrate(self, name: str | None = None) -> dict[str, Migration]:
         """Bring one table (all when `name` is None) up to this code's schema files: add the columns
-        its kind gained since it was written (nullable or defaulted ones; defaults filled) and record
-        the new schema version. The only place a table's schema changes: reads never migrate.
+        its kind gained since it was written (nullable or defaulted ones; defaults filled), widen
+        float columns the file now keeps wider, and record the new schema version. The only place a table's schema changes: reads never migrate.
         Current tables get no new version; a missing required column is refused (migrate it by hand)."""
         out: dict[str, Migration] = {}
         for table in [name] if name else self.table_names():
@@ -349,12 +349,17 @@ class Store:
             fspec = spec.field(f.name)
             if not (f.nullable or fspec.default is not None):
                 raise ValidationError(f.name, f"schema v{spec.schema_version} adds a required column; migrate '{name}' by hand")
+        widened = [f for f in target if f.name not in {m.name for m in missing} and _widens(ds.schema.field(f.name).type, f.type)]
 
         def apply() -> lance.LanceDataset:
             current = self._open(name)
             todo = [f for f in missing if current.schema.get_field_index(f.name) < 0]
             if todo:
                 current.add_columns([pa.field(f.name, f.type, nullable=True, metadata=f.metadata) for f in todo])
+                current = self._open(name)
+            cast = [f for f in widened if _widens(current.schema.field(f.name).type, f.type)]
+            if cast:  # float32 → float64 (experiences v3): values keep the float32 value they hold
+                current.alter_columns(*[{"path": f.name, "data_type": f.type} for f in cast])
                 current = self._open(name)
             for f in missing:  # all of them: a writer killed after add_columns left its defaults unfilled
                 default = spec.field(f.name).default
@@ -772,6 +777,11 @@ def _named(argument: str) -> Iterator[None]:
         if reason is None:
             raise
         raise ValidationError(argument, reason) from None
+
+
+def _widens(stored: pa.DataType, target: pa.DataType) -> bool:
+    """A float column the schema file now keeps wider (the one type change `migrate` makes)."""
+    return pa.types.is_floating(stored) and pa.types.is_floating(target) and target.bit_width > stored.bit_width
 
 
 def _schema_version(schema: pa.Schema) -> int:

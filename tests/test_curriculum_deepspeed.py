@@ -22,7 +22,7 @@ from replaystore.errors import ValidationError
 
 
 def deepspeed_difficulty(cfg: dict, step: int) -> float:
-    """DeepSpeed's scheduler, restated from its documentation (test reference, one step at a time)."""
+    """DeepSpeed's scheduler at its (1-based) step, restated from its documentation (test reference)."""
     sc = cfg["schedule_config"]
     low, high = cfg["min_difficulty"], cfg["max_difficulty"]
     if cfg["schedule_type"] == "fixed_discrete":
@@ -64,7 +64,7 @@ def test_percentile_schedules_admit_what_deepspeed_would(schedule: str) -> None:
     assert definition.direction == "easy_to_hard" and definition.metric == "seqlen"
     assert isinstance(definition.pacing, DiscretePacing)
     steps = np.arange(200)
-    expected = np.array([deepspeed_difficulty(cfg, int(t)) for t in steps]) / 100
+    expected = np.array([deepspeed_difficulty(cfg, int(t) + 1) for t in steps]) / 100  # DeepSpeed's first batch is step 1
     np.testing.assert_allclose(definition.pacing.competence(steps), expected)
     assert definition.imported_from == {"deepspeed": {"seqlen": cfg}}
     assert OrderingDefinition.from_json(definition.to_json()) == definition
@@ -77,7 +77,7 @@ def test_rounding_to_difficulty_step_reaches_a_cap_that_is_not_a_multiple() -> N
     thresholds, steps = definition.value_schedule
     pacing = DiscretePacing([t / 100 for t in thresholds], steps)
     t = np.arange(400)
-    np.testing.assert_allclose(pacing.competence(t) * 100, [deepspeed_difficulty(cfg, int(s)) for s in t])
+    np.testing.assert_allclose(pacing.competence(t) * 100, [deepspeed_difficulty(cfg, int(s) + 1) for s in t])
     assert thresholds[-1] == 100 and steps[-1] > 40
 
 
@@ -95,8 +95,8 @@ def test_value_schedule_admits_samples_by_metric_value(store: Store) -> None:
     _, sampler = curriculum_sampler(store, "ds")
     for step in range(40):
         admitted = sampler.admitted(step)
-        assert np.array_equal(admitted, np.flatnonzero(lengths <= deepspeed_difficulty(cfg, step))), step
-        assert np.all(lengths[sampler.indices(step, 16)] <= deepspeed_difficulty(cfg, step))
+        assert np.array_equal(admitted, np.flatnonzero(lengths <= deepspeed_difficulty(cfg, step + 1))), step
+        assert np.all(lengths[sampler.indices(step, 16)] <= deepspeed_difficulty(cfg, step + 1))
 
 
 def test_config_loads_from_a_json_file(tmp_path) -> None:

@@ -92,8 +92,8 @@ def test_root_degree_below_one_is_refused() -> None:
     [
         ([0.2, 0.5], [10, 20], "difficulties", "one more entry than steps"),
         ([0.2, 0.5, 0.7, 1.0], [10, 20], "difficulties", "one more entry than steps"),
-        ([0.2, 1.5], [10], "difficulties", "(0, 1]"),
-        ([0.0, 1.0], [10], "difficulties", "(0, 1]"),
+        ([0.2, 1.5], [10], "difficulties", "[0, 1]"),
+        ([-0.1, 1.0], [10], "difficulties", "[0, 1]"),
         ([0.6, 0.5], [10], "difficulties", "must not decrease"),
         ([0.2, 0.5, 1.0], [20, 10], "steps", "strictly increase"),
         ([0.2, 1.0], [-1], "steps", "integer ≥ 0"),

@@ -25,7 +25,10 @@ from replaystore.gere import (
     load_stats,
     model_fingerprint,
     read_samples,
+    replay_losses,
+    retokenize,
     tm_margin_loss,
+    token_limit,
 )
 from replaystore.gere.offline import minilm_path, minilm_tokenizer, python_docstrings, tiny_causal_lm, word_tokenizer
 
@@ -308,3 +311,60 @@ def test_several_layers_get_their_own_states_and_statistics(store: Store, texts:
         torch.testing.assert_close(batch.states[row, : len(ids)], single_forward(model, ids, layer=1), atol=1e-5, rtol=1e-5)
     first, last = load_stats(store, summary["model_fingerprint"], 1), load_stats(store, summary["model_fingerprint"], -1)
     assert first.count == last.count and not np.allclose(first.mean, last.mean)
+
+
+# -- the model's own position limit ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_text(texts: list[str]) -> str:
+    return " ".join(texts)  # well over 563 tokens for either tokenizer
+
+
+def test_readme_flow_runs_with_minilm_at_the_default_max_length(store: Store, texts: list[str], long_text: str) -> None:
+    from transformers import AutoModel
+
+    tok, minilm = minilm_tokenizer(), AutoModel.from_pretrained(str(minilm_path())).eval()
+    assert token_limit(tok, minilm) == 512
+    ingest(store, [long_text, *texts[:2]], source="pydoc", tokenizer=tok)  # max_length=563 by default
+    assert max(read_samples(store).column("token_count").to_pylist()) == 512
+    distill(store, minilm, precision="zones", layers=(-1,), batch_size=8)
+    parts = replay_losses(minilm, ReplaySet.load(store, minilm).next(3))
+    assert parts.margin.item() == 0.0 and parts.ce.item() == 0.0  # frozen model: in every zone; no LM head: no CE
+
+
+def test_samples_longer_than_the_model_takes_are_refused_then_retokenized(store: Store, long_text: str, tokenizer) -> None:
+    short_model = tiny_causal_lm(tokenizer.vocab_size, hidden=32, positions=48).eval()
+    ingest(store, [long_text, "a short text"], source="pydoc", tokenizer=tokenizer)  # no tokenizer limit: 563 tokens
+    assert max(read_samples(store).column("token_count").to_pylist()) == 563
+    version = store.dataset("general_samples").version
+    with pytest.raises(ValidationError, match=r"token_ids: 1 sample\(s\) .* up to 563 tokens but the model takes 48 .*retokenize"):
+        distill(store, short_model)
+    assert not store.exists("activation_states") and not store.exists("activation_stats")
+    assert store.dataset("general_samples").version == version
+    result = retokenize(store, tokenizer, model=short_model)
+    assert result["retokenized"] == 1 and result["unchanged"] == 1 and result["max_length"] == 48
+    long_id = [r["sample_id"] for r in read_samples(store).to_pylist() if r["token_count"] == 48]
+    assert len(long_id) == 1 and read_samples(store, long_id).column("token_ids")[0].as_py() == tokenizer(long_text, add_special_tokens=False)["input_ids"][:48]
+    assert distill(store, short_model)["states_written"] == 2
+    with pytest.raises(ValidationError, match="have distilled states"):
+        retokenize(store, tokenizer, max_length=20)
+    assert max(read_samples(store).column("token_count").to_pylist()) == 48
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_float_states_and_zone_codes_agree(store: Store, texts: list[str], tokenizer, dtype: torch.dtype) -> None:
+    """GeRe's demo trains in bf16: codes made at distillation equal codes of the stored states, and both losses agree."""
+    half = tiny_causal_lm(tokenizer.vocab_size, hidden=32, positions=64).to(dtype).eval()
+    ingest(store, texts[:5], source="pydoc", tokenizer=tokenizer, max_length=24)
+    distill(store, half, precision="float32", batch_size=4)
+    distill(store, half, precision="zones", batch_size=4)
+    floats, codes = ReplaySet.load(store, half, precision="float32"), ReplaySet.load(store, half, precision="zones")
+    fb, zb = floats.batch(floats.sample_ids), codes.batch(floats.sample_ids)
+    assert torch.equal(zb.zones, floats.batch(floats.sample_ids, as_zones=True).zones)
+    with torch.no_grad():
+        moved = half(input_ids=fb.input_ids, attention_mask=fb.attention_mask, output_hidden_states=True).hidden_states[-1]
+    moved = (moved.float() + 0.5 * torch.randn(moved.shape, generator=torch.Generator().manual_seed(0))).to(dtype)
+    full = tm_margin_loss(moved, fb.neg, fb.pos, frozen=fb.states, mask=fb.attention_mask)
+    zoned = tm_margin_loss(moved, zb.neg, zb.pos, zones=zb.zones, mask=zb.attention_mask)
+    assert full.dtype == torch.float32 and full.item() > 0 and torch.equal(full, zoned)

@@ -26,17 +26,18 @@ from replaystore.gere.trainer import ReplaySchedule
 
 
 def reference_tm(hidden: torch.Tensor, frozen: torch.Tensor, neg: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """GeRe's margin loss written out element by element in float64."""
+    """GeRe's margin loss written out element by element in float64 (low and high both count at std 0)."""
     h, f = hidden.double().numpy(), frozen.double().numpy()
     n, p, m = neg.double().numpy(), pos.double().numpy(), mask.double().numpy()
     total, violating = 0.0, 0
     for b, t, d in np.ndindex(*h.shape):
+        value = 0.0
         if f[b, t, d] <= n[d]:
-            value = max(h[b, t, d] - n[d], 0.0)
-        elif f[b, t, d] >= p[d]:
-            value = max(p[d] - h[b, t, d], 0.0)
-        else:
-            value = max(h[b, t, d] - p[d], 0.0) + max(n[d] - h[b, t, d], 0.0)
+            value += max(h[b, t, d] - n[d], 0.0)
+        if f[b, t, d] >= p[d]:
+            value += max(p[d] - h[b, t, d], 0.0)
+        if n[d] < f[b, t, d] < p[d]:
+            value += max(h[b, t, d] - p[d], 0.0) + max(n[d] - h[b, t, d], 0.0)
         value *= m[b, t]
         total += value
         violating += value != 0

@@ -61,7 +61,9 @@ def import_deepspeed(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for metric, definition in definitions.items():
         row: dict[str, Any] = {"metric": metric, "definition": definition.to_json()}
-        if args.source:
+        if isinstance(definition, curriculum.SeqlenCurriculum):  # single cluster: every row admitted, nothing to order
+            row["admits"] = "every row"
+        elif args.source:
             name = f"{args.prefix}{metric}"
             row["ordering"] = name
             row["version"] = curriculum.build_ordering(_store(args), name, args.source, definition)

@@ -36,6 +36,7 @@ from replaystore.curriculum.scoring import (
     percentiles,
     score,
 )
+from replaystore.curriculum.seqlen import SeqlenCurriculum
 
 __all__ = [
     "CurriculumSampler",
@@ -47,6 +48,7 @@ __all__ = [
     "Pacing",
     "RootPacing",
     "Scores",
+    "SeqlenCurriculum",
     "SequenceLength",
     "SqrtPacing",
     "aligned_difficulty",

@@ -222,6 +222,12 @@ def build_ordering(
     """
     name = _ordering_name(name)
     validate_name(source)
+    if not isinstance(definition, OrderingDefinition):
+        raise ValidationError(
+            "definition",
+            f"must be an OrderingDefinition, got {type(definition).__name__} (a single-cluster DeepSpeed metric "
+            "admits every row: apply its SeqlenCurriculum to the batches instead of building an ordering)",
+        )
     sample_ids, difficulty, resolved = _arrange(store, source, definition, ids, id_column, scores_table, version)
     n = len(sample_ids)
     rows = {

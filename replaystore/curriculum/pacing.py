@@ -1,6 +1,6 @@
 """Pacing functions: how much of the difficulty range training may see at step t.
 
-A pacing maps a step t ≥ 0 to a competence c(t) ∈ (0, 1]: the sampler admits every sample whose
+A pacing maps a step t ≥ 0 to a competence c(t) ∈ (0, 1] ([0, 1] for a discrete one): the sampler admits every sample whose
 difficulty percentile is ≤ c(t) (Platanios et al. 2019). `competence` takes a scalar or an array
 of steps, so a whole schedule (for a plot or a check) is one numpy call. Every pacing validates
 its parameters on construction and round-trips through a plain dict (`to_dict`/`pacing_from_dict`),
@@ -47,15 +47,15 @@ def check_discrete(
 ) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """Validate a discrete schedule: one more difficulty than steps, steps rising, difficulties not falling.
 
-    `upper` bounds the difficulties to (0, upper]; None allows any finite value (metric values).
+    `upper` bounds the difficulties to [0, upper]; None allows any finite value (metric values).
     """
     if not isinstance(difficulties, (Sequence, np.ndarray)) or not isinstance(steps, (Sequence, np.ndarray)):
         raise ValidationError(field, "difficulties and steps must be lists")
     diffs, stps = tuple(difficulties), tuple(steps)
     if len(diffs) != len(stps) + 1:
         raise ValidationError(field, f"needs exactly one more entry than steps, got {len(diffs)} difficulties and {len(stps)} steps")
-    if not all(is_finite_number(d) and (upper is None or 0 < d <= upper) for d in diffs):
-        rule = f"in (0, {upper:g}]" if upper is not None else "a finite number"
+    if not all(is_finite_number(d) and (upper is None or 0 <= d <= upper) for d in diffs):
+        rule = f"in [0, {upper:g}]" if upper is not None else "a finite number"
         raise ValidationError(field, f"each difficulty must be {rule}, got {list(diffs)}")
     if any(b < a for a, b in zip(diffs, diffs[1:])):
         raise ValidationError(field, f"must not decrease, got {list(diffs)}")
@@ -126,7 +126,8 @@ class DiscretePacing(Pacing):
     """`difficulties[i]` while step ≤ `steps[i]`, the last difficulty after (DeepSpeed fixed_discrete).
 
     There is one more difficulty than steps; steps strictly increase and difficulties never
-    decrease, so the admitted set only grows.
+    decrease, so the admitted set only grows. A difficulty may be 0 (a DeepSpeed percentile
+    schedule rounded down to 0): the sampler then admits only the easiest tie group.
     """
 
     difficulties: tuple[float, ...]

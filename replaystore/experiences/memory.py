@@ -38,6 +38,7 @@ from replaystore.store import Edit, Store
 
 MODES = ("vector", "text", "hybrid")
 HIDDEN = ("embedding", "dedup_embedding")
+DEDUP_CANDIDATES = 4  # nearest stored rows LanceDB proposes per candidate; all are rescored in float64
 SEARCH_INDEXED = {"embedding", "workspace", "status"}  # the indexes a vector search reads
 RESULT_COLUMNS = ("experience_id", "kind", "when_to_use", "content", "tags", "score", "freq", "utility")
 POSTFILTER_SHARE = 0.9  # workspace share of the rows above which a search checks its hits instead of prefiltering
@@ -101,6 +102,17 @@ def _check_workspace(workspace: Any) -> str:
     if not isinstance(workspace, str) or not workspace:
         raise ValidationError("workspace", f"must be a non-empty string, got {workspace!r}")
     return workspace
+
+
+def _unit64(vectors: np.ndarray) -> np.ndarray:
+    """float32 vectors as float64 unit vectors: the one precision dedup compares at."""
+    v = np.asarray(vectors, dtype=np.float64)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), np.finfo(np.float64).tiny)
+
+
+def _cosines(queries: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of unit vectors: each pair computed alike wherever it comes from."""
+    return np.einsum("ij,ij->i", np.ascontiguousarray(queries), np.ascontiguousarray(others))
 
 
 class ExperienceMemory:
@@ -216,7 +228,12 @@ class ExperienceMemory:
         return schemas.conform(columns, self.store.schema(self.table))
 
     def _duplicates(self, table: pa.Table, dedup: np.ndarray) -> list[Skipped]:
-        """Candidates too similar to an active stored experience or an earlier kept candidate."""
+        """Candidates too similar to an active stored experience or an earlier kept candidate.
+
+        One rule at one precision: LanceDB only proposes the nearest stored rows; every similarity
+        compared with the threshold, to stored rows and to candidates of the same call alike, is
+        `cosine` of the float32 vectors computed in float64.
+        """
         ids = table["experience_id"].to_pylist()
         workspaces = table["workspace"].to_pylist()
         nearest: dict[int, tuple[str, float]] = {}
@@ -228,23 +245,29 @@ class ExperienceMemory:
                     .search(dedup[rows], vector_column_name="dedup_embedding")
                     .distance_type("cosine")
                     .where(f"workspace = {literal(ws)} AND status = 'active'", prefilter=True)
-                    .select(["experience_id", "_distance"])
-                    .limit(1)
+                    .select(["experience_id", "dedup_embedding"])
+                    .limit(DEDUP_CANDIDATES)
                     .to_arrow()
                 )
+                if not hits.num_rows:
+                    continue
                 qi = hits["query_index"].to_numpy() if "query_index" in hits.column_names else np.zeros(hits.num_rows, int)
-                for q, eid, dist in zip(qi, hits["experience_id"].to_pylist(), hits["_distance"].to_numpy()):
-                    nearest[rows[int(q)]] = (eid, 1.0 - float(dist))
+                stored = hits["dedup_embedding"].combine_chunks().flatten().to_numpy().reshape(hits.num_rows, -1)
+                queries = np.asarray([rows[int(q)] for q in qi])
+                sims = _cosines(_unit64(dedup[queries]), _unit64(stored))
+                for i, eid, sim in zip(queries, hits["experience_id"].to_pylist(), sims):
+                    if sim > nearest.get(int(i), ("", -np.inf))[1]:
+                        nearest[int(i)] = (eid, float(sim))
         skipped: list[Skipped] = []
         kept: list[int] = []
-        sims = dedup @ dedup.T
+        unit = _unit64(dedup)
         for i in range(len(ids)):
             best = nearest.get(i, ("", -np.inf))
             same = [j for j in kept if workspaces[j] == workspaces[i]]
             if same:
-                j = same[int(np.argmax(sims[i, same]))]
-                if sims[i, j] > best[1]:
-                    best = (ids[j], float(sims[i, j]))
+                sims = _cosines(np.repeat(unit[i : i + 1], len(same), axis=0), unit[same])
+                if sims.max() > best[1]:
+                    best = (ids[same[int(np.argmax(sims))]], float(sims.max()))
             if best[1] > self.dedup_threshold:
                 skipped.append(Skipped(i, table["when_to_use"][i].as_py(), best[0], best[1]))
             else:

@@ -1,9 +1,14 @@
-"""ReMe task-memory JSONL dumps in and out, so existing ReMe memories move between the two.
+"""ReMe task-memory dumps in and out, so existing ReMe memories move between the two.
 
-One JSON object per line: `workspace_id, memory_id, memory_type ("task"), when_to_use, content,
-score, time_created, time_modified ("%Y-%m-%d %H:%M:%S"), author, metadata`. Our columns that
-ReMe keeps inside `metadata` (freq, utility, tags, confidence, kind, status, source_ids) go there
-on export and come back out on import; other metadata keys are kept as our `metadata` JSON.
+One JSON object per line (or one JSON array of them, as ReMe's cookbook demos write):
+`workspace_id, memory_id, memory_type ("task"), when_to_use, content, score, time_created,
+time_modified ("%Y-%m-%d %H:%M:%S"), author, metadata`. ReMe's older dumps (its `docs/library`
+research files) say `experience_id` / `experience_type` and keep author and times inside
+`metadata`; they import too, with `experience_type` kept in our `metadata`. Our columns that ReMe
+keeps inside `metadata` (freq, utility, tags, confidence, kind, status, source_ids) go there on
+export and come back out on import; other metadata keys are kept as our `metadata` JSON. A null
+score stays null both ways; score and confidence are float64, so they come back as written.
+A file that names one memory twice is refused (naming both lines): a dump holds each memory once.
 Embeddings are not in the dump: import embeds with the memory's embedder.
 """
 
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 LIFTED = ("freq", "utility", "tags", "confidence", "kind", "status", "source_ids")
+ID_KEYS = ("memory_id", "experience_id")
 
 
 def _time(value: Any, field: str, line: int) -> datetime | None:
@@ -40,8 +46,13 @@ def _time(value: Any, field: str, line: int) -> datetime | None:
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _first(record: dict[str, Any], names: tuple[str, str]) -> Any:
+    """The value of ReMe's current key, else of its older name."""
+    return record[names[0]] if names[0] in record else record.get(names[1])
+
+
 def from_reme(record: Any, line: int, workspace: str | None = None) -> dict[str, Any]:
-    """One ReMe memory dict → one experiences row (without embeddings)."""
+    """One ReMe memory dict (current or older format) → one experiences row (without embeddings)."""
     if not isinstance(record, dict):
         raise ValidationError("line", f"line {line}: expected a JSON object, got {type(record).__name__}")
     if record.get("memory_type", "task") != "task":
@@ -50,31 +61,34 @@ def from_reme(record: Any, line: int, workspace: str | None = None) -> dict[str,
     if not isinstance(metadata, dict):
         raise ValidationError("metadata", f"line {line}: must be a JSON object")
     metadata = dict(metadata)
+    if "experience_type" in record:  # ReMe's older name for the memory type ("text"): kept, not dropped
+        metadata.setdefault("experience_type", record["experience_type"])
     lifted = {k: metadata.pop(k) for k in LIFTED if k in metadata}
-    for key in ("workspace_id", "memory_id"):
-        if not isinstance(record.get(key), str) or not record[key]:
-            if key == "workspace_id" and workspace:
-                continue
-            raise ValidationError(key, f"line {line}: must be a non-empty string")
+    memory_id = _first(record, ID_KEYS)
+    if not isinstance(memory_id, str) or not memory_id:
+        raise ValidationError("memory_id", f"line {line}: must be a non-empty string (or experience_id in older dumps)")
+    if not (isinstance(record.get("workspace_id"), str) and record["workspace_id"]) and not workspace:
+        raise ValidationError("workspace_id", f"line {line}: must be a non-empty string")
     row: dict[str, Any] = {
-        "experience_id": record["memory_id"],
+        "experience_id": memory_id,
         "workspace": workspace or record["workspace_id"],
         "when_to_use": record.get("when_to_use", ""),
         "content": record.get("content", ""),
         "score": record.get("score"),
-        "author": record.get("author") or None,
+        "author": record.get("author") or metadata.get("author") or None,
         "metadata": json.dumps(metadata, sort_keys=True) if metadata else None,
         "kind": lifted.get("kind", "insight"),
         **{k: lifted[k] for k in ("freq", "utility", "tags", "confidence", "status", "source_ids") if k in lifted},
     }
-    for ours, theirs in (("created_at", "time_created"), ("updated_at", "time_modified")):
-        if (when := _time(record.get(theirs), theirs, line)) is not None:
+    for ours, theirs, older in (("created_at", "time_created", "created_time"), ("updated_at", "time_modified", "modified_time")):
+        value, name = (record.get(theirs), theirs) if record.get(theirs) else (metadata.get(older), f"metadata.{older}")
+        if (when := _time(value, name, line)) is not None:
             row[ours] = when
     return row
 
 
 def to_reme(row: dict[str, Any]) -> dict[str, Any]:
-    """One experiences row → one ReMe memory dict."""
+    """One experiences row → one ReMe memory dict (a null score stays null)."""
     metadata = json.loads(row["metadata"]) if row.get("metadata") else {}
     metadata.update({k: row[k] for k in LIFTED if row.get(k) is not None})
     return {
@@ -83,7 +97,7 @@ def to_reme(row: dict[str, Any]) -> dict[str, Any]:
         "memory_type": "task",
         "when_to_use": row["when_to_use"],
         "content": row["content"],
-        "score": row["score"] if row.get("score") is not None else 0.0,
+        "score": row.get("score"),
         "time_created": row["created_at"].astimezone(UTC).strftime(TIME_FORMAT),
         "time_modified": row["updated_at"].astimezone(UTC).strftime(TIME_FORMAT),
         "author": row.get("author") or "",
@@ -92,13 +106,54 @@ def to_reme(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _records(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, 1):
-            if text.strip():
-                try:
-                    yield number, json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise ValidationError("line", f"line {number} of {path} is not JSON: {exc.msg}") from None
+    """(line number, record) of a JSON-lines file or of a JSON array file."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        yield from _array_items(text, path)
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValidationError("line", f"line {number} of {path} is not JSON: {exc.msg}") from None
+
+
+def _array_items(text: str, path: Path) -> Iterator[tuple[int, Any]]:
+    """The items of a JSON array with the line each starts on."""
+    decoder = json.JSONDecoder()
+    at = text.index("[") + 1
+    while True:
+        at = _skip_space(text, at)
+        if text.startswith("]", at):
+            return
+        try:
+            item, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as exc:
+            raise ValidationError("line", f"line {exc.lineno} of {path} is not JSON: {exc.msg}") from None
+        yield text.count("\n", 0, at) + 1, item
+        at = _skip_space(text, end)
+        if text.startswith(",", at):
+            at += 1
+        elif not text.startswith("]", at):
+            number = text.count("\n", 0, at) + 1
+            raise ValidationError("line", f"line {number} of {path} is not JSON: expected ',' or ']'")
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    return at
+
+
+def _no_repeated_ids(rows: list[dict[str, Any]], lines: list[int], path: Path) -> None:
+    first: dict[str, int] = {}
+    for row, line in zip(rows, lines, strict=True):
+        seen = first.setdefault(row["experience_id"], line)
+        if seen != line:
+            raise ValidationError(
+                "memory_id", f"line {line} of {path} repeats {row['experience_id']!r} from line {seen}: a dump holds each memory once; remove one"
+            )
 
 
 def import_jsonl(memory: ExperienceMemory, path: str | Path, workspace: str | None = None) -> int:
@@ -106,7 +161,10 @@ def import_jsonl(memory: ExperienceMemory, path: str | Path, workspace: str | No
 
     The whole file is parsed, validated and written as one commit: all of it or nothing.
     """
-    rows = [from_reme(record, line, workspace) for line, record in _records(Path(path))]
+    path = Path(path)
+    parsed = list(_records(path))
+    rows = [from_reme(record, line, workspace) for line, record in parsed]
+    _no_repeated_ids(rows, [line for line, _ in parsed], path)
     if rows:
         memory.upsert(rows)
     return len(rows)

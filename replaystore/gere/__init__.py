@@ -19,7 +19,7 @@ from replaystore.gere.losses import (
     tm_margin_loss,
 )
 from replaystore.gere.replay import ReplayBatch, ReplayLosses, ReplaySet, load_replay_batch, replay_losses
-from replaystore.gere.samples import content_hash, ingest, read_samples
+from replaystore.gere.samples import content_hash, ingest, read_samples, retokenize, token_limit
 from replaystore.gere.stats import RunningStats, load_stats
 
 __all__ = [
@@ -44,5 +44,7 @@ __all__ = [
     "model_fingerprint",
     "read_samples",
     "replay_losses",
+    "retokenize",
     "tm_margin_loss",
+    "token_limit",
 ]

@@ -25,7 +25,7 @@ from replaystore.errors import NotFoundError, ValidationError
 from replaystore.extras import require
 from replaystore.gere import codec
 from replaystore.gere.fingerprint import model_fingerprint
-from replaystore.gere.samples import DEFAULT_MAX_LENGTH, SAMPLES_TABLE, tokenize, tokenizer_name
+from replaystore.gere.samples import DEFAULT_MAX_LENGTH, SAMPLES_TABLE, capped_length, token_limit, tokenize, tokenizer_name
 from replaystore.gere.stats import STATS_TABLE, RunningStats, check_k, load_stats, save_stats
 from replaystore.schemas import Kind
 from replaystore.store import Store
@@ -68,8 +68,11 @@ def distill(
     """Store states (and float64 statistics) of `model` for the general samples; resumable.
 
     `model` is an in-memory transformers model or a local model folder; `tokenizer` (object or
-    folder) is only needed for samples ingested without token ids. Top-k logits (`topk` > 0) are
-    stored with the rows of the first layer in `layers`. Returns a summary dict.
+    folder) is only needed for samples ingested without token ids; they are tokenized to
+    `max_length` capped at the model's `max_position_embeddings` and the tokenizer's
+    `model_max_length`. A stored sample longer than that is refused before anything is written
+    (`retokenize` shortens them). Top-k logits (`topk` > 0) are stored with the rows of the first
+    layer in `layers`. Returns a summary dict.
     """
     codec.check_precision(precision)
     zone_k = check_k(zone_k)
@@ -90,7 +93,7 @@ def distill(
     fingerprint = model_fingerprint(model)
     started = time.perf_counter()
     with store.lock(stats_table):
-        samples = _tokenized_samples(store, samples_table, sample_ids, tokenizer, max_length)
+        samples = _tokenized_samples(store, samples_table, sample_ids, tokenizer, capped_length(max_length, tokenizer, model), model)
         run = _Run(store, model, fingerprint, layers, precision, zone_k, topk, batch_size, samples, states_table, stats_table)
         run.execute()
     seconds = time.perf_counter() - started
@@ -121,7 +124,9 @@ def _check_layers(model: torch.nn.Module, layers: Sequence[int]) -> list[int]:
     return layers
 
 
-def _tokenized_samples(store: Store, table: str, sample_ids: Sequence[str] | None, tokenizer: Any, max_length: int) -> pa.Table:
+def _tokenized_samples(
+    store: Store, table: str, sample_ids: Sequence[str] | None, tokenizer: Any, max_length: int, model: torch.nn.Module
+) -> pa.Table:
     """The samples to distill with token ids, tokenizing (and storing) any that lack them."""
     if not store.exists(table):
         raise NotFoundError(f"no general samples: table '{table}' does not exist (ingest first)")
@@ -132,6 +137,7 @@ def _tokenized_samples(store: Store, table: str, sample_ids: Sequence[str] | Non
         if len(missing):
             raise ValidationError("sample_ids", f"{len(missing)} id(s) not in '{table}', e.g. {missing[0].as_py()!r}")
         samples = samples.filter(pc.is_in(samples.column("sample_id"), value_set=wanted))
+    _check_fits(samples, token_limit(tokenizer, model), table)
     lacking = samples.filter(pc.is_null(samples.column("token_ids")))
     if lacking.num_rows:
         if tokenizer is None:
@@ -146,6 +152,18 @@ def _tokenized_samples(store: Store, table: str, sample_ids: Sequence[str] | Non
         samples = pa.concat_tables([samples.filter(pc.is_valid(samples.column("token_ids"))), filled])
     samples = samples.filter(pc.greater(samples.column("token_count"), 0))
     return samples.select(["sample_id", "token_ids", "token_count"]).combine_chunks()
+
+
+def _check_fits(samples: pa.Table, limit: int | None, table: str) -> None:
+    """Refuse samples stored with more tokens than the model takes (they would crash its forward)."""
+    longest = pc.max(samples.column("token_count")).as_py()
+    if limit is not None and longest is not None and longest > limit:
+        over = samples.filter(pc.greater(samples.column("token_count"), limit))
+        raise ValidationError(
+            "token_ids",
+            f"{over.num_rows} sample(s) in '{table}' have up to {longest} tokens but the model takes {limit} "
+            f"(e.g. {over.column('sample_id')[0].as_py()!r}): run replaystore.gere.retokenize(store, tokenizer, max_length={limit}) first",
+        )
 
 
 class _Run:

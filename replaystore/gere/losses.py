@@ -38,9 +38,11 @@ def tm_margin_loss(
 
     frozen ≤ neg → relu(h − neg); frozen ≥ pos → relu(pos − h); between → relu(h − pos) + relu(neg − h).
     Pass exactly one of `frozen` (float states) or `zones` (codes from `zones.zone_codes`).
+    Thresholds keep their own dtype and torch promotion decides the arithmetic, as in GeRe: a
+    bfloat16 or float16 model against float32 thresholds gives a float32 loss.
     """
-    neg = neg.to(hidden.device, hidden.dtype)
-    pos = pos.to(hidden.device, hidden.dtype)
+    neg = neg.to(hidden.device)
+    pos = pos.to(hidden.device)
     if frozen is not None and zones is None:
         codes = zone_codes.zone_codes(frozen.to(hidden.device), neg, pos)
     elif zones is not None and frozen is None:
@@ -54,7 +56,7 @@ def tm_margin_loss(
     above = F.relu(pos - hidden)
     between = F.relu(hidden - pos) + F.relu(neg - hidden)
     loss = torch.where(codes == zone_codes.LOW, below, torch.where(codes == zone_codes.HIGH, above, between))
-    loss = loss * _token_mask(mask, hidden)
+    loss = loss * _token_mask(mask, loss)
     return loss.sum() / ((loss != 0).sum() + EPS)
 
 

@@ -60,11 +60,17 @@ class ReplayLosses:
 
 
 def replay_losses(model: torch.nn.Module, batch: ReplayBatch) -> ReplayLosses:
-    """Forward the replay batch: causal-LM CE on the replay text and the TM margin at `batch.layer`."""
+    """Forward the replay batch: causal-LM CE on the replay text and the TM margin at `batch.layer`.
+
+    An encoder without a language-model head (MiniLM) has no replay CE: `ce` is 0 and only the
+    margin keeps its activations.
+    """
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
     hidden = out.hidden_states[batch.layer]
     margin = tm_margin_loss(hidden, batch.neg, batch.pos, frozen=batch.states, zones=batch.zones, mask=batch.attention_mask)
-    return ReplayLosses(ce=causal_lm_loss(out.logits, batch.input_ids, batch.attention_mask), margin=margin)
+    logits = getattr(out, "logits", None)
+    ce = margin.new_zeros(()) if logits is None else causal_lm_loss(logits, batch.input_ids, batch.attention_mask)
+    return ReplayLosses(ce=ce, margin=margin)
 
 
 class ReplaySet:

@@ -2,8 +2,9 @@
 
 A text's sha256 is its identity: ingesting the same text twice (in one call, in two calls, or
 from two processes at once) keeps one row. Token ids are stored without special tokens and
-truncated to `max_length` (GeRe's 563 = 512 + 50 + 1), so every later distillation and replay
-uses exactly the same tokens.
+truncated to `max_length` (GeRe's 563 = 512 + 50 + 1, capped at the tokenizer's and model's own
+limit), so every later distillation and replay uses exactly the same tokens; `retokenize` redoes
+them for another limit.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from replaystore.schemas import Kind
 from replaystore.store import Edit, Store
 
 SAMPLES_TABLE = Kind.GENERAL_SAMPLES.value
+STATES_TABLE = Kind.ACTIVATION_STATES.value
 DEFAULT_MAX_LENGTH = 563
+NO_LIMIT = 10**9  # transformers writes int(1e30) as the model_max_length of a tokenizer with no limit
 
 
 def content_hash(text: str) -> str:
@@ -74,13 +77,79 @@ def check_max_length(max_length: int) -> int:
     return max_length
 
 
-def tokenize(tokenizer: Any, texts: list[str], max_length: int = DEFAULT_MAX_LENGTH) -> list[list[int]]:
-    """Token ids without special tokens, truncated to `max_length` (one batched tokenizer call)."""
+def token_limit(tokenizer: Any = None, model: Any = None) -> int | None:
+    """The most tokens the model (`max_position_embeddings`) and tokenizer (`model_max_length`) take.
+
+    None when neither states a limit. MiniLM takes 512, so GeRe's 563 is capped there.
+    """
+    limits = [getattr(getattr(model, "config", None), "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    known = [int(v) for v in limits if isinstance(v, int) and not isinstance(v, bool) and 0 < v < NO_LIMIT]
+    return min(known) if known else None
+
+
+def capped_length(max_length: int, tokenizer: Any = None, model: Any = None) -> int:
+    """`max_length`, lowered to what the model and tokenizer take."""
     check_max_length(max_length)
+    limit = token_limit(tokenizer, model)
+    return max_length if limit is None else min(max_length, limit)
+
+
+def tokenize(tokenizer: Any, texts: list[str], max_length: int = DEFAULT_MAX_LENGTH) -> list[list[int]]:
+    """Token ids without special tokens, truncated to `max_length` capped at the tokenizer's own
+    limit (one batched tokenizer call)."""
+    max_length = capped_length(max_length, tokenizer)
     if not texts:
         return []
     encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)
     return [list(ids) for ids in encoded["input_ids"]]
+
+
+def retokenize(
+    store: Store,
+    tokenizer: Any,
+    *,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    model: Any = None,
+    sample_ids: list[str] | None = None,
+    table: str = SAMPLES_TABLE,
+    states_table: str = STATES_TABLE,
+) -> dict[str, Any]:
+    """Tokenize stored samples again from their text, e.g. down to a model's 512 positions.
+
+    `max_length` is capped at what `tokenizer` (and `model`, if given) take. Only samples whose
+    tokens change are rewritten, in one commit; if any of them already has distilled states, nothing
+    is written (those states and statistics were made from the old tokens). Returns
+    `{"retokenized", "unchanged", "max_length", "version"}`.
+    """
+    max_length = capped_length(max_length, tokenizer, model)
+    samples = read_samples(store, sample_ids, table)
+    ids = tokenize(tokenizer, samples.column("text").to_pylist(), max_length)
+    old = samples.column("token_ids").to_pylist()
+    changed = [i for i, (new, before) in enumerate(zip(ids, old, strict=True)) if new != before]
+    changed_ids = [samples.column("sample_id")[i].as_py() for i in changed]
+    if changed and store.exists(states_table):
+        wanted = pa.array(changed_ids, type=pa.string())
+        stored = store.read(states_table, columns=["sample_id"]).column("sample_id")
+        distilled = pc.filter(wanted, pc.is_in(wanted, value_set=stored.combine_chunks()))
+        if len(distilled):
+            raise ValidationError(
+                "sample_ids",
+                f"{len(distilled)} sample(s) whose tokens would change have distilled states in '{states_table}' "
+                f"(e.g. {distilled[0].as_py()!r}): drop '{states_table}' and the statistics table, then re-tokenize and distill again",
+            )
+    if changed:
+        stored_rows = store.read(table)
+        rows = stored_rows.filter(pc.is_in(stored_rows.column("sample_id"), value_set=pa.array(changed_ids, type=pa.string())))
+        fresh = dict(zip(changed_ids, (ids[i] for i in changed), strict=True))
+        new_ids = [fresh[sid] for sid in rows.column("sample_id").to_pylist()]
+        for name, values in (
+            ("token_ids", pa.array(new_ids, type=pa.list_(pa.int32()))),
+            ("token_count", pa.array([len(t) for t in new_ids], type=pa.int32())),
+            ("tokenizer", pa.array([tokenizer_name(tokenizer)] * len(new_ids), type=pa.string())),
+        ):
+            rows = rows.set_column(rows.schema.get_field_index(name), name, values)
+        store.merge(table, rows, on="sample_id")
+    return {"retokenized": len(changed), "unchanged": samples.num_rows - len(changed), "max_length": max_length, "version": store.dataset(table).version}
 
 
 def ingest(
@@ -96,8 +165,8 @@ def ingest(
 ) -> dict[str, Any]:
     """Add general texts to `table`, skipping any whose content hash is already there.
 
-    Returns `{"added", "skipped", "read", "version"}`. Every text is checked before anything is
-    written; then each chunk of `chunk_size` texts is one insert of its new texts, committed onto the version it checked, so
+    Returns `{"added", "skipped", "read", "version"}`. `max_length` is capped at the tokenizer's
+    `model_max_length`. Every text is checked before anything is written; then each chunk of `chunk_size` texts is one insert of its new texts, committed onto the version it checked, so
     concurrent ingesters never store a text twice.
     """
     if not isinstance(source, str) or not source.strip():

@@ -1,7 +1,7 @@
 """Per-dimension activation statistics in float64, and the TM thresholds derived from them.
 
-Sums and sums of squares are accumulated in float64 (as GeRe) so that 1,000 samples × 563 tokens
-lose nothing to rounding; the row also lists the samples it covers, which is what makes a resumed
+Sums and sums of squares are accumulated in float64 (GeRe uses float32) so that 1,000 samples ×
+563 tokens lose nothing to rounding; thresholds are handed out as float32, as GeRe's are; the row also lists the samples it covers, which is what makes a resumed
 distillation add each sample exactly once.
 """
 

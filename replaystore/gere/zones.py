@@ -14,11 +14,19 @@ BETWEEN, LOW, HIGH = 0, 1, 2
 
 
 def zone_codes(values: torch.Tensor, neg: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Zone of each element (uint8): LOW if ≤ neg, else HIGH if ≥ pos, else BETWEEN."""
-    neg = neg.to(values.device, values.dtype)
-    pos = pos.to(values.device, values.dtype)
-    high = torch.where(values >= pos, HIGH, BETWEEN)
-    return torch.where(values <= neg, LOW, high).to(torch.uint8)
+    """Zone of each element (uint8): LOW if ≤ neg only, HIGH if ≥ pos only, else BETWEEN.
+
+    Compared in the promoted dtype of values and thresholds (float32 thresholds against bfloat16
+    or float16 states compare in float32, as GeRe's `states <= neg_thr` does). An element that is
+    both ≤ neg and ≥ pos (a dimension with std 0, or k = 0) is BETWEEN: with neg = pos = t its
+    penalty relu(h − t) + relu(t − h) equals GeRe's sum of the low and the high penalty.
+    """
+    dtype = torch.promote_types(values.dtype, neg.dtype)
+    values = values.to(dtype)
+    low = values <= neg.to(values.device, dtype)
+    high = values >= pos.to(values.device, dtype)
+    codes = torch.where(low & ~high, LOW, torch.where(high & ~low, HIGH, BETWEEN))
+    return codes.to(torch.uint8)
 
 
 def _row_layout(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
