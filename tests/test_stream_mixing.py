@@ -19,10 +19,10 @@ import replaystore.stream.snapshots as snapshots_module
 from replaystore.errors import ValidationError
 from replaystore.stream import Proportions, ReplayStream, Sequential, Source
 from replaystore.stream.batches import chunk_steps, unpack
+from replaystore.stream.loader import block_steps
 from replaystore.stream.snapshots import MAX_READ_AHEAD
 from replaystore.stream.sources import CHUNK_BYTES
 from replaystore.stream.tensors import concat, cut, to_arrays
-from replaystore.stream.loader import block_steps
 from replaystore.stream.workers import WorkerState
 
 FAST = settings(max_examples=60, deadline=None)
@@ -117,7 +117,7 @@ def test_loader_workers_each_decode_about_their_own_share(big_source: str, worke
         copy._shared = state
         rows = [0]
 
-        def counted(ds: lance.LanceDataset, *args: Any, **kwargs: Any) -> Any:
+        def counted(ds: lance.LanceDataset, *args: Any, rows: list[int] = rows, **kwargs: Any) -> Any:
             for b in scan(ds, *args, **kwargs):
                 rows[0] += b.num_rows
                 yield b

@@ -32,7 +32,6 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from replaystore.checks import integer
 from replaystore.errors import ValidationError
 from replaystore.stream.batches import Built, Cell, Packed, batches, chunk_steps, pack
-from replaystore.stream.workers import WorkerState
 from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import worker_steps
 from replaystore.stream.plan import Plan, draw, epoch_counts, plan_epoch, step_counts
@@ -40,6 +39,7 @@ from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw
 from replaystore.stream.snapshots import LanceSnapshot, Snapshot
 from replaystore.stream.sources import READ_AHEAD, Source, StoreSource
+from replaystore.stream.workers import WorkerState
 
 _END = object()
 
