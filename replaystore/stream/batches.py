@@ -94,8 +94,9 @@ def finish(parts: list[dict[str, Any]], pin_memory: bool) -> dict[str, Any]:
 
 
 def pack(built: Built) -> Packed:
-    """A chunk as (steps, rows per step, columns): each column's batches concatenated into one tensor,
-    or the batches themselves where they cannot be (padded widths differ, or non-tensor values)."""
+    """A chunk as (steps, rows per step, columns): each column's batches concatenated into one tensor in
+    shared memory, or the batches themselves where they cannot be (padded widths differ, or non-tensor
+    values)."""
     steps = [step for step, _ in built]
     present = [batch for _, batch in built if batch is not None]
     rows = [0 if batch is None else len(batch["_position"]) for _, batch in built]
@@ -106,7 +107,15 @@ def pack(built: Built) -> Packed:
         batch.keys() == keys and all(isinstance(batch[k], torch.Tensor) and batch[k].shape[1:] == present[0][k].shape[1:] for k in keys)
         for batch in present
     )
-    return steps, rows, {k: torch.cat([batch[k] for batch in present]) for k in keys} if same else present
+    if not same:
+        return steps, rows, present
+    return steps, rows, {k: _shared_cat([batch[k] for batch in present]) for k in keys}
+
+
+def _shared_cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """`torch.cat` straight into shared memory: what crosses to the main process without another copy."""
+    out = torch.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype).share_memory_()
+    return torch.cat(parts, out=out)
 
 
 def unpack(packed: Packed) -> Built:
