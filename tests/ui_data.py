@@ -2,7 +2,7 @@
 
 sklearn's digits go into task tables and a MEMO-budgeted exemplar buffer (herding on an MLP's
 features, one tag per task); the tasks are scored by the MLP's loss and ordered easy-to-hard
-with a square-root pacing; the losses become replay priorities; Python's docstrings become GeRe
+with a square-root pacing (the first also by lit pixels, which tie); the losses become replay priorities; Python's docstrings become GeRe
 general samples distilled as zone codes of a tiny causal LM, and ReMe experiences in two
 workspaces that are retrieved and judged helpful or not.
 """
@@ -19,7 +19,7 @@ from torch import nn
 import replaystore
 from replaystore.cli.demo.digits import IMAGE_SHAPE, TASKS, load_split, task_rows
 from replaystore.cli.demo.model import MLP, to_input
-from replaystore.curriculum import ModelLoss, OrderingDefinition, SqrtPacing, build_ordering, load_scores, score
+from replaystore.curriculum import LinearPacing, ModelLoss, OrderingDefinition, SqrtPacing, build_ordering, load_scores, score
 from replaystore.exemplars import model_nbytes, sample_nbytes
 from replaystore.schemas import Kind
 from replaystore.stream import to_tensors
@@ -31,6 +31,11 @@ SLOTS = 60  # exemplar images the budget holds besides the model
 def _loss_inputs(batch: pa.RecordBatch) -> tuple[torch.Tensor, torch.Tensor]:
     tensors = to_tensors(pa.Table.from_batches([batch]))
     return to_input(tensors["data"]), tensors["class_id"]
+
+
+def ink(batch: pa.RecordBatch) -> np.ndarray:
+    """Lit pixels per image: a difficulty with many ties (a curriculum page has to explain them)."""
+    return (to_tensors(pa.Table.from_batches([batch]))["data"] > 0).sum((1, 2)).numpy()
 
 
 def fill_digits(store: replaystore.Store, tasks: int = 3) -> None:
@@ -49,6 +54,9 @@ def fill_digits(store: replaystore.Store, tasks: int = 3) -> None:
         score(store, table, "loss", loss, columns=["data", "shape", "dtype", "class_id"], description="digits MLP cross-entropy")
         pacing = SqrtPacing(0.3, 40)
         build_ordering(store, f"{table}-easy-first", table, OrderingDefinition(metric="loss", direction="easy_to_hard", pacing=pacing))
+        if t == 0:
+            score(store, table, "ink", ink, columns=["data", "shape", "dtype"], description="lit pixels")
+            build_ordering(store, f"{table}-ink", table, OrderingDefinition(metric="ink", direction="easy_to_hard", pacing=LinearPacing(0.1, 30)))
         scores = load_scores(store, table, "loss")
         store.create_table("priorities", Kind.PRIORITIES)
         store.merge("priorities", {"source": [table] * len(scores.sample_ids), "sample_id": scores.sample_ids, "priority": np.abs(scores.values) + 1e-6}, on=["source", "sample_id"])
@@ -81,7 +89,7 @@ def fill_text(store: replaystore.Store, general: int = 60) -> dict[str, Any]:
     ingest(store, docs[:general], source="python-docstrings", tokenizer=tokenizer, max_length=32)
     summary = distill(store, model, tokenizer, precision="zones", batch_size=16, max_length=32)
 
-    memory = store.experiences()
+    memory = store.experiences(dedup_threshold=0.9)
     lessons = docs[general:]
     rows = [
         {"when_to_use": text.split(".")[0][:160], "content": text[:400], "workspace": "stdlib-a" if i % 2 else "stdlib-b"}

@@ -69,8 +69,9 @@ def vector(values: list[float] | np.ndarray) -> Markup:
     return Markup(f'<span class="vec">{v.size}-d ‖v‖={np.linalg.norm(v):.3g} [{head}{", …" if v.size > 3 else ""}]</span>')
 
 
-def text(value: str) -> Markup:
-    short = value if len(value) <= TEXT_CHARS else value[:TEXT_CHARS] + "…"
+def text(value: str, chars: int = TEXT_CHARS) -> Markup:
+    """A text cut to `chars`; the full text (up to 2,000 characters) shows on hover."""
+    short = value if len(value) <= chars else value[:chars] + "…"
     return Markup(f'<span class="text" title="{escape(value[:2000])}">{escape(short)}</span>')
 
 

@@ -55,7 +55,7 @@ def bars(labels: Sequence[str], series: Mapping[str, Sequence[float]], *, y_labe
     slot = plot_w / max(len(labels), 1)
     width = slot * 0.8 / (1 if stacked else max(len(names), 1))
     body: list[str] = []
-    every = max(1, len(labels) // 16)  # at most ~16 x labels
+    every = max(1, -(-len(labels) // 12))  # at most 12 x labels
     for j, label in enumerate(labels):
         base = 0.0
         for i, name in enumerate(names):
@@ -113,7 +113,10 @@ def lines(x: Sequence[float], series: Mapping[str, Sequence[float]], *, y_label:
             if step and k:
                 points.append(f"{px[k]:.1f},{py[k - 1]:.1f}")
             points.append(f"{px[k]:.1f},{py[k]:.1f}")
-        body.append(f'<polyline class="mark" fill="none" stroke="{PALETTE[i % len(PALETTE)]}" stroke-width="2" points="{" ".join(points)}"><title>{escape(name)}</title></polyline>')
+        dash = ' stroke-dasharray="6 4"' if i else ""  # later series dashed: one that overlays the first stays visible
+        body.append(f'<polyline class="mark" fill="none" stroke="{PALETTE[i % len(PALETTE)]}" stroke-width="2"{dash} points="{" ".join(points)}"><title>{escape(name)}</title></polyline>')
+    whole = bool(np.all(xs == np.round(xs)))
     for value in np.linspace(xs.min(), xs.max(), min(len(xs), 6)):
-        body.append(f'<text x="{LEFT + (value - xs.min()) / span * plot_w:.1f}" y="{TOP + plot_h + 14}" text-anchor="middle" class="tick">{_number(round(value, 3))}</text>')
+        shown = round(value) if whole else round(value, 3)
+        body.append(f'<text x="{LEFT + (shown - xs.min()) / span * plot_w:.1f}" y="{TOP + plot_h + 14}" text-anchor="middle" class="tick">{_number(shown)}</text>')
     return _frame(body, top, y_label, x_label, list(series) if len(series) > 1 else (), y_min=low)

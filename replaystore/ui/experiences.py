@@ -17,7 +17,7 @@ from replaystore.schemas import Kind
 from replaystore.store import Store
 from replaystore.ui import cells, charts
 
-LESSONS = 10
+LESSONS = 8
 LESSON_COLUMNS = ["experience_id", "when_to_use", "content", "freq", "utility", "status"]
 
 
@@ -61,8 +61,8 @@ def _lessons(frame: Any) -> list[dict[str, Any]]:
     return [
         {
             "id": r["experience_id"],
-            "when_to_use": cells.text(r["when_to_use"]),
-            "content": cells.text(r["content"]),
+            "when_to_use": cells.text(r["when_to_use"], 120),
+            "content": cells.text(r["content"], 160),
             "freq": r["freq"],
             "utility": r["utility"],
             "status": r["status"],
