@@ -23,24 +23,32 @@ def tables(store: Store) -> list[str]:
 
 
 def report(store: Store, table: str) -> dict[str, Any]:
+    """Per source: counts, range, a histogram and the top and bottom rows, in one pass of Polars' engine."""
     ds = store.dataset(table)
     scan = pl.scan_lance(ds, version=ds.version).select("source", "sample_id", "priority", "updated_at")
-    sources = scan.group_by("source").agg(
-        pl.len().alias("rows"), pl.col("priority").min().alias("min"), pl.col("priority").max().alias("max"), pl.col("priority").sum().alias("total")
+    low, high = pl.col("priority").min().over("source"), pl.col("priority").max().over("source")
+    width = pl.when(high > low).then((high - low) / BINS).otherwise(1.0)
+    binned = ((pl.col("priority") - low) / width).floor().clip(0, BINS - 1)
+    summary, histogram, most, least = pl.collect_all(
+        [
+            scan.group_by("source").agg(
+                pl.len().alias("rows"), pl.col("priority").min().alias("min"), pl.col("priority").max().alias("max"), pl.col("priority").sum().alias("total")
+            ),
+            scan.select("source", binned.alias("bin"), low.alias("low"), width.alias("width")).group_by("source", "bin").agg(pl.len(), pl.first("low"), pl.first("width")),
+            scan.group_by("source").agg(pl.all().top_k_by("priority", ROWS)).explode(pl.exclude("source")),
+            scan.group_by("source").agg(pl.all().bottom_k_by("priority", ROWS)).explode(pl.exclude("source")),
+        ]
     )
     out = []
-    for summary in sources.sort("source").collect().iter_rows(named=True):
-        mine = scan.filter(pl.col("source") == summary["source"])
-        lo, hi = summary["min"], summary["max"]
-        width = (hi - lo) / BINS if hi > lo else 1.0
-        binned = mine.group_by(((pl.col("priority") - lo) / width).floor().clip(0, BINS - 1).alias("bin")).len().collect()
-        centres = lo + (binned["bin"].to_numpy() + 0.5) * width
+    for row in summary.sort("source").iter_rows(named=True):
+        mine = histogram.filter(pl.col("source") == row["source"])
+        centres = mine["low"].to_numpy() + (mine["bin"].to_numpy() + 0.5) * mine["width"].to_numpy()
         out.append(
             {
-                **summary,
-                "chart": charts.histogram(centres, weights=binned["len"].to_numpy(), x_label="priority", y_label="samples", bins=BINS),
-                "most": _rows(mine.top_k(ROWS, by="priority").collect(), summary["total"]),
-                "least": _rows(mine.bottom_k(ROWS, by="priority").collect(), summary["total"]),
+                **row,
+                "chart": charts.histogram(centres, weights=mine["len"].to_numpy(), x_label="priority", y_label="samples", bins=BINS),
+                "most": _rows(most.filter(pl.col("source") == row["source"]).sort("priority", descending=True), row["total"]),
+                "least": _rows(least.filter(pl.col("source") == row["source"]).sort("priority"), row["total"]),
             }
         )
     return {"table": table, "sources": out}
