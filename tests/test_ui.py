@@ -22,7 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from s3_server import S3Server, s3_server  # noqa: F401 - fixture
 
 import replaystore
 from tests.conftest import ROOT
@@ -264,3 +266,22 @@ def test_a_token_is_required_once_then_kept_in_a_cookie(filled: replaystore.Stor
             assert response.status == 200 and "GeRe" in response.read().decode()
     finally:
         stop(proc)
+
+
+def test_pages_over_an_object_store_read_and_write_no_object(s3_server: S3Server) -> None:  # noqa: F811 - fixture
+    """The same app over s3:// (moto on 127.0.0.1): every page answers and the bucket's objects are the same after."""
+    from starlette.testclient import TestClient
+
+    from replaystore.ui import create_app
+
+    bucket = s3_server.new_bucket()
+    store = replaystore.open(f"s3://{bucket}/store", s3_server.storage_options)
+    buffer = store.exemplars("digits", budget=8 * 64, selector="random")
+    buffer.add(1, np.arange(6 * 64, dtype=np.uint8).reshape(6, 8, 8), sample_ids=np.arange(6))
+    store.append("priorities", {"source": ["digits"] * 3, "sample_id": ["0", "1", "2"], "priority": [0.5, 2.0, 1.0]}, kind="priorities")
+    objects = sorted(s3_server.objects(bucket))
+    client = TestClient(create_app(store))
+    for path in ["/", "/table/digits", "/exemplars/digits", "/priorities", "/experiences", "/curriculum", "/gere", '/sql?q=SELECT+COUNT(*)+FROM+"digits"']:
+        assert client.get(path).status_code == 200, path
+    assert client.get("/table/digits").text.count('class="thumb"') == 6
+    assert sorted(s3_server.objects(bucket)) == objects

@@ -1,6 +1,10 @@
 """The Priorities page: per source table, how replay priorities are spread and which samples a
 prioritized stream replays most and least (probability ∝ priority^alpha, so the highest and the
-lowest priorities). Aggregated by Polars over the priorities table's scan; top-k, never a full sort in Python.
+lowest priorities).
+
+Only the `source` and `priority` columns are scanned (about 16 bytes a row); statistics, histograms
+and top/bottom-k are computed on them by Polars and numpy, and the few rows shown are then taken
+by position with all their columns.
 """
 
 from __future__ import annotations
@@ -23,38 +27,30 @@ def tables(store: Store) -> list[str]:
 
 
 def report(store: Store, table: str) -> dict[str, Any]:
-    """Per source: counts, range, a histogram and the top and bottom rows, in one pass of Polars' engine."""
     ds = store.dataset(table)
-    scan = pl.scan_lance(ds, version=ds.version).select("source", "sample_id", "priority", "updated_at")
-    low, high = pl.col("priority").min().over("source"), pl.col("priority").max().over("source")
-    width = pl.when(high > low).then((high - low) / BINS).otherwise(1.0)
-    binned = ((pl.col("priority") - low) / width).floor().clip(0, BINS - 1)
-    summary, histogram, most, least = pl.collect_all(
-        [
-            scan.group_by("source").agg(
-                pl.len().alias("rows"), pl.col("priority").min().alias("min"), pl.col("priority").max().alias("max"), pl.col("priority").sum().alias("total")
-            ),
-            scan.select("source", binned.alias("bin"), low.alias("low"), width.alias("width")).group_by("source", "bin").agg(pl.len(), pl.first("low"), pl.first("width")),
-            scan.group_by("source").agg(pl.all().top_k_by("priority", ROWS)).explode(pl.exclude("source")),
-            scan.group_by("source").agg(pl.all().bottom_k_by("priority", ROWS)).explode(pl.exclude("source")),
-        ]
+    frame = pl.from_arrow(ds.to_table(columns=["source", "priority"])).with_row_index("row")
+    assert isinstance(frame, pl.DataFrame)
+    summary = frame.group_by("source").agg(
+        pl.len().alias("rows"), pl.col("priority").min().alias("min"), pl.col("priority").max().alias("max"), pl.col("priority").sum().alias("total")
     )
     out = []
     for row in summary.sort("source").iter_rows(named=True):
-        mine = histogram.filter(pl.col("source") == row["source"])
-        centres = mine["low"].to_numpy() + (mine["bin"].to_numpy() + 0.5) * mine["width"].to_numpy()
+        mine = frame.filter(pl.col("source") == row["source"])
+        most = mine.top_k(ROWS, by="priority").sort("priority", descending=True)
+        least = mine.bottom_k(ROWS, by="priority").sort("priority")
+        shown = ds.take(np.concatenate([most["row"].to_numpy(), least["row"].to_numpy()]).astype(np.int64), columns=["sample_id", "priority", "updated_at"])
+        rows = shown.to_pylist()
         out.append(
             {
                 **row,
-                "chart": charts.histogram(centres, weights=mine["len"].to_numpy(), x_label="priority", y_label="samples", bins=BINS),
-                "most": _rows(most.filter(pl.col("source") == row["source"]).sort("priority", descending=True), row["total"]),
-                "least": _rows(least.filter(pl.col("source") == row["source"]).sort("priority"), row["total"]),
+                "chart": charts.histogram(mine["priority"].to_numpy(), x_label="priority", y_label="samples", bins=BINS),
+                "most": _rows(rows[: most.height], row["total"]),
+                "least": _rows(rows[most.height :], row["total"]),
             }
         )
     return {"table": table, "sources": out}
 
 
-def _rows(frame: pl.DataFrame, total: float) -> list[dict[str, Any]]:
+def _rows(rows: list[dict[str, Any]], total: float) -> list[dict[str, Any]]:
     """Rows with their share of the source's priority mass (their replay probability at alpha = 1)."""
-    share = np.asarray(frame["priority"].to_numpy(), dtype=np.float64) / (total or 1.0)
-    return [{**row, "share": s} for row, s in zip(frame.iter_rows(named=True), share)]
+    return [{**r, "share": r["priority"] / (total or 1.0)} for r in rows]
