@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from replaystore.errors import NotFoundError, ReplayStoreError, ValidationError
-from replaystore.store import Store
+from replaystore.store import Store, Version
 from replaystore.ui import curriculum, exemplars, experiences, gere, priorities, sql, tables
 
 READ_METHODS = ("GET", "HEAD")
@@ -42,6 +42,12 @@ def _number(request: Request, name: str, default: Any, kind: type) -> Any:
         return kind(text)
     except ValueError:
         raise ValidationError(name, f"must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def _version(request: Request) -> Version | None:
+    """`?version=` as a version number or a tag (None: the latest)."""
+    text = request.query_params.get("version") or None
+    return int(text) if text is not None and text.isdigit() else text
 
 
 def create_app(store: Store, token: str | None = None) -> Starlette:
@@ -69,23 +75,19 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
 
     def table_page(request: Request) -> HTMLResponse:
         name = request.path_params["name"]
-        version = request.query_params.get("version") or None
         number = _number(request, "page", 0, int)
         if number < 0:
             raise ValidationError("page", f"must be ≥ 0, got {number}")
-        at = int(version) if version is not None and version.isdigit() else version
         return render(
             request, "table.html", name=name, history=tables.history(store, name), contract=tables.contract(store, name),
-            page=tables.page(store, name, number, at), asked_version=version or "",
+            page=tables.page(store, name, number, _version(request)), asked_version=request.query_params.get("version", ""),
         )  # fmt: skip
 
     def exemplars_page(request: Request) -> HTMLResponse:
         names = exemplars.buffers(store)
         name = request.path_params.get("name") or (names[0] if names else None)
-        version = request.query_params.get("version") or None
-        at = int(version) if version is not None and version.isdigit() else version
-        report = exemplars.report(store, name, at) if name else None
-        return render(request, "exemplars.html", names=names, report=report, asked_version=version or "")
+        report = exemplars.report(store, name, _version(request)) if name else None
+        return render(request, "exemplars.html", names=names, report=report, asked_version=request.query_params.get("version", ""))
 
     def experiences_page(request: Request) -> HTMLResponse:
         names = experiences.tables(store)

@@ -38,6 +38,7 @@ def is_loopback(host: str) -> bool:
 
 
 def check_port(port: object) -> int:
+    """A TCP port a server can listen on (0, "any free port", would hide where the UI is)."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValidationError("--port", f"must be a port number between 1 and 65535, got {port!r}")
     return port
