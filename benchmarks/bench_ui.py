@@ -1,8 +1,10 @@
-"""`replaystore ui` on a 1,000,000-row table: a page of rows and the priorities page, vs DuckDB.
+"""`replaystore ui` on 1,000,000-row tables: a page of rows, the priorities page and the curriculum
+page, vs DuckDB.
 
 The UI's pages are served in-process (Starlette's test client: the whole request, HTML included,
 without a socket). The peer is DuckDB reading the same Lance datasets for the same data a page
-shows (the rows of one page with LIMIT/OFFSET; the per-source aggregates and top/bottom rows), so
+shows (the rows of one page with LIMIT/OFFSET; the per-source aggregates and top/bottom rows; an
+ordering's difficulties and its source's score values), so
 the ratio says what rendering a page costs over just fetching its data. Target: a page in under a second.
 """
 
@@ -20,6 +22,7 @@ from starlette.testclient import TestClient
 
 import replaystore
 from benchmarks.common import Result, cli, timer
+from replaystore.curriculum import OrderingDefinition, SqrtPacing, percentiles
 from replaystore.schemas import Kind
 from replaystore.ui import create_app
 from replaystore.ui.tables import PAGE_ROWS
@@ -61,6 +64,28 @@ def build(store: replaystore.Store, rows: int, seed: int = 0) -> None:
     )
 
 
+def build_curriculum(store: replaystore.Store, rows: int, seed: int = 0) -> None:
+    """`rows` scores of one metric with many ties, and the easy-to-hard ordering of them with a pacing."""
+    values = np.random.default_rng(seed).integers(0, 500, rows).astype(np.float64)
+    ids = pa.array(np.arange(rows).astype(str))
+    one = lambda value: pa.array(np.full(rows, value, dtype=object), pa.string())  # noqa: E731
+    store.append(
+        "curriculum_scores",
+        {"source": one("big"), "sample_id": ids, "metric": one("length"), "value": values, "percentile": percentiles(values), "scorer": one("bench")},
+        kind=Kind.CURRICULUM_SCORES,
+    )
+    order = np.argsort(values, kind="stable")
+    definition = OrderingDefinition(metric="length", pacing=SqrtPacing(0.1, 1000)).to_json()
+    store.append(
+        "curriculum_orderings",
+        {
+            "ordering": one("big-easy-first"), "source": one("big"), "sample_id": ids.take(pa.array(order)),
+            "position": np.arange(rows, dtype=np.int64), "difficulty": percentiles(values)[order], "definition": one(definition),
+        },
+        kind=Kind.CURRICULUM_ORDERINGS,
+    )  # fmt: skip
+
+
 def _median_seconds(fn: Callable[[], object]) -> float:
     fn()  # warm: file handles, Polars' and DuckDB's first-call setup
     times = []
@@ -77,6 +102,7 @@ def run(scale: float = 1.0) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bench_ui_") as tmp:
         store = replaystore.open(tmp)
         build(store, rows)
+        build_curriculum(store, rows)
         client = TestClient(create_app(store))
         con = duckdb.connect()
         for name in store.table_names():
@@ -98,10 +124,20 @@ def run(scale: float = 1.0) -> list[Result]:
             for order in ("DESC", "ASC"):
                 con.sql(f"SELECT * FROM priorities QUALIFY ROW_NUMBER() OVER (PARTITION BY source ORDER BY priority {order}) <= 10").to_arrow_table()
 
+        def curriculum_page() -> None:
+            response = client.get("/curriculum?ordering=big-easy-first")
+            assert response.status_code == 200 and response.text.count("<polyline") == 3
+
+        def curriculum_data() -> None:
+            con.sql("SELECT difficulty FROM curriculum_orderings WHERE ordering = 'big-easy-first'").fetchnumpy()
+            con.sql("SELECT value FROM curriculum_scores WHERE source = 'big'").fetchnumpy()
+            con.sql("SELECT ordering, COUNT(*) FROM curriculum_orderings GROUP BY ordering").fetchall()
+
         results = []
         for case, ours, peer in [
             (f"table page (rows {page * PAGE_ROWS:,}+ of {rows:,} exemplars, {PAGE_ROWS} thumbnails)", table_page, page_rows),
             (f"priorities page ({rows:,} priorities, 4 sources)", priorities_page, priority_summary),
+            (f"curriculum page ({rows:,}-sample ordering and scores)", curriculum_page, curriculum_data),
         ]:
             results.append(
                 Result(
