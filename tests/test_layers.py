@@ -17,8 +17,9 @@ import pytest
 import replaystore
 import replaystore.store
 
-# Above the library: the CLI, the flows, and the data packages built from schemas/ and deploy/.
-ABOVE = ("replaystore.cli", "replaystore.flows", "replaystore.contracts", "replaystore.deploy")
+# Above the library: the CLI, the web view, the flows, and the data packages built from schemas/ and deploy/.
+ABOVE = ("replaystore.cli", "replaystore.ui", "replaystore.flows", "replaystore.contracts", "replaystore.deploy")
+UI = sorted(m.name for m in pkgutil.walk_packages(replaystore.__path__, "replaystore.") if m.name.startswith("replaystore.ui"))
 
 LIBRARY = sorted(
     m.name
@@ -41,6 +42,15 @@ def imported_top_levels(modules: list[str]) -> list[str]:
 def test_library_imports_neither_prefect_nor_ray() -> None:
     assert imported_top_levels(LIBRARY) == [], "library modules pulled in Prefect or Ray"
     assert len(LIBRARY) > 30
+
+
+def test_the_web_view_sits_above_the_kinds_and_nothing_below_imports_it() -> None:
+    assert len(UI) > 5 and imported_top_levels(UI) == [], "the web view pulled in Prefect or Ray"
+    root = Path(replaystore.__file__).parent
+    for name in LIBRARY:
+        path = root.joinpath(*name.split(".")[1:])
+        source = (path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).read_text()
+        assert not any(i.startswith("replaystore.ui") for i in replaystore_imports(source, name)), f"{name} imports the web view"
 
 
 def test_flows_live_under_the_package_and_nothing_named_flows_is_imported() -> None:

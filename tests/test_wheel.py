@@ -115,3 +115,19 @@ def test_installed_wheel_serves_and_imports_the_flows_and_no_module_named_flows(
     assert result["flows"] == ["distill", "index", "prune", "stream"]
     assert Path(result["prefect_file"]).is_relative_to(installed)
     assert result["generic"] is None, "import flows must fail where the wheel is installed"
+
+
+def test_installed_wheel_carries_the_web_views_templates(installed: Path, tmp_path: Path) -> None:
+    assert sorted(p.name for p in (installed / "replaystore" / "ui" / "templates").glob("*.html")) == sorted(
+        p.name for p in (ROOT / "replaystore" / "ui" / "templates").glob("*.html")
+    )
+    code = (
+        "import replaystore\nfrom starlette.testclient import TestClient\nfrom replaystore.ui import create_app\n"
+        "store = replaystore.open('store'); store.create_table('priorities')\n"
+        "page = TestClient(create_app(store)).get('/')\nprint(page.status_code, replaystore.__file__, 'priorities' in page.text)\n"
+    )
+    proc = run_installed(installed, tmp_path, "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    status, module, listed = proc.stdout.split()
+    assert status == "200" and listed == "True"
+    assert module.startswith(str(installed)), "the installed wheel, not the checkout"

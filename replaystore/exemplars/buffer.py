@@ -266,6 +266,10 @@ class ExemplarBuffer:
             out["data"] = np.empty((0, *self.settings.sample_shape), dtype=self.settings.sample_dtype)
         return ExemplarSet(**out)
 
+    def settings_at(self, version: Version) -> cfg.BufferSettings:
+        """The settings the rows of `version` (number or tag) were kept under: a budget as it was then."""
+        return self._settings(self.store.dataset(self.name, version))
+
     def budget(self) -> dict[str, Any]:
         """Budget report: total, model, exemplar and free bytes, the model's worth in exemplars, per-class counts, bytes on disk."""
         ds = self.store.dataset(self.name)

@@ -7,7 +7,7 @@
 from replaystore.experiences.embedder import Embedder, TransformerEmbedder, default_embedder
 from replaystore.experiences.extractors import LLMExtractor, RuleExtractor, Trajectory
 from replaystore.experiences.index import IndexReport, VectorIndexSpec
-from replaystore.experiences.memory import AddReport, DistillReport, ExperienceMemory, Skipped, add_counts
+from replaystore.experiences.memory import AddReport, DistillReport, ExperienceMemory, Skipped, add_counts, refine_rule
 
 __all__ = [
     "AddReport",
@@ -23,4 +23,5 @@ __all__ = [
     "VectorIndexSpec",
     "add_counts",
     "default_embedder",
+    "refine_rule",
 ]

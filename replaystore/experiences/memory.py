@@ -512,16 +512,7 @@ class ExperienceMemory:
         Archived: active rows with `freq ≥ freq_threshold` and `utility / freq < utility_threshold`.
         Returns them (id, workspace, freq, utility); `restore(ids)` makes them active again.
         """
-        if not isinstance(freq_threshold, int) or isinstance(freq_threshold, bool) or freq_threshold < 1:
-            raise ValidationError("freq_threshold", f"must be an integer ≥ 1, got {freq_threshold!r}")
-        if not is_finite_number(utility_threshold) or utility_threshold < 0:
-            raise ValidationError("utility_threshold", f"must be a finite number ≥ 0, got {utility_threshold!r}")
-        rule = (
-            f"status = 'active' AND freq >= {freq_threshold} "
-            f"AND CAST(utility AS DOUBLE) / CAST(freq AS DOUBLE) < {float(utility_threshold)!r}"
-        )
-        if workspace is not None:
-            rule += f" AND workspace = {literal(_check_workspace(workspace))}"
+        rule = refine_rule(freq_threshold, utility_threshold, workspace)
         archived = self.store.read(self.table, columns=["experience_id", "workspace", "freq", "utility"], filter=rule)
         if archived.num_rows:  # exactly the rows the rule picked in the version read, whatever lands meanwhile
             ids = in_list("experience_id", archived["experience_id"].to_pylist())
@@ -580,6 +571,18 @@ class ExperienceMemory:
         from replaystore.experiences.reme_io import export_jsonl
 
         return export_jsonl(self, path, workspace, include_archived)
+
+
+def refine_rule(freq_threshold: int = 5, utility_threshold: float = 0.5, workspace: str | None = None) -> str:
+    """The Lance filter of the rows `refine` archives; reading with it shows what the next refine would archive."""
+    if not isinstance(freq_threshold, int) or isinstance(freq_threshold, bool) or freq_threshold < 1:
+        raise ValidationError("freq_threshold", f"must be an integer ≥ 1, got {freq_threshold!r}")
+    if not is_finite_number(utility_threshold) or utility_threshold < 0:
+        raise ValidationError("utility_threshold", f"must be a finite number ≥ 0, got {utility_threshold!r}")
+    rule = f"status = 'active' AND freq >= {freq_threshold} AND CAST(utility AS DOUBLE) / CAST(freq AS DOUBLE) < {float(utility_threshold)!r}"
+    if workspace is not None:
+        rule += f" AND workspace = {literal(_check_workspace(workspace))}"
+    return rule
 
 
 def add_counts(store: Store, table: str, counts: Mapping[str, Counter[str]]) -> int | None:
