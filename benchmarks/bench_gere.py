@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModel
@@ -41,7 +42,7 @@ def general_texts(n: int) -> list[str]:
     raise RuntimeError(f"only {len(texts)} general texts of {TEXT_CHARS} characters in this Python's stdlib")
 
 
-def gere_peer(model: torch.nn.Module, token_ids: list[list[int]], folder: Path) -> tuple[float, int]:
+def gere_peer(model: Any, token_ids: list[list[int]], folder: Path) -> tuple[float, int]:
     """GeRe's loop: each sample alone through the model, its last hidden states saved as a .pt file."""
     hidden = model.config.hidden_size
     total, squares, count = torch.zeros(hidden, dtype=torch.float64), torch.zeros(hidden, dtype=torch.float64), 0

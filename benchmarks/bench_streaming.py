@@ -26,6 +26,7 @@ import torch
 import replaystore
 from benchmarks.common import Result, cli, timer
 from replaystore.stream import Proportions, ReplayStream, Sequential, Source, Uniform
+from replaystore.stream.cache import MemmapSnapshot
 
 BATCH = 1024
 RANDOM_BATCH = 256
@@ -92,7 +93,11 @@ def sequential(store: replaystore.Store, uri: str, n: int) -> list[Result]:
     inline, peer_inline = paired(stream(0), lambda: consume(raw_lance(uri)))
     data = np.random.default_rng(0).standard_normal(n * ROW_BYTES // 4, dtype=np.float32)
     target = np.zeros_like(data)  # faulted in before timing: the ceiling is the copy, not page faults
-    memcpy, _ = rate(lambda: np.copyto(target, data) or n)
+    def copy() -> int:
+        np.copyto(target, data)
+        return n
+
+    memcpy, _ = rate(copy)
     return [
         Result(NAME, f"sequential stream, {n:,} rows, batch {BATCH}", "GB/s into torch", ours * ROW_BYTES / 1e9,
                peer * ROW_BYTES / 1e9, "raw lance to_batches(1024) → torch", True, "≥ 1.0×", "prefetch=2 (thread)"),
@@ -166,7 +171,8 @@ def random_batches(store: replaystore.Store, uri: str, n: int, folder: Path) -> 
     snap = source.open(store.dataset("main").version)
     rng = np.random.default_rng(1)
     idx = [rng.integers(0, n, RANDOM_BATCH) for _ in range(steps)]
-    gather, _ = rate(lambda: sum(len(torch.from_numpy(snap.gather("vector", i))) for i in idx))  # type: ignore[attr-defined]
+    assert isinstance(snap, MemmapSnapshot)
+    gather, _ = rate(lambda: sum(len(torch.from_numpy(snap.gather("vector", i))) for i in idx))
 
     from tensordict import TensorDict
     from torchrl.data import LazyMemmapStorage, ReplayBuffer
@@ -373,12 +379,13 @@ def ray_workers(store: replaystore.Store, uri: str, n: int) -> list[Result]:
             from ray.train.torch import TorchTrainer
 
             peer = TorchTrainer(
-                ray_data_loop, scaling_config=scaling, datasets=ray_datasets(stream),
+                ray_data_loop, scaling_config=scaling, datasets=dict[str, Any](ray_datasets(stream)),
                 run_config=ray.train.RunConfig(storage_path=runs, name="peer"),
             ).fit().metrics  # fmt: skip
             stream.close()
     finally:
         ray.shutdown()
+    assert ours is not None and peer is not None
     # rank 0's rows over its time, × 2 workers (each reads half)
     return [
         Result(NAME, "sequential stream inside 2 Ray Train workers (0.5 CPU each)", "GB/s (2 workers)",

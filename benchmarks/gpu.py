@@ -111,7 +111,7 @@ def resident(n: int, dev: torch.device) -> list[dict[str, torch.Tensor]]:
     return [{"vector": vectors[i : i + BATCH], "label": labels[i : i + BATCH]} for i in range(0, n, BATCH)]
 
 
-def trainer_loop(stream: ReplayStream, log: LossLog, config: dict[str, Any]) -> dict[str, float]:
+def trainer_loop(stream: ReplayStream, log: LossLog, config: dict[str, Any]) -> dict[str, Any]:
     """What each Ray Train worker runs: the stream for its rank into its GPU."""
     import ray.train.torch
 
@@ -144,7 +144,7 @@ def ray_trainer(store: replaystore.Store, dev: torch.device) -> tuple[dict[str, 
         stream.close()
     finally:
         ray.shutdown()
-    return dict(result.metrics), store.count("priorities")
+    return dict(result.metrics or {}), store.count("priorities")
 
 
 def run(n: int) -> tuple[list[Result], dict[str, Any]]:

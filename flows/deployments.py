@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from prefect import Flow, serve
@@ -55,14 +55,14 @@ def runner_deployments(store_uri: str, prefect_file: Path = PREFECT_FILE) -> lis
     out = []
     for spec in deployment_specs(prefect_file):
         out.append(
-            load_flow(spec["entrypoint"]).to_deployment(
+            cast(RunnerDeployment, load_flow(spec["entrypoint"]).to_deployment(  # a sync call returns the deployment
                 name=spec["name"],
                 description=spec.get("description"),
                 tags=spec.get("tags"),
                 parameters={**(spec.get("parameters") or {}), "store_uri": store_uri},
                 schedules=[_schedule(s) for s in spec.get("schedules") or []],
                 entrypoint_type=EntrypointType.MODULE_PATH,
-            )
+            ))
         )
     return out
 

@@ -11,7 +11,7 @@ build is one Lance commit, retried on conflicts with concurrent writers.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from prefect import flow, get_run_logger
 from pydantic import AfterValidator, Field
@@ -60,7 +60,7 @@ def _ensure_index(store: Store, table: str, column: str, index_type: str) -> str
         ds = store.dataset(table)
         names = [d.name for d in ds.describe_indices() if list(d.field_names) == [column]]
         if not names:
-            ds.create_scalar_index(column, index_type)
+            ds.create_scalar_index(column, cast(Any, index_type))  # a name from the contract (BTREE, BITMAP, ...)
             return "created"
         if ds.stats.index_stats(names[0])["num_unindexed_rows"] == 0:
             return "current"

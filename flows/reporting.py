@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+from uuid import UUID
 
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
@@ -40,7 +41,7 @@ def publish_summary(flow: str, title: str, sections: Mapping[str, Sequence[Mappi
 def with_progress(items: Iterable[T], description: str) -> Iterator[T]:
     """Yield `items`, keeping a Prefect progress artifact at the share done."""
     todo = list(items)
-    artifact = create_progress_artifact(progress=0.0 if todo else 100.0, description=description)
+    artifact = cast(UUID, create_progress_artifact(progress=0.0 if todo else 100.0, description=description))  # sync call
     for done, item in enumerate(todo, start=1):
         yield item
         update_progress_artifact(artifact_id=artifact, progress=100.0 * done / len(todo))

@@ -41,11 +41,10 @@ def store_task(fn: F | None = None, *, retries: int = RETRIES, delays: list[floa
 
     def wrap(f: F) -> Any:
         return task(
-            f,
             retries=retries,
-            retry_delay_seconds=delays if delays is not None else RETRY_DELAYS_S[:retries] or 0,
+            retry_delay_seconds=delays if delays is not None else [float(d) for d in RETRY_DELAYS_S[:retries]] or 0,
             retry_condition_fn=_retry_transient,
             cache_policy=NO_CACHE,  # every call changes the store: never skip one as "cached"
-        )
+        )(f)
 
     return wrap(fn) if fn is not None else wrap

@@ -99,7 +99,7 @@ def train_and_write_back(
     utility = [asdict(u) for u in back.utility]
     logger.info("trained %d workers: %s; priorities version %s holds %d rows of %s; experience counters %s",
                 workers, result.metrics, version, written, names, utility)  # fmt: skip
-    return {"metrics": dict(result.metrics), "priorities_version": version, "priority_rows": written, "utility": utility}
+    return {"metrics": dict(result.metrics or {}), "priorities_version": version, "priority_rows": written, "utility": utility}
 
 
 @flow(name="stream", validate_parameters=False, log_prints=True)

@@ -8,14 +8,14 @@ written. `integer` takes ints only (a class id of 3.5, or 3.0, is refused rather
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
 from replaystore.errors import ValidationError
 
 
-def is_finite_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> TypeGuard[int | float | np.integer | np.floating]:
     """True for real numbers that are not NaN or ±inf (bools are not numbers here)."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     )
     result = trainer.fit()
     write_back(result, store, stream)
+    assert result.metrics is not None, "the train loop reports its loss"
     return float(result.metrics["loss"])
 
 

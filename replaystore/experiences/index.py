@@ -36,8 +36,9 @@ and source ids.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import lance
 
@@ -126,10 +127,11 @@ def build(
     fragments = (before, store.compact(table)[table]["fragments_after"] if before > 1 else before)
 
     scalar = load_spec(Kind.EXPERIENCES).scalar_indexes  # the fields schemas/experiences.json marks "index"
-    for column, kind in scalar.items():
-        with_retries(lambda c=column, k=kind: dataset().create_scalar_index(c, index_type=k, replace=True))
-    for column in TEXT_COLUMNS:
-        with_retries(lambda c=column: dataset().create_scalar_index(c, index_type="INVERTED", replace=True))
+    def create(column: str, kind: str) -> None:
+        dataset().create_scalar_index(column, index_type=cast(Any, kind), replace=True)  # a name from the contract
+
+    for column, kind in [*scalar.items(), *((c, "INVERTED") for c in TEXT_COLUMNS)]:
+        with_retries(functools.partial(create, column, kind))
     rows = dataset().count_rows()
     want = rows >= max(min_vector_rows, 1) if vector is None else vector
     reason = None

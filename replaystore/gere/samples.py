@@ -9,6 +9,7 @@ them for another limit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -180,7 +181,7 @@ def ingest(
     added = 0
     for start in range(0, len(every), chunk_size):
         rows = _rows(every[start : start + chunk_size], source, tokenizer, max_length)
-        _, fresh = store.atomically(table, lambda ds, rows=rows: _unstored(ds, rows))
+        _, fresh = store.atomically(table, functools.partial(_unstored, rows=rows))
         added += fresh
     return {"added": added, "skipped": len(every) - added, "read": len(every), "version": store.dataset(table).version}
 

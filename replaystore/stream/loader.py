@@ -49,7 +49,7 @@ class StreamLoader(DataLoader):
         self._generation = stream._generation
         super().__init__(stream, batch_size=None, num_workers=num_workers, multiprocessing_context=context, **settings)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # batches in order, not DataLoader's iterator object
         stream: ReplayStream = self.dataset  # type: ignore[assignment]
         if stream._generation != self._generation and self._iterator is not None:  # a checkpoint was loaded
             self._iterator._shutdown_workers()  # type: ignore[attr-defined]

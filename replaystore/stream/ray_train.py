@@ -74,12 +74,13 @@ def stream_trainer(
             log.save(Path(folder) / LOSS_FILE.format(rank=rank))
             ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(folder))
 
+    shards: dict[str, Any] | None = dict(ray_datasets(stream)) if datasets else None
     return TorchTrainer(
         per_worker,
         train_loop_config=train_loop_config or {},
         scaling_config=scaling_config,
         run_config=run_config,
-        datasets=ray_datasets(stream) if datasets else None,
+        datasets=shards,
     )
 
 

@@ -146,8 +146,8 @@ class LanceSnapshot:
         """A new scan from `start`. From row 0 it is a plain scan, Lance's fastest path; from elsewhere it
         is limited to the rows about to be read (at least `SKIP_ROWS`): an open-ended scan reads ahead
         to the end of the file in the background, work a worker reading blocks of steps throws away."""
-        window = {"offset": start, "limit": max(count, SKIP_ROWS)} if start else {}
-        self._scan = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, **window))
+        window = (start, max(count, SKIP_ROWS)) if start else (None, None)
+        self._scan = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, offset=window[0], limit=window[1]))
         self._head, self._left, self._next = None, 0, start
 
     def _rows(self, count: int) -> list[Any]:
@@ -155,7 +155,7 @@ class LanceSnapshot:
         parts, end = [], self._next + count
         while self._next < end:
             if self._left == 0:
-                batch = next(self._scan, None)  # type: ignore[call-overload]
+                batch = next(self._scan, None) if self._scan is not None else None
                 if batch is None:  # a limited scan ran out: continue with another
                     self._open(self._next, end - self._next)
                     continue

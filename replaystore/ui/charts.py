@@ -11,6 +11,7 @@ from html import escape
 
 import numpy as np
 from markupsafe import Markup
+from numpy.typing import ArrayLike
 
 WIDTH, HEIGHT = 640, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 44
@@ -92,10 +93,10 @@ def histogram(
         edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
     counts, edges = np.histogram(data, edges, weights=weight)
     labels = [_number((a + b) / 2) for a, b in zip(edges, edges[1:])]
-    return bars(labels, {x_label: counts}, y_label=y_label, x_label=x_label)
+    return bars(labels, {x_label: counts.tolist()}, y_label=y_label, x_label=x_label)
 
 
-def lines(x: Sequence[float], series: Mapping[str, Sequence[float]], *, y_label: str, x_label: str, step: bool = True, y_max: float | None = None) -> Markup:
+def lines(x: ArrayLike, series: Mapping[str, ArrayLike], *, y_label: str, x_label: str, step: bool = True, y_max: float | None = None) -> Markup:
     """One polyline per series over shared x values (steps hold their value until the next x)."""
     xs = np.asarray(x, dtype=np.float64)
     if xs.size == 0:

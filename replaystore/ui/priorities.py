@@ -28,8 +28,9 @@ def tables(store: Store) -> list[str]:
 
 def report(store: Store, table: str) -> dict[str, Any]:
     ds = store.dataset(table)
-    frame = pl.from_arrow(ds.to_table(columns=["source", "priority"])).with_row_index("row")
-    assert isinstance(frame, pl.DataFrame)
+    read = pl.from_arrow(ds.to_table(columns=["source", "priority"]))
+    assert isinstance(read, pl.DataFrame)
+    frame = read.with_row_index("row")
     summary = frame.group_by("source").agg(
         pl.len().alias("rows"), pl.col("priority").min().alias("min"), pl.col("priority").max().alias("max"), pl.col("priority").sum().alias("total")
     )

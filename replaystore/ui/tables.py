@@ -6,7 +6,7 @@ a page of a table with a million rows reads `PAGE_ROWS` rows, never the table.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from replaystore import schemas
@@ -17,6 +17,12 @@ PAGE_ROWS = 50
 HISTORY = 60  # most recent versions listed on a table page
 
 
+def _utc(stamp: Any) -> datetime:
+    """A version's timestamp (Lance gives naive UTC datetimes) as an aware one."""
+    assert isinstance(stamp, datetime)
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
+
+
 def overview(store: Store) -> list[dict[str, Any]]:
     """One row per table: kind, rows, bytes, fragments, versions, tags, live pins, last write."""
     out = []
@@ -25,7 +31,7 @@ def overview(store: Store) -> list[dict[str, Any]]:
         versions = ds.versions()
         tags = store.tags(name)
         latest = versions[-1]
-        written = latest["timestamp"].replace(tzinfo=UTC) if latest["timestamp"].tzinfo is None else latest["timestamp"]
+        written = _utc(latest["timestamp"])
         out.append(
             {
                 "name": name,
@@ -59,7 +65,7 @@ def history(store: Store, name: str) -> list[dict[str, Any]]:
         meta = v.get("metadata", {})
         rows, files = int(meta.get("total_rows", 0)), int(meta.get("total_data_file_rows", 0))
         written = max(files - previous["files"], 0)
-        stamp = v["timestamp"].replace(tzinfo=UTC) if v["timestamp"].tzinfo is None else v["timestamp"]
+        stamp = _utc(v["timestamp"])
         out.append(
             {
                 "version": int(v["version"]),
