@@ -632,15 +632,16 @@ class Store:
         return self._commit(name, write)
 
     @contextlib.contextmanager
-    def pin(self, name: str, version: int | None = None) -> Iterator[int]:
+    def pin(self, name: str, version: int | None = None, opened: lance.LanceDataset | None = None) -> Iterator[int]:
         """Hold a version against cleanup while a reader uses it (a tag named `pin-…`).
 
         The tag lives in the store, so it holds against `cleanup` run on any machine: Lance's
         cleanup skips tagged versions. A version that cleanup removed before the tag landed is
-        reported (`NotFoundError`), never read half-deleted.
+        reported (`NotFoundError`), never read half-deleted. `opened`: the table already open at
+        that version (a stream's epoch has just resolved it), which saves an open.
         """
         tag = f"{PIN_PREFIX}{datetime.now(UTC):{PIN_TIME}}-{uuid.uuid4().hex[:8]}"
-        ds = self._open(name, version)
+        ds = opened if opened is not None and (version is None or opened.version == version) else self._open(name, version)
         ds.tags.create(tag, ds.version)
         try:
             self._open(name, ds.version)  # still there once tagged: cleanup from now on skips it

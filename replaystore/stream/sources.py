@@ -34,12 +34,12 @@ log = logging.getLogger("replaystore")
 
 
 @contextlib.contextmanager
-def _pin_if_allowed(store: Store, table: str, version: int) -> Iterator[int]:
+def _pin_if_allowed(store: Store, table: str, version: int, opened: lance.LanceDataset | None) -> Iterator[int]:
     """`store.pin`, or, where the storage refuses the pin's tag (read-only credentials, normal for a
     training job), one warning and the epoch read unpinned: a reader must not need write access."""
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(store.pin(table, version))
+            stack.enter_context(store.pin(table, version, opened))
         except (OSError, ValueError) as exc:
             if not is_denied(exc):
                 raise
@@ -247,5 +247,5 @@ class StoreSource(LanceBacked):
     def pinned(self, version: int | None) -> contextlib.AbstractContextManager[Any]:
         """Hold `version` against store cleanup while an epoch reads it (unless `pin=False`)."""
         if self.pin and version is not None:
-            return _pin_if_allowed(self.store, self.table, version)
+            return _pin_if_allowed(self.store, self.table, version, self._opened)
         return contextlib.nullcontext(version)
