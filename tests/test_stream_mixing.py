@@ -106,9 +106,9 @@ def test_loader_workers_each_decode_about_their_own_share(big_source: str, worke
     each worker decodes little beyond its own rows (a plain DataLoader's round-robin decodes all)."""
     stream = ReplayStream(Source.from_lance("big", big_source), batch)
     stream.set_epoch(0)
-    block = block_steps(batch)
-    state = WorkerState(1, block, multiprocessing.get_context("spawn"))
-    state.store(stream)
+    block = block_steps(batch, len(stream), workers)
+    state = WorkerState(1, multiprocessing.get_context("spawn"))
+    state.store(stream, block)
     decoded, steps = [], []
     scan = lance.LanceDataset.to_batches
 

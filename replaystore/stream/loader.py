@@ -28,10 +28,12 @@ if TYPE_CHECKING:
 MAX_BLOCK = 256  # steps: bounds the batches held back for reordering to this many per worker
 
 
-def block_steps(global_batch: int) -> int:
+def block_steps(global_batch: int, steps: int, workers: int) -> int:
     """Consecutive steps per worker: enough that the rows between a worker's blocks exceed what a scan
-    reads past (`SKIP_ROWS`), so it restarts there instead of decoding other workers' rows."""
-    return int(min(MAX_BLOCK, max(MAX_READ_AHEAD, -(-(SKIP_ROWS + 1) // global_batch))))
+    reads past (`SKIP_ROWS`), so it restarts there instead of decoding other workers' rows, but no more
+    than an even share of the epoch's `steps`, so every worker has work."""
+    wanted = min(MAX_BLOCK, max(MAX_READ_AHEAD, -(-(SKIP_ROWS + 1) // global_batch)))
+    return int(max(1, min(wanted, -(-steps // workers))))
 
 
 class StreamLoader(DataLoader):
@@ -45,7 +47,7 @@ class StreamLoader(DataLoader):
             raise ValidationError("multiprocessing_context", "Lance is not fork-safe: use 'spawn' (the default) or 'forkserver'")
         context = multiprocessing.get_context(context) if isinstance(context, str) else context
         settings.setdefault("persistent_workers", True)
-        self._state = WorkerState(len(stream.sources), block_steps(stream.batch_size * stream.world_size), context)
+        self._state = WorkerState(len(stream.sources), context)
         self._generation = stream._generation
         super().__init__(stream, batch_size=None, num_workers=num_workers, multiprocessing_context=context, **settings)
 
@@ -59,7 +61,7 @@ class StreamLoader(DataLoader):
             stream._pin_versions()
         _, plan = stream._epoch_plan()
         stream._current = plan
-        self._state.store(stream)
+        self._state.store(stream, block_steps(stream.batch_size * stream.world_size, plan.steps - stream.step, self.num_workers))
         stream._shared = self._state  # pickled into workers if this call spawns them
         try:
             tagged = super().__iter__()

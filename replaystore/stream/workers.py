@@ -15,33 +15,36 @@ import numpy as np
 if TYPE_CHECKING:
     from replaystore.stream.dataset import ReplayStream
 
-_HEAD = 3  # epoch, step, global_base; then one version and one start row count per source
+_HEAD = 4  # epoch, step, global_base, block; then one version and one start row count per source
 _NONE = -1  # a source without versions (an Arrow table)
 
 
 class WorkerState:
     """A few int64 values in shared memory (a `RawArray`: inherited by spawned workers, never pickled
-    otherwise), plus the number of consecutive steps each worker produces at a time."""
+    otherwise), among them `block`, the consecutive steps each worker produces at a time."""
 
-    def __init__(self, sources: int, block: int, context: Any) -> None:
+    def __init__(self, sources: int, context: Any) -> None:
         self.sources = sources
-        self.block = block
         self._values = context.RawArray("q", _HEAD + 2 * sources)
+
+    @property
+    def block(self) -> int:
+        return int(self._array()[3])
 
     def _array(self) -> np.ndarray:
         return np.frombuffer(self._values, dtype=np.int64)
 
-    def store(self, stream: ReplayStream) -> None:
+    def store(self, stream: ReplayStream, block: int) -> None:
         """Write the main process's position (call before asking workers for the epoch's batches)."""
         assert stream.versions is not None
         values = self._array()
-        values[:_HEAD] = (stream.epoch, stream.step, stream.global_base)
+        values[:_HEAD] = (stream.epoch, stream.step, stream.global_base, block)
         values[_HEAD : _HEAD + self.sources] = [_NONE if v is None else int(v) for v in stream.versions]
         values[_HEAD + self.sources :] = stream._start
 
     def load_into(self, stream: ReplayStream) -> None:
         """Give a worker's copy of the stream the main process's position."""
         values = self._array().copy()
-        stream.epoch, stream.step, stream.global_base = (int(x) for x in values[:_HEAD])
+        stream.epoch, stream.step, stream.global_base = (int(x) for x in values[:3])
         stream.versions = [None if v == _NONE else int(v) for v in values[_HEAD : _HEAD + self.sources]]
         stream._start = values[_HEAD + self.sources :].copy()
