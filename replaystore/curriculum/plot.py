@@ -56,6 +56,5 @@ def plot_pacing(
     for ax in axes:
         ax.grid(alpha=0.3)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png", dpi=100)
     return out

@@ -524,8 +524,8 @@ class ExperienceMemory:
 
         The validation score is stored as the experience's `score`.
         """
-        if not is_finite_number(min_score):
-            raise ValidationError("min_score", f"must be a finite number, got {min_score!r}")
+        if not is_finite_number(min_score) or not 0.0 <= min_score <= 1.0:
+            raise ValidationError("min_score", f"must be a validation score in [0, 1], got {min_score!r}")
         extractor = extractor or RuleExtractor()
         items = [as_trajectory(t, i) for i, t in enumerate(trajectories)]
         candidates = extractor.extract(group(items, success_threshold))
