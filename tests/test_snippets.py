@@ -30,8 +30,8 @@ FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 MARKER = re.compile(r"<!--\s*snippet:\s*(?P<kind>skip|slow)\b\s*(?P<reason>.*?)\s*-->")
 RUN = {"python": "python", "bash": "bash"}
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-# Model loads, GeRe distillation, MiniLM: 20 s and more each on a 2-core machine.
-SLOW_FILES = {"README.md", "experiences.md", "gere.md", "streaming.md", "exemplars.md", "curriculum.md"}
+# Model loads, GeRe distillation, MiniLM, CLI subprocesses: 10 s and more each on a 2-core machine.
+SLOW_FILES = {"README.md", "experiences.md", "gere.md", "streaming.md", "exemplars.md", "curriculum.md", "sql.md"}
 
 
 @dataclass(frozen=True)
