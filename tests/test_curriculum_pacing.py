@@ -140,7 +140,7 @@ def test_plot_writes_a_png_with_fraction_and_count_panels(tmp_path) -> None:
     from replaystore.curriculum.plot import plot_pacing
 
     difficulty = (np.arange(200) + 1) / 200
-    with pytest.raises(ValidationError, match="folder .*plots does not exist"):
+    with pytest.raises(ValidationError, match=r"folder .*plots does not exist"):
         plot_pacing(SqrtPacing(0.1, 40), tmp_path / "plots" / "sqrt.png", difficulty=difficulty)
     assert not (tmp_path / "plots").exists()
     out = plot_pacing(SqrtPacing(0.1, 40), tmp_path / "sqrt.png", difficulty=difficulty)

@@ -82,7 +82,7 @@ def _run_page(page: Path, folder: Path) -> None:
     for block in _runnable(page):
         if block.lang == "python":
             try:
-                exec(compile(block.code, block.where, "exec"), namespace)  # noqa: S102 - the documentation is the code under test
+                exec(compile(block.code, block.where, "exec"), namespace)  # the documentation is the code under test
             except Exception as exc:
                 raise AssertionError(f"{block.where}: {type(exc).__name__}: {exc}") from exc
         else:

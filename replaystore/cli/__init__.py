@@ -68,6 +68,8 @@ def _quiet() -> None:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore", message="lance is not fork-safe")
+    if "transformers" in sys.modules:  # imported before main() ran (in-process callers): its bar setting is read at import
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
