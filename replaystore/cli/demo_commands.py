@@ -20,6 +20,11 @@ DEMO_MODULES = ("tqdm", "sklearn", "matplotlib", "transformers", "ray.train", "p
 
 def demo(args: argparse.Namespace) -> Done:
     """The report for people; with --json, the results (results.json) and the files written."""
+    with private_prefect_home():  # set before Prefect is imported: its settings are read then
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> Done:
     for module in DEMO_MODULES:
         require(module, extra="demo", feature="replaystore demo")
     if not args.debug:
@@ -34,7 +39,7 @@ def demo(args: argparse.Namespace) -> Done:
         seed=args.seed, budget_bytes=args.budget, output=Path(args.output), small=args.small, tasks=args.tasks,
         text=not args.no_text,
     )
-    with private_prefect_home(), tqdm(desc="demo", unit="step", bar_format="{desc}: {n} steps, {elapsed} {postfix}") as bar:
+    with tqdm(desc="demo", unit="step", bar_format="{desc}: {n} steps, {elapsed} {postfix}") as bar:
 
         def log(message: str) -> None:
             bar.set_postfix_str(message)

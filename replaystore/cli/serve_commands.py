@@ -11,15 +11,17 @@ from pathlib import Path
 
 from replaystore.cli.arguments import input_file, integer
 from replaystore.cli.output import Done
+from replaystore.cli.prefect_home import private_prefect_home
 from replaystore.cli.stores import open_store
 
 
 def serve(args: argparse.Namespace) -> Done:
     """Serve the flows against the local store until Ctrl-C (Prefect pauses the schedules on exit)."""
-    from replaystore.flows.deployments import PREFECT_FILE, serve_all
-
     store = open_store(args)
-    served = serve_all(store.uri, Path(args.prefect_file) if args.prefect_file else PREFECT_FILE, args.limit)
+    with private_prefect_home():  # set before Prefect is imported: without PREFECT_API_URL the local server's database is this run's own
+        from replaystore.flows.deployments import PREFECT_FILE, serve_all
+
+        served = serve_all(store.uri, Path(args.prefect_file) if args.prefect_file else PREFECT_FILE, args.limit)
     return Done(f"stopped serving {', '.join(served)} for {store.uri}", {"store": store.uri, "served": served})
 
 
