@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 from pathlib import Path
 
 from replaystore.cli.arguments import integer, output_file
@@ -27,8 +27,8 @@ def demo(args: argparse.Namespace) -> Done:
 def _demo(args: argparse.Namespace) -> Done:
     for module in DEMO_MODULES:
         require(module, extra="demo", feature="replaystore demo")
-    if not args.debug:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # what a new local Ray does anyway, without saying so on stderr
+    if not args.debug:  # a new local Ray turns token authentication on, and says so on stderr
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     from tqdm import tqdm
 
     from replaystore.cli.demo import DemoOptions, report, run_demo
