@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -20,6 +21,7 @@ import pytest
 
 import replaystore
 from replaystore.cli import build_parser, main
+from tests.conftest import run_cli
 from tests.test_experiences import TRAJECTORIES
 
 
@@ -223,3 +225,14 @@ def test_experience_commands_valid_calls_and_the_one_that_moves_nothing(seeded: 
     moved = run("--uri", seeded, "experiences", "import", str(dump), "--workspace", "elsewhere", capsys=capsys)
     assert moved.returncode == 1 and moved.stderr.count("\n") == 1 and "would move them" in moved.stderr
     assert files(Path(seeded)) == before
+
+
+@pytest.mark.slow  # Ray Train, Prefect flows: a minute or two
+@pytest.mark.timeout(900)
+def test_demo_json_is_its_results_and_its_stderr_only_its_own_progress(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run_cli("demo", "--small", "--tasks", "1", "--no-text", "--output", str(out), "--json", uri=str(tmp_path / "store"), check=True, timeout=900)
+    data = json.loads(proc.stdout)
+    assert data["results"] == json.loads((out / "results.json").read_text()) and str(out / "report.md") in data["files"]
+    noise = [line for line in re.split(r"[\r\n]+", proc.stderr) if line.strip() and not line.startswith("demo: ")]
+    assert noise == []  # no Prefect telemetry, Lance fork-safety or Ray token lines

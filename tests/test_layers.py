@@ -18,7 +18,7 @@ import replaystore
 import replaystore.store
 
 # Above the library: the CLI, the flows, and the data packages built from schemas/ and deploy/.
-ABOVE = ("replaystore.cli", "replaystore.flows", "replaystore.contracts", "replaystore.deploy")
+ABOVE = ("replaystore.cli", "replaystore.__main__", "replaystore.flows", "replaystore.contracts", "replaystore.deploy")
 
 LIBRARY = sorted(
     m.name

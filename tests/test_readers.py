@@ -225,7 +225,7 @@ def test_init_migrates_older_tables(store: replaystore.Store, capsys: pytest.Cap
     outdate(store, "exemplars", {"features"})
     capsys.readouterr()
     assert main(["--uri", store.uri, "--json", "init"]) == 0
-    assert json.loads(capsys.readouterr().out)["tables migrated"] == "exemplars"
+    assert json.loads(capsys.readouterr().out)["migrated"] == ["exemplars"]
     assert store.schema_gap("exemplars") is None and store.count("exemplars", filter="features IS NULL") == 3
 
 

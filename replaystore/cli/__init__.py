@@ -68,8 +68,9 @@ def _quiet() -> None:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore", message="lance is not fork-safe")
-    if "transformers" in sys.modules:  # imported before main() ran (in-process callers): its bar setting is read at import
-        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    transformers = sys.modules.get("transformers")
+    if transformers is not None:  # imported before main() ran (in-process callers): its bar setting is read at import
+        transformers.utils.logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

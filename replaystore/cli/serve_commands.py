@@ -17,10 +17,10 @@ from replaystore.cli.stores import open_store
 
 def serve(args: argparse.Namespace) -> Done:
     """Serve the flows against the local store until Ctrl-C (Prefect pauses the schedules on exit)."""
-    store = open_store(args)
     with private_prefect_home():  # set before Prefect is imported: without PREFECT_API_URL the local server's database is this run's own
-        from replaystore.flows.deployments import PREFECT_FILE, serve_all
+        from replaystore.flows.deployments import PREFECT_FILE, serve_all  # a missing `flows` extra is named first
 
+        store = open_store(args)
         served = serve_all(store.uri, Path(args.prefect_file) if args.prefect_file else PREFECT_FILE, args.limit)
     return Done(f"stopped serving {', '.join(served)} for {store.uri}", {"store": store.uri, "served": served})
 
