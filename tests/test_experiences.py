@@ -512,3 +512,16 @@ def test_first_search_loads_new_search_indexes_once_unless_turned_off(store: rep
     with pytest.raises(ValidationError) as err:
         store.experiences("warm", embedder=embedder, auto_prewarm="yes")
     assert err.value.field == "auto_prewarm"
+
+
+def test_loading_the_embedder_writes_nothing_on_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    """transformers draws a "Loading weights" bar for every model it loads; a local embedder hides it, and leaves the setting as it was."""
+    from transformers.utils import logging as hf_logging
+
+    from replaystore.experiences.embedder import TransformerEmbedder
+    from replaystore.gere.offline import minilm_path
+
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    assert TransformerEmbedder(minilm_path()).embed(["When a web API answers HTTP 429"]).shape == (1, 384)
+    assert capfd.readouterr().err == "" and hf_logging.is_progress_bar_enabled()
