@@ -31,7 +31,7 @@ MARKER = re.compile(r"<!--\s*snippet:\s*(?P<kind>skip|slow)\b\s*(?P<reason>.*?)\
 RUN = {"python": "python", "bash": "bash"}
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Model loads, GeRe distillation, MiniLM, CLI subprocesses: 10 s and more each on a 2-core machine.
-SLOW_FILES = {"README.md", "experiences.md", "gere.md", "streaming.md", "exemplars.md", "curriculum.md", "sql.md"}
+SLOW_FILES = {"README.md", "experiences.md", "gere.md", "streaming.md", "sql.md"}
 
 
 @dataclass(frozen=True)
