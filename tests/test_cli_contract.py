@@ -218,6 +218,9 @@ def test_experience_commands_valid_calls_and_the_one_that_moves_nothing(seeded: 
         ("experiences", "refine", "--freq-threshold", "1"),
     ]
     for args in calls:
+        if args[1] == "index":  # a text search before the index says which command builds it
+            early = run("--uri", seeded, "experiences", "retrieve", "cheap flight", "--workspace", "travel", "--mode", "text", capsys=capsys)
+            assert early.returncode == 1 and early.stderr.count("\n") == 1 and "replaystore experiences index" in early.stderr
         proc = run("--uri", seeded, "--json", *args, capsys=capsys)
         assert (proc.returncode, proc.stderr) == (0, ""), (args, proc.stderr)  # no "Loading weights" bar
         assert "message" not in json.loads(proc.stdout)

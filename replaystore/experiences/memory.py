@@ -432,7 +432,7 @@ class ExperienceMemory:
     def _text_search(self, query: str, vector: np.ndarray, workspace: str, k: int, where: str | None, mode: str) -> pa.Table:
         indexed = {i.columns[0] for i in self._lance.list_indices() if i.index_type == "FTS"}
         if not set(indexes.TEXT_COLUMNS) <= indexed:
-            raise ValidationError("mode", f"{mode!r} search needs the full-text index: call build_index() first")
+            raise ValidationError("mode", f"{mode!r} search needs the full-text index: call build_index() first (on the command line: replaystore experiences index)")
         table = self._lance
         if mode == "text":
             builder = table.search(query, query_type="fts", fts_columns=list(indexes.TEXT_COLUMNS))
