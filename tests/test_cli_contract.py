@@ -116,6 +116,16 @@ def test_valid_calls_print_data_with_json_and_nothing_on_stderr(seeded: str, tmp
     assert restored["table"] == "exemplars" and restored["restored_from"] == "first" and restored["version"] > 2
 
 
+def test_read_commands_write_nothing(seeded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    reads = [("tables",), ("stats", "exemplars"), ("versions", "exemplars"), ("budget",), ("budget", "digits"),
+             ("sql", "SELECT COUNT(*) AS n FROM exemplars"), ("curriculum", "list")]  # fmt: skip
+    before = files(Path(seeded))
+    for args in reads:
+        proc = run("--uri", seeded, *args, capsys=capsys)
+        assert (proc.returncode, proc.stderr) == (0, ""), args
+        assert files(Path(seeded)) == before, args
+
+
 def _bad(uri: str, tmp: Path) -> list[tuple[tuple[str, ...], int, str]]:
     no_curriculum = tmp / "train.json"
     no_curriculum.write_text(json.dumps({"train_batch_size": 8, "fp16": {"enabled": True}}))
