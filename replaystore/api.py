@@ -64,5 +64,5 @@ class Store(core.Store):
 
 
 def open(uri: str | None = None, storage_options: Mapping[str, str] | None = None) -> Store:  # noqa: A001
-    """Open (creating if needed) the store at `uri`, `$REPLAYSTORE_URI`, or `./replaystore-data`."""
+    """Open the store at `uri`, `$REPLAYSTORE_URI`, or `./replaystore-data`; its folder appears with the first write."""
     return Store(uri or os.environ.get("REPLAYSTORE_URI") or DEFAULT_URI, storage_options)

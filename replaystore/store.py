@@ -27,6 +27,7 @@ from lance.fragment import FragmentMetadata, write_fragments
 from lance.schema import LanceSchema
 
 from replaystore import schemas
+from replaystore.checks import integer
 from replaystore.errors import (
     CommitConflictError,
     NotFoundError,
@@ -64,11 +65,11 @@ STALE_PINS = timedelta(days=2)  # a pin this old was left by a reader that died 
 Version = int | str
 
 
-def validate_name(name: str) -> str:
-    """Refuse names that are empty, too long, or could leave the store directory."""
+def validate_name(name: str, field: str = "table name") -> str:
+    """Refuse names (of tables, or of what `field` says) that are empty, too long, or could leave the store directory."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise TableNameError(
-            "table name",
+            field,
             f"{name!r} is not allowed: use 1-128 letters, digits, '_' or '-', starting with a letter or digit "
             "(no path separators, no '..')",
         )
@@ -185,9 +186,7 @@ class Store:
     def __init__(self, uri: str, storage_options: Mapping[str, str] | None = None) -> None:
         self.uri = _check_uri(uri)
         self.storage_options: dict[str, str] = dict(storage_options or {})
-        self.is_local = _SCHEME.match(self.uri) is None
-        if self.is_local:
-            Path(self.uri).mkdir(parents=True, exist_ok=True)
+        self.is_local = _SCHEME.match(self.uri) is None  # the folder appears with the first table: opening writes nothing
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
@@ -606,7 +605,8 @@ class Store:
 
     def tag(self, name: str, version: int, tag: str) -> None:
         """Name a version; tagged versions survive `cleanup`."""
-        validate_name(tag)
+        validate_name(tag, "tag")
+        integer("version", version, minimum=0)
         if tag.startswith(PIN_PREFIX):
             raise ValidationError("tag", f"names starting with '{PIN_PREFIX}' are reserved for the pins streams take, got '{tag}'")
         ds = self._open(name)
@@ -623,6 +623,7 @@ class Store:
 
     def restore(self, name: str, version: Version) -> int:
         """Make `version` (number or tag) the latest again, as a new version that can be undone."""
+        self._open(name)  # an unknown table is reported as such, not as a missing version
         old = self._open(name, version)
 
         def write() -> int:

@@ -40,7 +40,7 @@ def test_score_order_list_compare_plot_and_import(tmp_path: Path) -> None:
         run_cli(*args, uri=uri, check=True)
     listing = json.loads(run_cli("--json", "curriculum", "list", uri=uri, check=True).stdout)
     assert [r["ordering"] for r in listing] == ["deepspeed-seq_len", "long", "short"]
-    assert json.loads(listing[0]["definition"])["pacing"] == {"type": "discrete", "difficulties": [0.1, 0.5, 1.0], "steps": [4, 9]}  # DeepSpeed steps 1-5, 6-10
+    assert listing[0]["definition"]["pacing"] == {"type": "discrete", "difficulties": [0.1, 0.5, 1.0], "steps": [4, 9]}  # DeepSpeed steps 1-5, 6-10
     compared = json.loads(run_cli("--json", "curriculum", "compare", "short", "long", "--k", "10", uri=uri, check=True).stdout)
     assert compared["kendall_tau"] == -1.0 and compared["shared"] == 50
     assert (tmp_path / "short.png").read_bytes()[:4] == b"\x89PNG"

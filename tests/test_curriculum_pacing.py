@@ -140,7 +140,10 @@ def test_plot_writes_a_png_with_fraction_and_count_panels(tmp_path) -> None:
     from replaystore.curriculum.plot import plot_pacing
 
     difficulty = (np.arange(200) + 1) / 200
-    out = plot_pacing(SqrtPacing(0.1, 40), tmp_path / "plots" / "sqrt.png", difficulty=difficulty)
+    with pytest.raises(ValidationError, match=r"folder .*plots does not exist"):
+        plot_pacing(SqrtPacing(0.1, 40), tmp_path / "plots" / "sqrt.png", difficulty=difficulty)
+    assert not (tmp_path / "plots").exists()
+    out = plot_pacing(SqrtPacing(0.1, 40), tmp_path / "sqrt.png", difficulty=difficulty)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     two_panels = matplotlib.image.imread(out)
     one_panel = matplotlib.image.imread(plot_pacing(SqrtPacing(0.1, 40), tmp_path / "one.png"))

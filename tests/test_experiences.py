@@ -285,6 +285,21 @@ def test_import_reme_record_with_counters(memory: ExperienceMemory, tmp_path: Pa
     assert json.loads(row["metadata"]) == {"step_type": "debug"} and row["created_at"].year == 2025
 
 
+def test_import_into_a_workspace_never_moves_memories_out_of_theirs(memory: ExperienceMemory, tmp_path: Path) -> None:
+    """An upsert by id would move `m1` from workspace `a` to `b`: refused, nothing written; new ids go into `b`."""
+    path = tmp_path / "dump.jsonl"
+    path.write_text(json.dumps({"workspace_id": "a", "memory_id": "m1", "when_to_use": "When the disk is full", "content": "Clean the cache"}) + "\n")
+    memory.import_jsonl(str(path))
+    before = memory.store.dataset("experiences").version
+    with pytest.raises(ValidationError, match=r"workspace: 1 memories .*'m1' \(in 'a'\).* would move them"):
+        memory.import_jsonl(str(path), workspace="b")
+    assert memory.store.dataset("experiences").version == before and memory.get(["m1"])["workspace"].to_pylist() == ["a"]
+    assert memory.import_jsonl(str(path), workspace="a") == 1  # into its own workspace: an idempotent upsert
+    fresh = tmp_path / "fresh.jsonl"
+    fresh.write_text(json.dumps({"workspace_id": "a", "memory_id": "m2", "when_to_use": "When a job hangs", "content": "Dump its stack"}) + "\n")
+    assert memory.import_jsonl(str(fresh), workspace="b") == 1 and memory.get(["m2"])["workspace"].to_pylist() == ["b"]
+
+
 def test_import_bad_line_writes_nothing(memory: ExperienceMemory, tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     good = {"workspace_id": "w", "memory_id": "ok", "when_to_use": "a", "content": "b"}
@@ -497,3 +512,16 @@ def test_first_search_loads_new_search_indexes_once_unless_turned_off(store: rep
     with pytest.raises(ValidationError) as err:
         store.experiences("warm", embedder=embedder, auto_prewarm="yes")
     assert err.value.field == "auto_prewarm"
+
+
+def test_loading_the_embedder_writes_nothing_on_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    """transformers draws a "Loading weights" bar for every model it loads; a local embedder hides it, and leaves the setting as it was."""
+    from transformers.utils import logging as hf_logging
+
+    from replaystore.experiences.embedder import TransformerEmbedder
+    from replaystore.gere.offline import minilm_path
+
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    assert TransformerEmbedder(minilm_path()).embed(["When a web API answers HTTP 429"]).shape == (1, 384)
+    assert capfd.readouterr().err == "" and hf_logging.is_progress_bar_enabled()

@@ -18,6 +18,7 @@ def test_distill_retrieve_export_refine_from_the_cli(tmp_path: Path) -> None:
     trajectories.write_text("".join(json.dumps(t) + "\n" for t in TRAJECTORIES))
     out = run_cli("--json", "experiences", "distill", str(trajectories), "--workspace", "travel", "--dedup-threshold", "0.95", uri=uri, check=True)
     assert json.loads(out.stdout)["added"] == 3
+    assert out.stderr == ""  # no "Loading weights" bar, no library warnings: stderr holds the command's own messages
     hits = json.loads(run_cli("--json", "experiences", "retrieve", "cheap flight booking", "--workspace", "travel", "-k", "2", uri=uri, check=True).stdout)
     assert len(hits) == 2 and all(h["freq"] == 1 for h in hits) and hits[0]["similarity"] >= hits[1]["similarity"]
     dump = tmp_path / "dump.jsonl"

@@ -60,8 +60,9 @@ def test_load_flow_takes_module_paths_and_refuses_file_paths() -> None:
 
 def test_serve_refuses_a_missing_prefect_file_before_starting_anything(tmp_path: Path) -> None:
     proc = run_cli("serve", "--prefect-file", str(tmp_path / "none.yaml"), uri=str(tmp_path / "store"))
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == f"error: ValidationError: prefect_file: {tmp_path / 'none.yaml'} does not exist"
+    assert proc.returncode == 2  # refused by the parser, before a store is opened or Prefect imported
+    assert proc.stderr.splitlines() == [f"error: argument --prefect-file: no file '{tmp_path / 'none.yaml'}': check the path (see 'replaystore serve --help')"]
+    assert not (tmp_path / "store").exists()
 
 
 def test_markdown_table_escapes_cells() -> None:

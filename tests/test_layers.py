@@ -18,7 +18,7 @@ import replaystore
 import replaystore.store
 
 # Above the library: the CLI, the web view, the flows, and the data packages built from schemas/ and deploy/.
-ABOVE = ("replaystore.cli", "replaystore.ui", "replaystore.flows", "replaystore.contracts", "replaystore.deploy")
+ABOVE = ("replaystore.cli", "replaystore.__main__", "replaystore.ui", "replaystore.flows", "replaystore.contracts", "replaystore.deploy")
 UI = sorted(m.name for m in pkgutil.walk_packages(replaystore.__path__, "replaystore.") if m.name.startswith("replaystore.ui"))
 
 LIBRARY = sorted(

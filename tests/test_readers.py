@@ -225,7 +225,7 @@ def test_init_migrates_older_tables(store: replaystore.Store, capsys: pytest.Cap
     outdate(store, "exemplars", {"features"})
     capsys.readouterr()
     assert main(["--uri", store.uri, "--json", "init"]) == 0
-    assert json.loads(capsys.readouterr().out)["tables migrated"] == "exemplars"
+    assert json.loads(capsys.readouterr().out)["migrated"] == ["exemplars"]
     assert store.schema_gap("exemplars") is None and store.count("exemplars", filter="features IS NULL") == 3
 
 
@@ -239,3 +239,12 @@ def test_a_stream_with_pin_false_takes_no_pin(store: replaystore.Store, caplog: 
         rest = list(it)
         assert len(rest) == 3 and not store.tags("exemplars")
     assert not [r for r in caplog.records if r.name == "replaystore" and r.levelno >= logging.WARNING]
+
+
+def test_opening_and_listing_a_store_that_is_not_there_creates_nothing(tmp_path: Path) -> None:
+    """A mistyped URI must not leave a store folder behind: the folder appears with the first table."""
+    store = replaystore.open(str(tmp_path / "typo"))
+    assert store.table_names() == [] and not store.exists("exemplars")
+    assert not (tmp_path / "typo").exists()
+    store.create_table("exemplars")
+    assert store.table_names() == ["exemplars"]

@@ -80,6 +80,10 @@ def test_refused_before_execution_and_store_unchanged(filled: replaystore.Store,
         ("SELECT class_id,\n  COUNT(*\nFROM exemplars", "line 3"),
         ("SELECT * FROM exemplars WHERE buffer = 'cifar", "unterminated ' opened at line 1, column 40"),
         ("SELECT \"class_id FROM exemplars", 'unterminated " opened at line 1, column 8'),
+        ("SELECT class_id * FROM exemplars", "incomplete expression at line 1, column 22 near 'FROM'"),
+        ("SELECT * FROM exemplars WHERE", "incomplete WHERE at line 1, column 29"),
+        ("SELECT * FROM exemplars ORDER BY", "incomplete ORDER BY"),
+        ("SELECT * FROM digits-replay-exemplars", "near '-'; quote names that contain '-': \"digits-replay-exemplars\""),
     ],
 )
 def test_syntax_errors_are_one_line_with_a_position(filled: replaystore.Store, query: str, where: str) -> None:
@@ -87,6 +91,8 @@ def test_syntax_errors_are_one_line_with_a_position(filled: replaystore.Store, q
         filled.sql(query)
     message = str(info.value)
     assert message.startswith("query: syntax error: ") and where in message and "\n" not in message
+    assert "<" not in message and "sqlglot" not in message  # no parser internals (class names, tokens)
+    assert ("quote names" in message) == ("-" in query)  # the hint only where a bare name has a '-'
 
 
 @pytest.mark.parametrize("query", ["", "   ", ";", "-- only a comment", None])

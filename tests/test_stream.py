@@ -407,3 +407,18 @@ def test_priority_feedback_is_validated() -> None:
         with pytest.raises(ValidationError) as err:
             stream.update_priorities(batch, [float("nan")] * len(batch["_source"]))
         assert err.value.field == "losses"
+
+
+def test_a_prioritized_sampler_unpickled_with_read_only_arrays_still_folds_its_pending_updates() -> None:
+    """Ray hands unpickled numpy arrays out read-only: a stream trained in-process, then sent to Ray
+    Train workers, carries pending priority updates that its workers must fold into `base`."""
+    sampler = Prioritized()
+    sampler.reset(4)
+    sampler.update(np.array([1, 3]), np.array([2.0, 5.0]), at_step=1)
+    state = sampler.__getstate__()
+    state["base"] = state["base"].copy()
+    state["base"].setflags(write=False)  # as Ray's zero-copy deserialisation leaves it
+    received = Prioritized.__new__(Prioritized)
+    received.__setstate__(state)
+    received.consumed(1)
+    assert received.base.tolist() == [1.0, 2.0 + sampler.eps, 1.0, 5.0 + sampler.eps] and received.log == []

@@ -49,8 +49,12 @@ def test_fixed_lists_binary_and_scalars_convert_without_copies_where_possible() 
     assert out["y"].dtype == torch.int64 and out["ok"].dtype == torch.bool
     assert out["data"].shape == (5, 2, 3) and out["data"].dtype == torch.int16 and int(out["data"][4, 1, 2]) == 5
     assert out["name"] == list("bcdef")
+    assert "shape" not in out and "dtype" not in out and "shape_lengths" not in out  # spent on laying out `data`
+    moved = {k: v.to("cpu") for k, v in to_tensors(table.drop_columns(["name"])).items()}  # every value is a tensor
+    assert sorted(moved) == ["data", "m", "ok", "v", "y"]
     mixed = to_tensors(pa.table({"data": pa.array([b"ab", b"cde"], pa.binary()), "shape": pa.array([[2], [3]], pa.list_(pa.int32())), "dtype": ["uint8"] * 2}))
     assert mixed["data"].tolist() == [[97, 98, 0], [99, 100, 101]] and mixed["data_lengths"].tolist() == [2, 3]
+    assert mixed["shape"].tolist() == [[2], [3]] and mixed["dtype"] == ["uint8"] * 2  # rows differ: the layout stays
 
 
 def test_nulls_in_integer_columns_are_refused_by_name() -> None:

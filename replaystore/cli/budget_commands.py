@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import replaystore
+from replaystore.cli.stores import open_store
 
 _SUMMARY = ("buffer", "total_bytes", "model_bytes", "exemplar_bytes", "free_bytes", "rows", "disk_bytes")
 
@@ -14,7 +14,7 @@ def budget(args: argparse.Namespace) -> dict[str, Any] | list[dict[str, Any]]:
     """One buffer's full report, or a summary line per buffer when none is named."""
     from replaystore.exemplars import ExemplarBuffer  # torch loads only for this command
 
-    store = replaystore.open(args.uri)
+    store = open_store(args)
     if args.buffer:
         return store.exemplars(args.buffer).budget()
     return [{k: v for k, v in store.exemplars(name).budget().items() if k in _SUMMARY} for name in ExemplarBuffer.names(store)]
@@ -23,5 +23,4 @@ def budget(args: argparse.Namespace) -> dict[str, Any] | list[dict[str, Any]]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("budget", help="an exemplar buffer's byte budget: total, model, exemplars, free, per class, on disk")
     p.add_argument("buffer", nargs="?", help="buffer name (default: one summary line per buffer)")
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     p.set_defaults(func=budget)

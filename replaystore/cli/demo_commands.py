@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import argparse
-import os
+import json
+import logging
 from pathlib import Path
 
-import replaystore
+from replaystore.cli.arguments import integer, output_file
+from replaystore.cli.output import Done
+from replaystore.cli.prefect_home import private_prefect_home
+from replaystore.cli.stores import open_store
+from replaystore.errors import ValidationError
 from replaystore.extras import require
 
 # Checked before anything runs, so a missing one fails in a line, not minutes into the run.
 DEMO_MODULES = ("tqdm", "sklearn", "matplotlib", "transformers", "ray.train", "prefect")
 
 
-def demo(args: argparse.Namespace) -> str:
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the demo's own progress bar says what runs
+def demo(args: argparse.Namespace) -> Done:
+    """The report for people; with --json, the results (results.json) and the files written."""
+    with private_prefect_home():  # set before Prefect is imported: its settings are read then
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> Done:
     for module in DEMO_MODULES:
         require(module, extra="demo", feature="replaystore demo")
+    if not args.debug:  # a new local Ray turns token authentication on, and says so on stderr
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     from tqdm import tqdm
 
     from replaystore.cli.demo import DemoOptions, report, run_demo
 
-    store = replaystore.open(args.uri)
+    store = open_store(args, create=True)
+    _check_budget(args.budget)
     options = DemoOptions(
         seed=args.seed, budget_bytes=args.budget, output=Path(args.output), small=args.small, tasks=args.tasks,
         text=not args.no_text,
@@ -34,15 +47,26 @@ def demo(args: argparse.Namespace) -> str:
 
         result = run_demo(store, options, log)
     files = "\n".join(f"  {f}" for f in result["files"])
-    return f"{report.print_report(result['sections'])}\n\nwrote:\n{files}"
+    results = json.loads(Path(options.output, "results.json").read_text())
+    return Done(f"{report.print_report(result['sections'])}\n\nwrote:\n{files}", {"results": results, "files": result["files"]})
+
+
+def _check_budget(budget: int | None) -> None:
+    """A budget must hold the model (MEMO counts it): refused here, before Ray starts, not in the first task."""
+    from replaystore.cli.demo.digits import MLP, DigitsConfig
+    from replaystore.exemplars import model_nbytes
+
+    model = model_nbytes(MLP(DigitsConfig().hidden))
+    if budget is not None and budget <= model:
+        raise ValidationError("--budget", f"must be more than the model's {model:,} B (MEMO counts the model), got {budget:,}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the continual-learning demo end to end and report the results")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget", type=int, default=None, help="exemplar buffer budget in bytes, model included (default: model + 200 images)")
-    p.add_argument("--output", default="demo-output", help="folder for report.md and the PNG plots")
+    p.add_argument("--seed", type=integer(0), default=0)
+    p.add_argument("--budget", type=integer(1), default=None, help="exemplar buffer budget in bytes, model included (default: model + 200 images)")
+    p.add_argument("--output", type=output_file, default="demo-output", help="folder for report.md and the PNG plots (its parent must exist)")
     p.add_argument("--small", action="store_true", help="a reduced run (3 tasks, fewer epochs and steps), for tests")
-    p.add_argument("--tasks", type=int, default=None, help="train only the first N digits tasks (default: all)")
+    p.add_argument("--tasks", type=integer(1), default=None, help="train only the first N digits tasks (default: all)")
     p.add_argument("--no-text", action="store_true", help="skip the GeRe text part")
     p.set_defaults(func=demo)

@@ -6,8 +6,17 @@ import json
 import sys
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Done:
+    """What an action command did: a sentence for people and the same facts as data for `--json`."""
+
+    message: str
+    data: Mapping[str, Any]
 
 
 def _plain(value: Any) -> Any:
@@ -47,6 +56,8 @@ def render_table(rows: list[Mapping[str, Any]]) -> str:
 def emit(result: Any, as_json: bool) -> None:
     if result is None:
         return
+    if isinstance(result, Done):
+        result = result.data if as_json else result.message
     if as_json:
         payload = {"message": result} if isinstance(result, str) else _plain(result)
         print(json.dumps(payload, indent=2, default=str))
@@ -61,5 +72,5 @@ def emit(result: Any, as_json: bool) -> None:
 def fail(message: str, debug: bool, code: int = 1) -> int:
     if debug:
         traceback.print_exc()
-    print(f"error: {message}", file=sys.stderr)
+    print("error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()), file=sys.stderr)  # one line
     return code

@@ -15,8 +15,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import replaystore
-from replaystore.cli.output import render_table
+from replaystore.cli.arguments import output_file
+from replaystore.cli.output import Done, render_table
+from replaystore.cli.stores import open_store
 from replaystore.errors import ValidationError
 from replaystore.query import sql_batches
 
@@ -45,14 +46,14 @@ def textual(frame: pl.DataFrame, nested: bool) -> pl.DataFrame:
 
 
 def run(args: argparse.Namespace) -> Any:
-    store = replaystore.open(args.uri)
+    store = open_store(args)
     versions = dict(parse_version(v) for v in args.version) or None
     if args.format == "parquet" and not args.output:
         raise ValidationError("--output", "parquet is binary: give --output FILE")
     batches = sql_batches(store, args.query, versions)
     if args.output and args.format in ("csv", "parquet"):
         rows = _write_stream(batches, Path(args.output), args.format)
-        return f"wrote {rows} rows to {args.output}"
+        return _wrote(args, rows)
     frame = pl.from_arrow(pa.Table.from_batches(list(batches)))
     assert isinstance(frame, pl.DataFrame)
     if args.format == "table":
@@ -66,7 +67,11 @@ def run(args: argparse.Namespace) -> Any:
     if not args.output:
         return text.rstrip("\n")
     Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
-    return f"wrote {frame.height} rows to {args.output}"
+    return _wrote(args, frame.height)
+
+
+def _wrote(args: argparse.Namespace, rows: int) -> Done:
+    return Done(f"wrote {rows} rows to {args.output}", {"file": args.output, "format": args.format, "rows": rows})
 
 
 def _write_stream(batches: Iterator[pa.RecordBatch], path: Path, fmt: str) -> int:
@@ -93,5 +98,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("query", help='one SELECT / WITH / VALUES statement, e.g. "SELECT class_id, COUNT(*) FROM exemplars GROUP BY 1"')
     p.add_argument("--version", action="append", default=[], metavar="TABLE=N", help="read TABLE as of version N or a tag (repeatable)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument("--output", metavar="FILE", type=output_file, help="write to FILE instead of standard output (its folder must exist)")
     p.set_defaults(func=run)

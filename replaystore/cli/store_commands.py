@@ -1,6 +1,7 @@
 """Store commands: init, migrate, tables, stats, versions, tag, restore, compact, cleanup.
 
-Only `init`, `migrate` and the maintenance commands write; the others only read (readers never write).
+Only `init`, `migrate` and the maintenance commands write, and only `init` starts a store; the
+others only read (readers never write).
 """
 
 from __future__ import annotations
@@ -10,28 +11,27 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-import replaystore
 from replaystore import schemas
+from replaystore.cli.arguments import integer, number
+from replaystore.cli.output import Done
+from replaystore.cli.stores import open_store
 
 
-def _store(args: argparse.Namespace) -> replaystore.Store:
-    return replaystore.open(getattr(args, "init_uri", None) or args.uri)
-
-
-def init(args: argparse.Namespace) -> dict[str, Any]:
+def init(args: argparse.Namespace) -> Done:
     """Create the store and one empty table per kind that is not there yet; migrate the others."""
-    store = _store(args)
+    store = open_store(args, create=True)
     created = []
     for kind in schemas.known_kinds():
         if not store.exists(kind):
             store.create_table(kind)
             created.append(kind)
     migrated = [m.table for m in store.migrate().values() if m.schema_before != m.schema_after]
-    return {
-        "store": store.uri,
-        "tables created": ", ".join(created) or "(none, all present)",
-        "tables migrated": ", ".join(migrated) or "(none, all current)",
-    }
+    message = (
+        f"store {store.uri}\n"
+        f"tables created: {', '.join(created) or '(none, all present)'}\n"
+        f"tables migrated: {', '.join(migrated) or '(none, all current)'}"
+    )
+    return Done(message, {"store": store.uri, "created": created, "migrated": migrated})
 
 
 def migrate(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -43,44 +43,47 @@ def migrate(args: argparse.Namespace) -> list[dict[str, Any]]:
             "added columns": ", ".join(m.added),
             "version": m.version,
         }
-        for m in _store(args).migrate(args.table).values()
+        for m in open_store(args).migrate(args.table).values()
     ]
 
 
 def tables(args: argparse.Namespace) -> list[dict[str, Any]]:
-    store = _store(args)
+    store = open_store(args)
     return [asdict(store.info(name)) for name in store.table_names()]
 
 
 def stats(args: argparse.Namespace) -> dict[str, Any]:
-    return _store(args).stats(args.table)
+    return open_store(args).stats(args.table)
 
 
 def versions(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [
         {"version": v.version, "timestamp": v.timestamp, "rows": v.rows, "tags": ",".join(v.tags)}
-        for v in _store(args).versions(args.table)
+        for v in open_store(args).versions(args.table)
     ]
 
 
-def tag(args: argparse.Namespace) -> str:
-    _store(args).tag(args.table, args.version, args.name)
-    return f"tagged {args.table} version {args.version} as {args.name}"
+def tag(args: argparse.Namespace) -> Done:
+    open_store(args).tag(args.table, args.version, args.name)
+    return Done(f"tagged {args.table} version {args.version} as {args.name}", {"table": args.table, "version": args.version, "tag": args.name})
 
 
-def restore(args: argparse.Namespace) -> str:
+def restore(args: argparse.Namespace) -> Done:
     version: int | str = int(args.version) if args.version.isdigit() else args.version
-    new = _store(args).restore(args.table, version)
-    return f"restored {args.table} to version {args.version} as new version {new}"
+    new = open_store(args).restore(args.table, version)
+    return Done(
+        f"restored {args.table} to version {args.version} as new version {new}",
+        {"table": args.table, "version": new, "restored_from": version},
+    )
 
 
 def compact(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return [{"table": t, **m} for t, m in _store(args).compact(args.table).items()]
+    return [{"table": t, **m} for t, m in open_store(args).compact(args.table).items()]
 
 
 def cleanup(args: argparse.Namespace) -> list[dict[str, Any]]:
     older = timedelta(hours=args.older_than_hours)
-    return [{"table": t, **m} for t, m in _store(args).cleanup(args.table, older_than=older).items()]
+    return [{"table": t, **m} for t, m in open_store(args).cleanup(args.table, older_than=older).items()]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -99,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=versions)
     p = sub.add_parser("tag", help="name a version so cleanup keeps it")
     p.add_argument("table")
-    p.add_argument("version", type=int)
+    p.add_argument("version", type=integer(0))
     p.add_argument("name")
     p.set_defaults(func=tag)
     p = sub.add_parser("restore", help="make an earlier version (number or tag) the latest, as a new version")
@@ -111,5 +114,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=compact)
     p = sub.add_parser("cleanup", help="delete old untagged versions")
     p.add_argument("table", nargs="?")
-    p.add_argument("--older-than-hours", type=float, default=24 * 7)
+    p.add_argument("--older-than-hours", type=number(0), default=24 * 7, help="keep versions younger than this (default: 168)")
     p.set_defaults(func=cleanup)

@@ -76,8 +76,14 @@ def _metrics_section(config: Mapping[str, Any]) -> Mapping[str, Any]:
         _enabled(section, "curriculum_learning")
     if isinstance(section, Mapping) and "curriculum_metrics" in section:
         section = section["curriculum_metrics"]
+    elif section is config and isinstance(section, Mapping) and not all(isinstance(v, Mapping) for v in section.values()):
+        section = None  # a whole config without a curriculum section, not a mapping of metric configs
     if not isinstance(section, Mapping) or not section:
-        raise ValidationError("curriculum_metrics", "no curriculum metrics found in the DeepSpeed config")
+        raise ValidationError(
+            "curriculum_metrics",
+            "no curriculum metrics found in the DeepSpeed config: expected "
+            "data_efficiency.data_sampling.curriculum_learning.curriculum_metrics (or that section, or the metrics alone)",
+        )
     return section
 
 

@@ -38,6 +38,8 @@ def plot_pacing(
     last = steps if steps is not None else int(schedule_length(pacing) * 1.1) + 1
     if not isinstance(last, int) or last < 1:
         raise ValidationError("steps", f"must be a positive integer, got {steps!r}")
+    if not Path(path).parent.is_dir():
+        raise ValidationError("path", f"folder {Path(path).parent} does not exist: create it first (nothing creates folders for output)")
     t = np.arange(last + 1)
     competence = pacing.competence(t)
     fig = Figure(figsize=(7, 5.5 if difficulty is not None else 3.2), layout="constrained")
@@ -56,6 +58,5 @@ def plot_pacing(
     for ax in axes:
         ax.grid(alpha=0.3)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png", dpi=100)
     return out

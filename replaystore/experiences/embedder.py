@@ -65,8 +65,15 @@ class TransformerEmbedder:
     def model(self) -> Any:
         require("transformers", extra="gere", feature="a transformers embedder")
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
 
-        return AutoModel.from_pretrained(self.path).eval()
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a local embedder loads in a blink: no "Loading weights" bar on the caller's stderr
+        try:
+            return AutoModel.from_pretrained(self.path).eval()
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         import torch

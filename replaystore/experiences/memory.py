@@ -455,7 +455,7 @@ class ExperienceMemory:
     def _text_search(self, query: str, vector: np.ndarray, workspace: str, k: int, where: str | None, mode: str) -> pa.Table:
         indexed = {i.columns[0] for i in self._lance.list_indices() if i.index_type == "FTS"}
         if not set(indexes.TEXT_COLUMNS) <= indexed:
-            raise ValidationError("mode", f"{mode!r} search needs the full-text index: call build_index() first")
+            raise ValidationError("mode", f"{mode!r} search needs the full-text index: call build_index() first (on the command line: replaystore experiences index)")
         table = self._lance
         if mode == "text":
             builder = table.search(query, query_type="fts", fts_columns=list(indexes.TEXT_COLUMNS))
@@ -538,8 +538,8 @@ class ExperienceMemory:
 
         The validation score is stored as the experience's `score`.
         """
-        if not is_finite_number(min_score):
-            raise ValidationError("min_score", f"must be a finite number, got {min_score!r}")
+        if not is_finite_number(min_score) or not 0.0 <= min_score <= 1.0:
+            raise ValidationError("min_score", f"must be a validation score in [0, 1], got {min_score!r}")
         extractor = extractor or RuleExtractor()
         items = [as_trajectory(t, i) for i, t in enumerate(trajectories)]
         candidates = extractor.extract(group(items, success_threshold))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from replaystore.errors import ValidationError
-from replaystore.predicates import literal
+from replaystore.predicates import in_list, literal
 
 if TYPE_CHECKING:
     from replaystore.experiences.memory import ExperienceMemory
@@ -165,9 +165,24 @@ def import_jsonl(memory: ExperienceMemory, path: str | Path, workspace: str | No
     parsed = list(_records(path))
     rows = [from_reme(record, line, workspace) for line, record in parsed]
     _no_repeated_ids(rows, [line for line, _ in parsed], path)
+    if workspace is not None and rows:
+        _refuse_moves(memory, [r["experience_id"] for r in rows], workspace)
     if rows:
         memory.upsert(rows)
     return len(rows)
+
+
+def _refuse_moves(memory: ExperienceMemory, ids: list[str], workspace: str) -> None:
+    """An upsert by id would move a memory that exists in another workspace into `workspace`: refuse it."""
+    existing = memory.store.read(memory.table, columns=["experience_id", "workspace"], filter=in_list("experience_id", ids))
+    elsewhere = sorted({(i, w) for i, w in zip(existing["experience_id"].to_pylist(), existing["workspace"].to_pylist()) if w != workspace})
+    if elsewhere:
+        shown = ", ".join(f"{i!r} (in {w!r})" for i, w in elsewhere[:3]) + (" ..." if len(elsewhere) > 3 else "")
+        raise ValidationError(
+            "workspace",
+            f"{len(elsewhere)} memories of the dump already exist in another workspace: {shown}; importing into {workspace!r} "
+            "would move them: import without a workspace, or into another table",
+        )
 
 
 def export_jsonl(memory: ExperienceMemory, path: str | Path, workspace: str | None = None, include_archived: bool = True) -> int:

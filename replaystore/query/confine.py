@@ -31,6 +31,10 @@ _KEYWORDS = {"truncatetable": "TRUNCATE", "transaction": "BEGIN", "loaddata": "L
 _FILE_FUNCTION = re.compile(r"^(read|scan|load|glob|sniff)(_\w*)?$|_(scan|read|auto)$", re.IGNORECASE)
 _PATHLIKE = re.compile(r"[/\\.:~]")
 _STREAM_BREAKERS = (exp.Window, exp.Unnest, exp.Explode)
+_MISSING = re.compile(r"missing for <class '[\w.]*\.(\w+)'>")
+_INTERNALS = re.compile(r"<(class|Token)[^>]*>")
+_CLAUSES = {"Where": "WHERE", "Having": "HAVING", "Order": "ORDER BY", "Group": "GROUP BY", "Limit": "LIMIT", "Join": "JOIN", "From": "FROM"}
+_HYPHENATED = re.compile(r"\b[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)+\b")
 
 
 class QueryRefusedError(ValidationError):
@@ -87,8 +91,8 @@ def _parse(query: str) -> list[exp.Expr | None]:
         first = exc.errors[0] if exc.errors else {}
         where = f"line {first.get('line')}, column {first.get('col')}" if first.get("line") else "unknown position"
         near = (first.get("highlight") or "").strip()
-        text = str(first.get("description") or exc).splitlines()[0]
-        raise QuerySyntaxError(f"{text} at {where}" + (f" near {near!r}" if near else "")) from None
+        text = _describe(str(first.get("description") or exc).splitlines()[0])
+        raise QuerySyntaxError(f"{text} at {where}" + (f" near {near!r}" if near else "") + _hyphen_hint(query)) from None
     except TokenError as exc:
         missing = re.search(r"Missing (\S+) from \d+:(\d+)", str(exc.__cause__ or exc))
         if missing is None:
@@ -97,6 +101,21 @@ def _parse(query: str) -> list[exp.Expr | None]:
         line = query.count("\n", 0, offset) + 1
         column = offset - query.rfind("\n", 0, offset)
         raise QuerySyntaxError(f"unterminated {missing.group(1)} opened at line {line}, column {column}") from None
+
+
+def _describe(text: str) -> str:
+    """sqlglot's message without its internals: "Required keyword: 'this' missing for <class '….Where'>" → "incomplete WHERE"."""
+    missing = _MISSING.search(text)
+    if missing is not None:
+        name = missing.group(1)
+        return f"incomplete {_CLAUSES.get(name, 'expression')}"
+    return _INTERNALS.sub("a token", text)
+
+
+def _hyphen_hint(query: str) -> str:
+    """Table names may contain '-', which SQL reads as minus unless the name is quoted."""
+    bare = _HYPHENATED.search(re.sub(r"'[^']*'|\"[^\"]*\"", "''", query))
+    return f"; quote names that contain '-': \"{bare.group(0)}\"" if bare else ""
 
 
 def _keyword(node: exp.Expr) -> str:

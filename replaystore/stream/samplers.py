@@ -278,6 +278,11 @@ class Prioritized(Sampler):
         size, and rebuilding it from `base` and replaying the log gives the same bits."""
         return {**self.__dict__, "_tree": None, "_applied": 0}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Ray hands unpickled numpy arrays out read-only (zero-copy from its object store); `base` is written to."""
+        self.__dict__.update(state)
+        self.base = np.array(self.base)  # a writable copy
+
     def state_dict(self) -> dict[str, Any]:
         return {"base": self.base.copy(), "log": [(s, p.copy(), v.copy()) for s, p, v in self.log]}
 

@@ -4,7 +4,9 @@ Numeric columns are viewed, not copied. Fixed-size lists become 2-D (nested ones
 the same buffer. Variable-length lists (token ids) become a padded 2-D tensor plus `<name>_lengths`,
 built with one vectorised scatter. Binary columns become uint8 tensors — reshaped to the rows'
 common `shape`/`dtype` when the table carries those columns (raw images in exemplar buffers),
-padded + lengths otherwise. Strings stay Python lists (there is no string tensor).
+padded + lengths otherwise. Once they have laid out the binary columns, `shape` and `dtype` leave
+the batch, so every value of an exemplar batch is a tensor (`{k: v.to(dev) for k, v in batch.items()}`
+works). Strings stay Python lists (there is no string tensor).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from replaystore.stream.buffers import OUTPUT
 # Arrow buffers are immutable, so numpy views of them are read-only; torch warns on every view.
 # The tensors handed out are fresh per batch and nothing else reads those buffers.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+LAYOUT_COLUMNS = ("shape", "shape_lengths", "dtype")  # what a batch drops once they have shaped its binary columns
 
 
 def _numeric(name: str, arr: pa.Array) -> np.ndarray:
@@ -117,6 +122,10 @@ def to_arrays(table: pa.Table | pa.RecordBatch) -> dict[str, Any]:
             out[name] = arr.to_pylist()
         else:
             out[name] = _numeric(name, arr)
+    binary = [n for n, t in zip(names, table.schema.types) if pa.types.is_binary(t) or pa.types.is_large_binary(t)]
+    if common is not None and binary and not any(f"{n}_lengths" in out for n in binary):
+        for layout in LAYOUT_COLUMNS:  # spent: the binary columns now have that shape and dtype
+            out.pop(layout, None)
     return out
 
 
