@@ -170,6 +170,8 @@ def _bad(uri: str, tmp: Path) -> list[tuple[tuple[str, ...], int, str]]:
         (("experiences", "distill", str(trajectories), "--min-score", "5"), 2, "argument --min-score: must be a number in [0, 1], got '5'"),
         (("experiences", "distill", str(trajectories), "--dedup-threshold", "-1"), 2, "argument --dedup-threshold: must be a number in [0, 1]"),
         (("experiences", "retrieve", "x", "-k", "0"), 2, "argument -k: must be an integer ≥ 1"),
+        (("ui", "--port", "70000"), 2, "argument --port: must be a port number between 1 and 65535, got '70000'"),
+        (("--uri", str(tmp / "typo"), "ui"), 1, "no store at"),
         (("serve", "--limit", "-1"), 2, "argument --limit: must be an integer ≥ 1, got '-1'"),
         (("serve", "--prefect-file", str(tmp / "none.yaml")), 2, "argument --prefect-file: no file"),
         (("demo", "--budget", "-1"), 2, "argument --budget: must be an integer ≥ 1, got '-1'"),

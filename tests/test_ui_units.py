@@ -105,7 +105,6 @@ def test_with_a_token_every_request_must_carry_it(small: replaystore.Store) -> N
 def test_the_ui_refuses_a_store_that_does_not_exist_and_creates_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "nothing-here"
     proc = run_cli("ui", "--port", "1", uri=str(missing))
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
-        f"error: NotFoundError: no store at {missing}: give --uri of an existing store (the UI only reads, it creates nothing)"
-    ]
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and f"no store at {missing}: check --uri" in lines[0]
     assert not missing.exists()

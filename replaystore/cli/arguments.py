@@ -27,6 +27,14 @@ def integer(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def port(text: str) -> int:
+    """A TCP port a server can listen on."""
+    value = integer(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number between 1 and 65535, got {text!r}")
+    return value
+
+
 def number(low: float, high: float = math.inf) -> Callable[[str], float]:
     """A finite float in [low, high]."""
     rule = f"a number ≥ {low:g}" if math.isinf(high) else f"a number in [{low:g}, {high:g}]"
