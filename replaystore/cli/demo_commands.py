@@ -19,13 +19,15 @@ def demo(args: argparse.Namespace) -> str:
         require(module, extra="demo", feature="replaystore demo")
     from tqdm import tqdm
 
-    from replaystore.cli.demo import DemoOptions, report, run_demo
+    from replaystore.cli.demo import DemoOptions, check, report, run_demo
+    from replaystore.cli.demo.digits import TASKS
 
-    store = replaystore.open(args.uri)
     options = DemoOptions(
-        seed=args.seed, budget_bytes=args.budget, output=Path(args.output), small=args.small, tasks=args.tasks,
-        text=not args.no_text,
-    )
+        seed=args.seed, seeds=args.seeds, exemplars=args.budget, output=Path(args.output), small=args.small, full=args.full,
+        tasks=args.tasks, text=not args.no_text,
+    )  # fmt: skip
+    check(options, 3 if args.small else len(TASKS))  # before the store, Ray or Prefect
+    store = replaystore.open(args.uri)
     with tqdm(desc="demo", unit="step", bar_format="{desc}: {n} steps, {elapsed} {postfix}") as bar:
 
         def log(message: str) -> None:
@@ -39,9 +41,11 @@ def demo(args: argparse.Namespace) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the continual-learning demo end to end and report the results")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget", type=int, default=None, help="exemplar buffer budget in bytes, model included (default: model + 200 images)")
-    p.add_argument("--output", default="demo-output", help="folder for report.md and the PNG plots")
+    p.add_argument("--seed", type=int, default=0, help="the first seed (runs use seed, seed+1, …)")
+    p.add_argument("--seeds", type=int, default=None, help="how many seeds (default: 1, or 3 with --full)")
+    p.add_argument("--budget", type=int, default=200, help="exemplars kept (8×8 images); the byte budget is the model's bytes plus these")
+    p.add_argument("--full", action="store_true", help="every ablation, 3 seeds and the GeRe weight sweep (about 30 minutes)")
+    p.add_argument("--output", default="demo-output", help="folder for report.md, results.json and the PNG plots")
     p.add_argument("--small", action="store_true", help="a reduced run (3 tasks, fewer epochs and steps), for tests")
     p.add_argument("--tasks", type=int, default=None, help="train only the first N digits tasks (default: all)")
     p.add_argument("--no-text", action="store_true", help="skip the GeRe text part")
