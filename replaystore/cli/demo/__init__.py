@@ -49,9 +49,9 @@ def check(options: DemoOptions, tasks: int) -> None:
     if options.tasks is not None and not 1 <= options.tasks <= tasks:
         raise ValidationError("tasks", f"must be between 1 and {tasks}, got {options.tasks}")
     if options.seeds is not None and options.seeds < 1:
-        raise ValidationError("seeds", f"must be at least 1, got {options.seeds}")
+        raise ValidationError("seeds", f"must be at least 1, got {options.seeds} (pass --seeds 1 or more)")
     if options.exemplars < 1:
-        raise ValidationError("budget", f"must be at least 1 exemplar, got {options.exemplars}")
+        raise ValidationError("budget", f"must be at least 1 exemplar, got {options.exemplars} (pass --budget 1 or more)")
 
 
 def reset(store: Store) -> None:

@@ -219,7 +219,12 @@ def run_seeds(store: Store, cfg: TextConfig, seeds: list[int], progress: Callabl
     """Every seed, then the mean and standard deviation of each loss, stage by stage."""
     progress("text: reading docstrings and code from the standard library, training a word tokenizer")
     data = corpus(cfg)
-    runs = [run(store, cfg, data, seed, progress) for seed in seeds]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 64-d model's ops are too small to split; two threads stall on a busy machine
+    try:
+        runs = [run(store, cfg, data, seed, progress) for seed in seeds]
+    finally:
+        torch.set_num_threads(threads)
     result = TextResult(per_seed=runs, distill=runs[0]["distill"])
     result.pretraining = {"untrained": [r["pretraining"][0] for r in runs], "pretrained": [r["pretraining"][1] for r in runs]}
     for key, mean, std in (("general_loss", result.general_loss, result.general_loss_std), ("task_loss", result.task_loss, result.task_loss_std)):
