@@ -175,7 +175,7 @@ def _bad(uri: str, tmp: Path) -> list[tuple[tuple[str, ...], int, str]]:
         (("serve", "--limit", "-1"), 2, "argument --limit: must be an integer ≥ 1, got '-1'"),
         (("serve", "--prefect-file", str(tmp / "none.yaml")), 2, "argument --prefect-file: no file"),
         (("demo", "--budget", "-1"), 2, "argument --budget: must be an integer ≥ 1, got '-1'"),
-        (("demo", "--budget", "5", "--output", str(tmp / "out")), 1, "--budget: must be more than the model's"),
+        (("demo", "--seeds", "0"), 2, "argument --seeds: must be an integer ≥ 1, got '0'"),
         (("demo", "--tasks", "0"), 2, "argument --tasks: must be an integer ≥ 1"),
         (("demo", "--output", missing), 2, "does not exist: create it first"),
     ]

@@ -11,7 +11,6 @@ from replaystore.cli.arguments import integer, output_file
 from replaystore.cli.output import Done
 from replaystore.cli.prefect_home import private_prefect_home
 from replaystore.cli.stores import open_store
-from replaystore.errors import ValidationError
 from replaystore.extras import require
 
 # Checked before anything runs, so a missing one fails in a line, not minutes into the run.
@@ -31,14 +30,15 @@ def _demo(args: argparse.Namespace) -> Done:
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     from tqdm import tqdm
 
-    from replaystore.cli.demo import DemoOptions, report, run_demo
+    from replaystore.cli.demo import DemoOptions, check, report, run_demo
+    from replaystore.cli.demo.digits import TASKS
 
-    store = open_store(args, create=True)
-    _check_budget(args.budget)
     options = DemoOptions(
-        seed=args.seed, budget_bytes=args.budget, output=Path(args.output), small=args.small, tasks=args.tasks,
-        text=not args.no_text,
-    )
+        seed=args.seed, seeds=args.seeds, exemplars=args.budget, output=Path(args.output), small=args.small, full=args.full,
+        tasks=args.tasks, text=not args.no_text,
+    )  # fmt: skip
+    check(options, 3 if args.small else len(TASKS))  # before the store, Ray or Prefect
+    store = open_store(args, create=True)
     with tqdm(desc="demo", unit="step", bar_format="{desc}: {n} steps, {elapsed} {postfix}") as bar:
 
         def log(message: str) -> None:
@@ -51,21 +51,13 @@ def _demo(args: argparse.Namespace) -> Done:
     return Done(f"{report.print_report(result['sections'])}\n\nwrote:\n{files}", {"results": results, "files": result["files"]})
 
 
-def _check_budget(budget: int | None) -> None:
-    """A budget must hold the model (MEMO counts it): refused here, before Ray starts, not in the first task."""
-    from replaystore.cli.demo.digits import MLP, DigitsConfig
-    from replaystore.exemplars import model_nbytes
-
-    model = model_nbytes(MLP(DigitsConfig().hidden))
-    if budget is not None and budget <= model:
-        raise ValidationError("--budget", f"must be more than the model's {model:,} B (MEMO counts the model), got {budget:,}")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the continual-learning demo end to end and report the results")
-    p.add_argument("--seed", type=integer(0), default=0)
-    p.add_argument("--budget", type=integer(1), default=None, help="exemplar buffer budget in bytes, model included (default: model + 200 images)")
-    p.add_argument("--output", type=output_file, default="demo-output", help="folder for report.md and the PNG plots (its parent must exist)")
+    p.add_argument("--seed", type=integer(0), default=0, help="the first seed (runs use seed, seed+1, …)")
+    p.add_argument("--seeds", type=integer(1), default=None, help="how many seeds (default: 1, or 3 with --full)")
+    p.add_argument("--budget", type=integer(1), default=200, help="exemplars kept (8×8 images); the byte budget is the model's bytes plus these")
+    p.add_argument("--full", action="store_true", help="every ablation, 3 seeds and the GeRe weight sweep (about 30 minutes)")
+    p.add_argument("--output", type=output_file, default="demo-output", help="folder for report.md, results.json and the PNG plots (its parent must exist)")
     p.add_argument("--small", action="store_true", help="a reduced run (3 tasks, fewer epochs and steps), for tests")
     p.add_argument("--tasks", type=integer(1), default=None, help="train only the first N digits tasks (default: all)")
     p.add_argument("--no-text", action="store_true", help="skip the GeRe text part")

@@ -1,8 +1,10 @@
 """`replaystore demo`: the whole system doing real work on real data, measured honestly.
 
 Digits class-incremental learning (Ray Train workers streaming from the store, MEMO-budgeted
-exemplars with herding, curriculum pacing, Prefect flows between tasks) with replay and without,
-then GeRe general replay on text. Results go to the terminal, a markdown report and PNG plots.
+exemplars with herding, curriculum pacing, Prefect flows between tasks) beside fine-tuning, the
+plain loop a user would write and joint training, over seeds; `full` adds one ablation per part.
+Then GeRe general replay on text: no replay, CE replay and CE + TM replay (`full`: a sweep of the
+TM weight). Results go to the terminal, a markdown report, results.json and PNG plots.
 """
 
 from __future__ import annotations
@@ -15,25 +17,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from replaystore.cli.demo import digits, report, text
+from replaystore.cli.demo import baselines, digits, report, text
 from replaystore.cli.demo.model import export_features
 from replaystore.cli.demo.training import TrainingSession
 from replaystore.errors import ValidationError
 from replaystore.exemplars.settings import SETTINGS_TABLE
 from replaystore.store import Store
 
-PREFIXES = ("digits-replay", "digits-finetune")
+PREFIXES = ("digits-",)
+PLAIN, JOINT = "plain loop (concatenated exemplars, Adam)", "joint training (upper bound)"
 
 
 @dataclass
 class DemoOptions:
-    seed: int = 0
-    budget_bytes: int | None = None
+    seed: int = 0  # the first seed; runs use seed, seed + 1, …
+    seeds: int | None = None  # default: 1, or 3 with `full`
+    exemplars: int = 200
     output: Path = Path("demo-output")
     small: bool = False
+    full: bool = False  # every ablation and the text part's weight sweep
     tasks: int | None = None  # train only the first N tasks (a cheap rerun in the tests); default: all
     text: bool = True
     workers: int = 2
+
+    def seed_list(self) -> list[int]:
+        return [self.seed + i for i in range(self.seeds or (3 if self.full else 1))]
+
+
+def check(options: DemoOptions, tasks: int) -> None:
+    """Refuse bad options in one line before Ray, Prefect or the store are touched."""
+    if options.tasks is not None and not 1 <= options.tasks <= tasks:
+        raise ValidationError("tasks", f"must be between 1 and {tasks}, got {options.tasks}")
+    if options.seeds is not None and options.seeds < 1:
+        raise ValidationError("seeds", f"must be at least 1, got {options.seeds} (pass --seeds 1 or more)")
+    if options.exemplars < 1:
+        raise ValidationError("budget", f"must be at least 1 exemplar, got {options.exemplars} (pass --budget 1 or more)")
 
 
 def reset(store: Store) -> None:
@@ -54,7 +72,8 @@ def _flows_between_tasks(store: Store, folder: Path, log: Callable[[str], None])
     from replaystore.flows.prune import prune
 
     def between(task: int, table: str, model: Any, buffer: Any) -> None:
-        tables = [n for n in store.table_names() if n.startswith(PREFIXES)]
+        prefix = table.rsplit("-task", 1)[0]
+        tables = [n for n in store.table_names() if n.startswith(prefix + "-")]
         if buffer is not None:
             log(f"flows after task {task + 1}: distill (exemplar candidates → herding)")
             features = export_features(model, str(folder / f"features-task{task}.pt2"))
@@ -69,42 +88,49 @@ def _flows_between_tasks(store: Store, folder: Path, log: Callable[[str], None])
 def run_demo(store: Store, options: DemoOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run everything; return the report sections and the files written."""
     started = time.perf_counter()
-    cfg = digits.DigitsConfig(seed=options.seed, budget_bytes=options.budget_bytes, workers=options.workers)
-    text_cfg = text.TextConfig(seed=options.seed)
+    cfg = digits.DigitsConfig(exemplar_slots=options.exemplars, workers=options.workers)
+    text_cfg = text.TextConfig(sweep=options.full)
     if options.small:
-        cfg.epochs, cfg.tasks = 8, cfg.tasks[:3]
-        text_cfg.pretrain_steps, text_cfg.task_steps, text_cfg.general, text_cfg.task_texts = 60, 30, 80, 60
+        cfg.epochs, cfg.tasks = 15, cfg.tasks[:3]
+        text_cfg.general, text_cfg.replay_samples, text_cfg.pretrain_steps, text_cfg.task_steps, text_cfg.task_texts = 400, 200, 150, 40, 60
+    check(options, len(cfg.tasks))
     if options.tasks is not None:
-        if not 1 <= options.tasks <= len(cfg.tasks):
-            raise ValidationError("tasks", f"must be between 1 and {len(cfg.tasks)}, got {options.tasks}")
         cfg.tasks = cfg.tasks[: options.tasks]
+    variants = [digits.FULL, digits.FINE_TUNING, *(digits.ABLATIONS if options.full else ())]
+    seeds = options.seed_list()
     import ray
 
     reset(store)
     models = tempfile.TemporaryDirectory()
     between = _flows_between_tasks(store, Path(models.name), log)
-    runs: dict[str, digits.RunResult] = {}
+    runs: dict[str, list[digits.RunResult]] = {v.name: [] for v in variants} | {PLAIN: [], JOINT: []}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
     try:
-        log(f"starting Ray Train: {cfg.workers} CPU workers, one worker group for both runs")
-        session = TrainingSession(store, digits.MLP(cfg.hidden), cfg.hidden, cfg.seed, cfg.workers)
+        log(f"starting Ray Train: {cfg.workers} CPU workers, one worker group for every run")
+        session = TrainingSession(store, digits.MLP(cfg.hidden), cfg.hidden, seeds[0], cfg.workers)
         try:
-            for name, replay in (("replay", True), ("fine-tuning", False)):
-                runs[name] = digits.run(store, session, cfg, replay, between, log)
+            for seed in seeds:
+                cfg.seed = seed
+                for variant in variants:
+                    runs[variant.name].append(digits.run(store, session, cfg, variant, between, log))
+                log(f"seed {seed}: plain loop and joint training in process")
+                runs[PLAIN].append(baselines.plain_loop(cfg))
+                runs[JOINT].append(baselines.joint(cfg))
         finally:
             session.close()
     finally:
         ray.shutdown()
         models.cleanup()
-    text_result = text.run(store, text_cfg, log) if options.text else None
+    text_result = text.run_seeds(store, text_cfg, seeds, log) if options.text else None
     seconds = time.perf_counter() - started
     parts = report.sections(runs, text_result, seconds, store.uri)
     out = Path(options.output)
     out.mkdir(parents=True, exist_ok=True)
     images = [str(report.plot_accuracy(runs, out / "accuracy.png"))]
-    if runs["replay"].budgets:
-        images.append(str(report.plot_budget(runs["replay"], out / "budget.png")))
+    images.append(str(report.plot_budget(runs[digits.FULL.name][0], out / "budget.png")))
+    if text_result is not None:
+        images.append(str(report.plot_tradeoff(text_result, out / "tradeoff.png")))
     (out / "report.md").write_text(report.markdown(parts, images))
-    (out / "results.json").write_text(json.dumps(report.as_json(runs, text_result, seconds), indent=2))
+    (out / "results.json").write_text(json.dumps(report.as_json(runs, text_result, seconds, seeds), indent=2))
     files = [str(out / "report.md"), str(out / "results.json"), *images]
     return {"sections": parts, "files": files, "runs": runs, "text": text_result}

@@ -1,10 +1,11 @@
 """GeRe on text: a tiny causal LM learns two text tasks in turn, with and without general replay.
 
 General texts are Python's own docstrings (real English, offline). A tiny GPT-2 is first trained
-on them (standing in for a pretrained LM), its last-layer states are distilled into the store as
-2-bit zone codes, then it is fine-tuned on task A (Python source code) and task B (the language
-reference in `pydoc_data`), once plainly and once replaying k general samples per batch with the
-TM margin loss from the store. General-text loss on held-out docstrings shows what was forgotten.
+on 2,000 of them until it is competent (standing in for a pretrained LM), its last-layer states on
+the replay samples are distilled into the store as 2-bit zone codes, then it is fine-tuned on
+task A (Python source code) and task B (the language reference in `pydoc_data`): plainly, with CE
+replay of k general samples per batch, and with CE + the TM margin loss from the store at one or
+more margin weights. General-text loss on held-out docstrings shows what was forgotten.
 """
 
 from __future__ import annotations
@@ -19,34 +20,67 @@ from typing import Any
 import numpy as np
 import torch
 
-from replaystore.gere import DynamicWeight, ReplaySet, causal_lm_loss, combine_losses, distill, replay_losses
+from replaystore.gere import DynamicWeight, FixedWeight, ReplaySet, causal_lm_loss, combine_losses, distill, replay_losses
 from replaystore.gere.offline import python_docstrings, tiny_causal_lm, word_tokenizer
-from replaystore.gere.samples import ingest
+from replaystore.gere.samples import content_hash, ingest
 from replaystore.store import Store
+
+CORPUS_DOCSTRINGS, CORPUS_TASK_TEXTS, VOCAB = 2100, 160, 3000  # the tokenizer's corpus, fixed whatever the run's sizes
+
+
+@dataclass(frozen=True)
+class Replay:
+    """One text variant: no replay, CE replay, or CE + TM replay with a margin weight."""
+
+    name: str
+    replay: bool = True
+    weighting: FixedWeight | DynamicWeight | None = None  # None: CE on the replay text only
+
+
+NO_REPLAY = Replay("fine-tuning", replay=False)
+CE_REPLAY = Replay("CE replay")
+TM_REPLAY = Replay("TM replay", weighting=FixedWeight(0.1))  # the recommended default (docs/demo.md)
+SWEEP = (
+    Replay("TM replay, w=1", weighting=FixedWeight(1.0)),
+    Replay("TM replay, w=10", weighting=FixedWeight(10.0)),
+    Replay("TM replay, dynamic w", weighting=DynamicWeight()),
+)
 
 
 @dataclass
 class TextConfig:
-    seed: int = 0
-    general: int = 240
-    held_out: int = 60
+    general: int = 2000  # pretraining docstrings
+    held_out: int = 100  # general-text loss is measured on these
+    replay_samples: int = 1000  # of the general docstrings, stored and distilled for replay
     task_texts: int = 160
     max_length: int = 48
-    pretrain_steps: int = 250
-    task_steps: int = 120
+    pretrain_steps: int = 600
+    pretrain_batch: int = 32
+    pretrain_lr: float = 5e-3
+    task_steps: int = 150
     batch_size: int = 16
-    replay_k: int = 4
+    replay_k: int = 8
     lr: float = 3e-3
+    sweep: bool = False  # also the TM weights of SWEEP
+
+    def variants(self) -> list[Replay]:
+        return [NO_REPLAY, CE_REPLAY, TM_REPLAY, *(SWEEP if self.sweep else ())]
 
 
 @dataclass
 class TextResult:
-    """General-text (held-out docstrings) and task losses, per variant and stage."""
+    """General-text (held-out docstrings) and task losses, per variant and stage: means over seeds,
+    their standard deviations, and each seed's own lists."""
 
     general_loss: dict[str, list[float]] = field(default_factory=dict)
     task_loss: dict[str, list[float]] = field(default_factory=dict)
+    general_loss_std: dict[str, list[float]] = field(default_factory=dict)
+    task_loss_std: dict[str, list[float]] = field(default_factory=dict)
     stages: list[str] = field(default_factory=lambda: ["before", "after task A", "after task B"])
+    pretraining: dict[str, list[float]] = field(default_factory=dict)  # held-out loss before/after, per seed
+    per_seed: list[dict[str, Any]] = field(default_factory=list)
     distill: dict[str, Any] = field(default_factory=dict)
+    recommended: str = TM_REPLAY.name
 
 
 def source_chunks(limit: int, lines: int = 6) -> list[str]:
@@ -90,52 +124,111 @@ def _train(
     mask: torch.Tensor,
     steps: int,
     cfg: TextConfig,
+    seed: int,
+    variant: Replay = NO_REPLAY,
     replay: ReplaySet | None = None,
 ) -> None:
-    """Plain causal-LM steps; with a replay set, GeRe's (task CE + replay CE)/2 + w·TM margin."""
-    rng = np.random.default_rng(cfg.seed)
+    """Task steps; with replay, GeRe's (task CE + replay CE)/2, plus w·TM margin when weighted."""
+    rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     model.train()
     for _ in range(steps):
         rows = torch.from_numpy(rng.choice(len(ids), size=cfg.batch_size, replace=False))
         out = model(input_ids=ids[rows], attention_mask=mask[rows])
         loss = causal_lm_loss(out.logits, ids[rows], mask[rows])
-        if replay is not None:
+        if variant.replay and replay is not None:
             replayed = replay_losses(model, replay.next(cfg.replay_k, as_zones=True))
-            loss = combine_losses(loss, replayed.ce, replayed.margin, DynamicWeight())
+            if variant.weighting is None:
+                loss = (loss + replayed.ce) / 2
+            else:
+                loss = combine_losses(loss, replayed.ce, replayed.margin, variant.weighting)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
 
-def run(store: Store, cfg: TextConfig, progress: Callable[[str], None]) -> TextResult:
-    torch.manual_seed(cfg.seed)
-    docs = python_docstrings(limit=cfg.general + cfg.held_out)
-    general, held_out = docs[: cfg.general], docs[cfg.general :]
-    task_a, task_b = source_chunks(cfg.task_texts), reference_paragraphs(cfg.task_texts)
-    tokenizer = word_tokenizer(general + held_out + task_a + task_b, vocab_size=3000)
-    model = tiny_causal_lm(len(tokenizer), hidden=64, layers=2, heads=2, positions=cfg.max_length + 8, seed=cfg.seed)
+def pretrain(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, cfg: TextConfig, seed: int) -> None:
+    """Make the tiny LM competent at general text first (one-cycle AdamW), so forgetting it is a real loss."""
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.pretrain_lr, total_steps=cfg.pretrain_steps, pct_start=0.1)
+    model.train()
+    for _ in range(cfg.pretrain_steps):
+        rows = torch.from_numpy(rng.choice(len(ids), size=cfg.pretrain_batch, replace=False))
+        loss = causal_lm_loss(model(input_ids=ids[rows], attention_mask=mask[rows]).logits, ids[rows], mask[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
 
-    progress(f"text: pretraining a tiny GPT-2 on {len(general)} docstrings (stands in for a pretrained LM)")
-    g_ids, g_mask = _encode(tokenizer, general, cfg.max_length)
-    _train(model, g_ids, g_mask, cfg.pretrain_steps, cfg)
 
-    progress("text: storing general samples and distilling zone codes of the frozen model")
-    ingest(store, general, source="python-docstrings", tokenizer=tokenizer, max_length=cfg.max_length)
-    summary = distill(store, model, tokenizer, precision="zones", batch_size=32, max_length=cfg.max_length)
-    result = TextResult(distill={k: summary[k] for k in ("model_fingerprint", "samples", "states_written", "tokens_per_s")})
-    replay = ReplaySet.load(store, model, seed=cfg.seed)
+@dataclass
+class Corpus:
+    general: list[str]
+    held_out: list[str]
+    tasks: list[list[str]]
+    tokenizer: Any
+
+
+def corpus(cfg: TextConfig) -> Corpus:
+    """Docstrings in a fixed shuffled order (held-out ones drawn from the same modules as the rest),
+    the two tasks' texts, and a word tokenizer trained on a fixed corpus, so every run's token ids agree."""
+    docs = python_docstrings(limit=CORPUS_DOCSTRINGS)
+    docs = [docs[i] for i in np.random.default_rng(0).permutation(len(docs))]
+    task_a, task_b = source_chunks(CORPUS_TASK_TEXTS), reference_paragraphs(CORPUS_TASK_TEXTS)
+    tokenizer = word_tokenizer(docs + task_a + task_b, vocab_size=VOCAB)
+    held_out = docs[-cfg.held_out :]
+    return Corpus(docs[: min(cfg.general, len(docs) - cfg.held_out)], held_out, [task_a[: cfg.task_texts], task_b[: cfg.task_texts]], tokenizer)
+
+
+def run(store: Store, cfg: TextConfig, data: Corpus, seed: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """One seed: pretrain, distill the replay samples, then each variant from the same pretrained weights."""
+    torch.manual_seed(seed)
+    tokenizer = data.tokenizer
+    model = tiny_causal_lm(len(tokenizer), hidden=64, layers=2, heads=2, positions=cfg.max_length + 8, seed=seed)
+    h_ids, h_mask = _encode(tokenizer, data.held_out, cfg.max_length)
+    untrained = _loss(model, h_ids, h_mask)
+    progress(f"text seed {seed}: pretraining a tiny GPT-2 on {len(data.general)} docstrings")
+    pretrain(model, *_encode(tokenizer, data.general, cfg.max_length), cfg, seed)
+
+    progress(f"text seed {seed}: storing {cfg.replay_samples} general samples, distilling zone codes of the frozen model")
+    replay_texts = data.general[: cfg.replay_samples]
+    ingest(store, replay_texts, source="python-docstrings", tokenizer=tokenizer, max_length=cfg.max_length)
+    ids = list(dict.fromkeys(content_hash(t)[:16] for t in replay_texts))
+    summary = distill(store, model, tokenizer, precision="zones", batch_size=32, max_length=cfg.max_length, sample_ids=ids)
     frozen = {k: v.clone() for k, v in model.state_dict().items()}
-
-    h_ids, h_mask = _encode(tokenizer, held_out, cfg.max_length)
-    tasks = [_encode(tokenizer, t, cfg.max_length) for t in (task_a, task_b)]
-    for variant, use_replay in (("fine-tuning", False), ("TM replay", True)):
+    tasks = [_encode(tokenizer, t, cfg.max_length) for t in data.tasks]
+    out: dict[str, Any] = {
+        "seed": seed, "pretraining": [untrained, _loss(model, h_ids, h_mask)], "general_loss": {}, "task_loss": {},
+        "distill": {k: summary[k] for k in ("model_fingerprint", "samples", "states_written", "tokens_per_s")},
+    }  # fmt: skip
+    for variant in cfg.variants():
         model.load_state_dict(frozen)
-        result.general_loss[variant] = [_loss(model, h_ids, h_mask)]
-        result.task_loss[variant] = []
-        for name, (ids, mask) in zip("AB", tasks):
-            progress(f"text: {variant}, task {name}")
-            _train(model, ids, mask, cfg.task_steps, cfg, replay if use_replay else None)
-            result.general_loss[variant].append(_loss(model, h_ids, h_mask))
-            result.task_loss[variant].append(_loss(model, ids, mask))
+        replay = ReplaySet.load(store, model, sample_ids=ids, seed=seed) if variant.replay else None
+        general, task = [_loss(model, h_ids, h_mask)], []
+        for t, (name, (t_ids, t_mask)) in enumerate(zip("AB", tasks)):
+            progress(f"text seed {seed}: {variant.name}, task {name}")
+            _train(model, t_ids, t_mask, cfg.task_steps, cfg, seed * 10 + t, variant, replay)
+            general.append(_loss(model, h_ids, h_mask))
+            task.append(_loss(model, t_ids, t_mask))
+        out["general_loss"][variant.name], out["task_loss"][variant.name] = general, task
+    return out
+
+
+def run_seeds(store: Store, cfg: TextConfig, seeds: list[int], progress: Callable[[str], None]) -> TextResult:
+    """Every seed, then the mean and standard deviation of each loss, stage by stage."""
+    progress("text: reading docstrings and code from the standard library, training a word tokenizer")
+    data = corpus(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 64-d model's ops are too small to split; two threads stall on a busy machine
+    try:
+        runs = [run(store, cfg, data, seed, progress) for seed in seeds]
+    finally:
+        torch.set_num_threads(threads)
+    result = TextResult(per_seed=runs, distill=runs[0]["distill"])
+    result.pretraining = {"untrained": [r["pretraining"][0] for r in runs], "pretrained": [r["pretraining"][1] for r in runs]}
+    for key, mean, std in (("general_loss", result.general_loss, result.general_loss_std), ("task_loss", result.task_loss, result.task_loss_std)):
+        for variant in runs[0][key]:
+            values = np.asarray([r[key][variant] for r in runs])
+            mean[variant], std[variant] = values.mean(axis=0).tolist(), values.std(axis=0).tolist()
     return result

@@ -8,6 +8,7 @@ meanwhile the driver selects exemplars, runs the flows and scores the next task.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import threading
 import time
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 import replaystore
 from replaystore.cli.demo.model import MLP, to_input
 from replaystore.curriculum import LinearPacing, curriculum_sampler
-from replaystore.stream import ExactK, ReplayStream, Shuffled, Source
+from replaystore.stream import ExactK, Proportions, ReplayStream, Shuffled, Source
 from replaystore.stream.samplers import Curriculum
 
 COLUMNS = ["data", "shape", "dtype", "class_id"]
@@ -40,7 +41,11 @@ class TaskSpec:
     epochs: int
     batch_size: int
     replay_per_batch: int
-    pacing_c0: float
+    pacing_c0: float | None  # None: no curriculum, the task's rows shuffled
+    pacing_fraction: float  # share of the task's steps after which every row is admitted
+    proportional: bool  # replay rows ∝ the two sources' sizes instead of exactly `replay_per_batch`
+    distill_classes: tuple[int, ...]  # old classes whose logits the frozen model teaches (iCaRL's distillation)
+    distill_weight: float
     lr: float
     seed: int
     out: str
@@ -69,20 +74,30 @@ class Gate:
 
 
 def task_stream(store: replaystore.Store, spec: TaskSpec, rank: int, world: int) -> ReplayStream:
-    """The paced task data, mixed with exactly k replay exemplars per global batch when replaying."""
-    pacing = LinearPacing(spec.pacing_c0, spec.steps_per_epoch * spec.epochs)
-    _, paced = curriculum_sampler(store, spec.ordering, source=spec.table, pacing=pacing, seed=spec.seed)
-    sources = [Source.from_store(store, spec.table, columns=COLUMNS, id_column="sample_id", sampler=Curriculum(paced))]
-    mixing = None
+    """The (paced) task data, mixed with exactly k replay exemplars per global batch when replaying."""
+    sampler: Any = Shuffled()
+    if spec.pacing_c0 is not None:
+        ramp = max(1, round(spec.steps_per_epoch * spec.epochs * spec.pacing_fraction))
+        _, paced = curriculum_sampler(store, spec.ordering, source=spec.table, pacing=LinearPacing(spec.pacing_c0, ramp), seed=spec.seed)
+        sampler = Curriculum(paced)
+    sources = [Source.from_store(store, spec.table, columns=COLUMNS, id_column="sample_id", sampler=sampler)]
+    mixing: Any = None
     if spec.replay is not None:
-        sources.append(
-            Source.from_store(store, spec.replay, name="replay", columns=COLUMNS, id_column="sample_id", sampler=Shuffled())
-        )
-        mixing = ExactK(k=spec.replay_per_batch, replay=1)
+        sources.append(Source.from_store(store, spec.replay, name="replay", columns=COLUMNS, id_column="sample_id", sampler=Shuffled()))
+        sizes = [store.count(spec.table), store.count(spec.replay)]
+        mixing = Proportions(sizes) if spec.proportional else ExactK(k=spec.replay_per_batch, replay=1)
     return ReplayStream(
         sources, batch_size=spec.batch_size, mixing=mixing, seed=spec.seed, rank=rank, world_size=world,
         steps_per_epoch=spec.steps_per_epoch,
     )  # fmt: skip
+
+
+def distillation(logits: torch.Tensor, teacher: torch.Tensor, classes: tuple[int, ...], temperature: float = 2.0) -> torch.Tensor:
+    """iCaRL/LwF knowledge distillation: the old model's softened answer over the old classes is a
+    target the new model keeps matching, so new classes cannot take over the old ones' logits."""
+    old = list(classes)
+    target = F.softmax(teacher[:, old] / temperature, dim=1)
+    return F.kl_div(F.log_softmax(logits[:, old] / temperature, dim=1), target, reduction="batchmean")
 
 
 def _wait_spec(gate: Any, task: int) -> TaskSpec | None:
@@ -110,12 +125,19 @@ def worker_loop(config: dict[str, Any]) -> None:
         if spec.restart_from is not None:
             model.load_state_dict(torch.load(spec.restart_from))
         optimizer = torch.optim.SGD(ddp.parameters(), lr=spec.lr, momentum=0.9)
+        teacher = copy.deepcopy(model).eval() if spec.distill_classes else None
         stream = task_stream(store, spec, rank, world)
         ddp.train()
         for epoch in range(spec.epochs):
             stream.set_epoch(epoch)
             for batch in stream:
-                loss = F.cross_entropy(ddp(to_input(batch["data"])), batch["class_id"])
+                x = to_input(batch["data"])
+                logits = ddp(x)
+                loss = F.cross_entropy(logits, batch["class_id"])
+                if teacher is not None:
+                    with torch.no_grad():
+                        old = teacher(x)
+                    loss = loss + spec.distill_weight * distillation(logits, old, spec.distill_classes)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
