@@ -84,18 +84,3 @@ def test_demo_refuses_a_task_count_it_does_not_have_and_leaves_the_store_alone(t
     assert proc.stderr.strip().splitlines()[-1] == "error: ValidationError: tasks: must be between 1 and 3, got 4"
     assert store.table_names() == ["digits-replay-task0"] and store.count("digits-replay-task0") == 1
     assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize(
-    ("args", "line"),
-    [
-        (["--budget", "0"], "argument --budget: must be an integer ≥ 1, got '0'"),
-        (["--seeds", "0"], "argument --seeds: must be an integer ≥ 1, got '0'"),
-    ],
-)
-def test_demo_refuses_bad_numbers_before_it_opens_the_store(tmp_path: Path, cli: Cli, args: list[str], line: str) -> None:
-    uri = str(tmp_path / "store")
-    proc = cli("demo", *args, "--output", str(tmp_path / "out"), uri=uri)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and line in lines[0]
-    assert not (tmp_path / "store").exists() and not (tmp_path / "out").exists()
