@@ -54,10 +54,13 @@ def current_run(scale: float, argv: Sequence[str] | None = None) -> Run:
 
 
 def git_commit() -> str:
-    """The short commit of the checkout, marked `-dirty` when tracked files differ from it."""
+    """The short commit of the checkout, marked `-dirty` when tracked files differ from it (besides
+    the two files publishing writes: a run after an unpublished one measures the same code)."""
+    outputs = [f":(exclude){path.relative_to(ROOT)}" for path in (RECORD, DOC)]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs]
+        changed = subprocess.run(status, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"{head}-dirty" if changed.strip() else head
