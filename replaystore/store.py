@@ -190,9 +190,9 @@ class Store:
             Path(self.uri).mkdir(parents=True, exist_ok=True)
         # One Lance session (metadata and index caches) for every dataset this store opens: an
         # operation opens its table afresh to see the latest version, and with the session that
-        # open re-reads only what changed instead of parsing every manifest and file footer again
-        # (an append's open: ~0.03 ms instead of ~0.1-0.5 ms). What it caches is immutable per
-        # version, so another writer's commits are still seen at the next open.
+        # open reads only what changed instead of parsing every manifest and file footer again.
+        # What it caches is immutable per version, so another writer's commits are still seen at
+        # the next open (tests/test_store.py).
         self._session: lance.Session | None = None
 
     def __repr__(self) -> str:
