@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from replaystore.store import Store, Version
 
 DEFAULT_BATCH_ROWS = 65_536
-SCAN_BATCH_BYTES = 16 * 2**20  # what one batch of a table scan should hold, about
-SCAN_BATCH_ROWS = (8_192, 131_072)  # the fewest and most rows per scan batch (Lance's default is the fewest)
-VARIABLE_VALUE_BYTES = 32  # a guess at one string, binary or list value, for sizing scan batches
 
 
 def plan(store: Store, query: str, versions: Mapping[str, Version] | None = None) -> tuple[pl.LazyFrame, Statement]:
@@ -113,9 +110,7 @@ def _scan(store: Store, name: str, version: Version | None) -> pl.LazyFrame:
     materialization) and fetches only wide ones (binary, lists, vectors) for the rows that pass.
     Lance's own default assumes a filter keeps ~0.1% of the rows and takes every column wider than
     10 bytes (strings included) row by row afterwards: for the broad filters of SQL over a buffer
-    (`task_id < 8` keeps 80%) that doubled the scan. Batches hold about `SCAN_BATCH_BYTES` rather
-    than Lance's 8,192 rows: Polars' reader turns each batch into a DataFrame in Python, and a
-    10M-row scan of narrow columns spent a third of its time on that (docs/benchmarks.md, "SQL")."""
+    (`task_id < 8` keeps 80%) that doubled the scan (docs/benchmarks.md, "SQL")."""
     opened = store.dataset(name, version)
     wide = [f.name for f in opened.schema if _is_wide(f.type)]
     dataset = lance.dataset(
@@ -123,25 +118,9 @@ def _scan(store: Store, name: str, version: Version | None) -> pl.LazyFrame:
         version=opened.version,
         storage_options=store.storage_options or None,
         session=store.session,  # the manifest just read is not read again
-        default_scan_options={"late_materialization": wide or False, "batch_size": _batch_rows(opened.schema)},
+        default_scan_options={"late_materialization": wide or False},
     )
     return pl.scan_lance(dataset, version=dataset.version)
-
-
-def _batch_rows(schema: pa.Schema) -> int:
-    """Rows per scan batch for about `SCAN_BATCH_BYTES` of the table's columns, within `SCAN_BATCH_ROWS`."""
-    width = sum(_value_bytes(f.type) for f in schema)
-    low, high = SCAN_BATCH_ROWS
-    return max(low, min(high, SCAN_BATCH_BYTES // max(1, width)))
-
-
-def _value_bytes(dtype: pa.DataType) -> int:
-    if pa.types.is_fixed_size_list(dtype):
-        return dtype.list_size * _value_bytes(dtype.value_type)
-    try:
-        return max(1, dtype.bit_width // 8)
-    except ValueError:  # strings, binary and variable lists have no fixed width
-        return VARIABLE_VALUE_BYTES
 
 
 def _is_wide(dtype: pa.DataType) -> bool:
