@@ -80,6 +80,18 @@ def build(store: replaystore.Store, rows: int, seed: int = 0) -> None:
     )
 
 
+def _materialization(store: replaystore.Store) -> str:
+    """Where the group-by's time goes: Lance's scan of its columns under its filter, with Lance's
+    default materialization (every column wider than 10 bytes fetched late, row by row, for the rows
+    that pass: what DuckDB's scan gets) and with the early materialization ours asks for."""
+    ds = store.dataset("exemplars")
+    columns, where = ["buffer", "class_id", "nbytes", "rank"], "task_id < 8"
+    default, early = _median_seconds(
+        lambda: ds.to_table(columns=columns, filter=where), lambda: ds.to_table(columns=columns, filter=where, late_materialization=False)
+    )
+    return f"Lance scan of its 4 columns under its filter: {default:.3g} s with Lance's default (late) materialization, {early:.3g} s early"
+
+
 def _pick(values: list[str], index: np.ndarray) -> pa.Array:
     return pa.array(values).take(pa.array(index))
 
@@ -106,6 +118,7 @@ def run(scale: float = 1.0) -> list[Result]:
             con.register(name, store.dataset(name))
         join = JOIN.format(limit=rows // 40)
         results = []
+        scans = _materialization(store)
         for case, query, n in [("group-by", GROUP_BY, rows), ("join", join, 2 * (rows // 2) + rows // 10)]:
             ours = store.sql(query)
             assert_frame_equal(ours, pl.from_arrow(con.sql(query).to_arrow_table()), check_dtypes=False, rel_tol=1e-9)
@@ -113,7 +126,7 @@ def run(scale: float = 1.0) -> list[Result]:
             results.append(
                 Result(
                     "sql", f"{case}, {n:,} rows scanned", f"seconds (median of {REPEATS})", t_ours, t_peer, "DuckDB on the same Lance data",
-                    higher_is_better=False, target="within 1.5× of DuckDB (ratio ≥ 0.67)",
+                    higher_is_better=False, target="≥ 1.0× DuckDB", notes=scans if case == "group-by" else "",
                 )
             )
         con.close()

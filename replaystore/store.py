@@ -174,7 +174,7 @@ def _in_pages(table: pa.Table) -> pa.RecordBatchReader:
     and decode whole before its first row (a stream of 1M 272-byte rows: ~2.8M rows/s from one page,
     ~6-7M from pages of a few MB, docs/streaming.md, "Table layout decides scan speed")."""
     rows = max(1, PAGE_BYTES * table.num_rows // max(1, table.nbytes))
-    return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=rows))
+    return table.to_reader(max_chunksize=rows)  # a reader in C++: Lance pulls batches without taking the GIL
 
 
 class Store:
@@ -187,9 +187,24 @@ class Store:
         self.uri = _check_uri(uri)
         self.storage_options: dict[str, str] = dict(storage_options or {})
         self.is_local = _SCHEME.match(self.uri) is None  # the folder appears with the first table: opening writes nothing
+        # One Lance session (metadata and index caches) for every dataset this store opens: an
+        # operation opens its table afresh to see the latest version, and with the session that
+        # open reads only what changed instead of parsing every manifest and file footer again.
+        # What it caches is immutable per version, so another writer's commits are still seen at
+        # the next open (tests/test_store.py).
+        self._session: lance.Session | None = None
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
+
+    def __getstate__(self) -> dict[str, Any]:  # a Lance session stays in the process that made it
+        return {**self.__dict__, "_session": None}
+
+    @property
+    def session(self) -> lance.Session:
+        if self._session is None:
+            self._session = lance.Session()
+        return self._session
 
     # -- tables -------------------------------------------------------------------------------
 
@@ -259,7 +274,7 @@ class Store:
     def _open(self, name: str, version: Version | None = None) -> lance.LanceDataset:
         uri = self.table_uri(name)
         try:
-            return lance.dataset(uri, version=version, storage_options=self.storage_options or None)
+            return lance.dataset(uri, version=version, storage_options=self.storage_options or None, session=self.session)
         except (ValueError, OSError) as exc:
             if version is not None and is_unknown_version(exc):
                 raise NotFoundError(f"table '{name}' has no version or tag {version!r}") from None
@@ -280,16 +295,16 @@ class Store:
     def schema_gap(self, name: str, ds: lance.LanceDataset | None = None) -> SchemaGap | None:
         """How the latest stored schema of `name` (or `ds`'s) falls behind its kind's schema file;
         None when it is current (or the table has no kind)."""
-        ds = ds if ds is not None else self._open(name)
-        kind = schemas.kind_of(ds.schema)
+        schema = (ds if ds is not None else self._open(name)).schema  # each `.schema` converts Lance's schema anew
+        kind = schemas.kind_of(schema)
         if kind is None:
             return None
         spec = schemas.load_spec(kind)
-        stored = _schema_version(ds.schema)
+        stored = _schema_version(schema)
         if stored >= spec.schema_version:
             return None
-        target = spec.arrow_schema(schemas.params_of(ds.schema))
-        return SchemaGap(name, stored, spec.schema_version, tuple(f.name for f in target if ds.schema.get_field_index(f.name) < 0))
+        target = spec.arrow_schema(schemas.params_of(schema))
+        return SchemaGap(name, stored, spec.schema_version, tuple(f.name for f in target if schema.get_field_index(f.name) < 0))
 
     def require_columns(self, name: str, columns: Iterable[str], ds: lance.LanceDataset | None = None) -> None:
         """Refuse, in one line naming `replaystore migrate`, a read of the latest version that needs
@@ -394,18 +409,23 @@ class Store:
         Creates the table (of `kind`, default the kind named like the table) if it is missing.
         Returns the new version. Invalid data raises `ValidationError` and writes nothing.
         """
-        if not self.exists(name):
+        try:
+            ds = self._open(name)
+        except NotFoundError:
             self.create_table(name, kind, params)
-        ds = self.dataset(name)
+            ds = self._open(name)
         self._check_writable(name, ds)
         table = schemas.conform(data, ds.schema)
         if table.num_rows == 0:
             return ds.version
+        opened = [ds]
 
         def write() -> int:
-            return lance.write_dataset(
-                _in_pages(table), self.table_uri(name), mode="append", storage_options=self.storage_options or None
-            ).version
+            # The first try writes through the dataset already open (Lance reuses its session and
+            # manifest instead of opening the table again: one open per append); a retry after a
+            # conflict opens the latest version.
+            target = opened.pop() if opened else self.table_uri(name)
+            return lance.write_dataset(_in_pages(table), target, mode="append", storage_options=self.storage_options or None).version
 
         return self._commit(name, write)
 

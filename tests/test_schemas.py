@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import replaystore
 from replaystore import schemas
@@ -155,3 +157,31 @@ def test_unknown_lance_settings_are_refused_by_name(section: object, field: str)
     with pytest.raises(ValidationError) as err:
         schemas.parse_spec({**raw, "lance": section})
     assert err.value.field == field
+
+
+def _raw_strings(pieces: list[bytes], offset: int) -> pa.Array:
+    """A string array built from raw buffers (Arrow checks neither UTF-8 nor offsets then), sliced at `offset`."""
+    ends = np.cumsum([0, *map(len, pieces)]).astype(np.int32)
+    array = pa.Array.from_buffers(pa.string(), len(pieces), [None, pa.py_buffer(ends.tobytes()), pa.py_buffer(b"".join(pieces))])
+    return array.slice(min(offset, len(pieces)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=6) | st.text(max_size=4).map(str.encode), min_size=1, max_size=8), st.integers(0, 3))
+def test_text_is_refused_exactly_when_arrow_finds_it_invalid(pieces: list[bytes], offset: int) -> None:
+    """The ASCII fast path and the min_length byte screen decide as full validation and character counts would."""
+    column = _raw_strings(pieces, offset)
+    rows = {**exemplar_rows(len(column)), "buffer": column}
+    schema = schemas.load_spec("exemplars").arrow_schema()
+    try:
+        column.validate(full=True)
+        texts = column.to_pylist()
+    except pa.ArrowInvalid:
+        with pytest.raises(ValidationError, match="buffer: text must be valid UTF-8"):
+            schemas.conform(rows, schema)
+        return
+    if any(len(t) < 1 for t in texts):
+        with pytest.raises(ValidationError, match="buffer: must have length ≥ 1"):
+            schemas.conform(rows, schema)
+    else:
+        assert schemas.conform(rows, schema).column("buffer").to_pylist() == texts

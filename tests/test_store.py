@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 from datetime import timedelta
 from pathlib import Path
 
@@ -313,3 +314,21 @@ def test_a_plan_that_raises_writes_nothing(store) -> None:
     with pytest.raises(ValidationError):
         store.atomically("t", refuse)
     assert store.versions("t") == versions
+
+
+def test_a_store_sees_what_another_store_committed_though_each_caches_what_it_opened(tmp_path: Path) -> None:
+    """Each Store keeps one Lance session (manifest and footer caches): another writer's commits,
+    even a table dropped and written again up to the same version number, are seen at the next open."""
+    mine, theirs = replaystore.open(str(tmp_path)), replaystore.open(str(tmp_path))
+    mine.append("exemplars", rows(0, 3, buffer="old"))
+    assert (mine.count("exemplars"), mine.dataset("exemplars").version) == (3, 2)
+    theirs.append("exemplars", rows(3, 2, buffer="old"))
+    assert mine.count("exemplars") == 5
+    theirs.drop("exemplars")
+    theirs.append("exemplars", rows(0, 1, buffer="new"))  # created and appended: version 2 again
+    assert mine.dataset("exemplars").version == 2
+    assert mine.read("exemplars", columns=["buffer"]).column("buffer").to_pylist() == ["new"]
+    mine.append("exemplars", rows(1, 1, buffer="new"))
+    assert theirs.read("exemplars", columns=["buffer"]).column("buffer").to_pylist() == ["new", "new"]
+    copied = pickle.loads(pickle.dumps(mine))  # the session stays behind; the copy opens its own
+    assert copied.count("exemplars") == 2
