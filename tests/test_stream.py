@@ -414,7 +414,7 @@ def test_a_prioritized_sampler_unpickled_with_read_only_arrays_still_folds_its_p
     Train workers, carries pending priority updates that its workers must fold into `base`."""
     sampler = Prioritized()
     sampler.reset(4)
-    sampler.update(np.array([1, 3]), np.array([2.0, 5.0]), at_step=1)
+    sampler.update_priority(np.array([1, 3]), np.array([2.0, 5.0]), at_step=1)
     state = sampler.__getstate__()
     state["base"] = state["base"].copy()
     state["base"].setflags(write=False)  # as Ray's zero-copy deserialisation leaves it
