@@ -32,18 +32,20 @@ CLASSES, PER_CLASS, DIM = 40, 20, 64
 
 def _rows(class_id: int, n: int) -> pa.Table:
     rng = np.random.default_rng(class_id)
-    return pa.table({
-        "buffer": ["bench"] * n,
-        "sample_id": np.arange(n, dtype=np.int64) + 1000 * class_id,
-        "class_id": np.full(n, class_id, dtype=np.int64),
-        "task_id": np.zeros(n, dtype=np.int64),
-        "data": [rng.integers(0, 255, 64, dtype=np.uint8).tobytes() for _ in range(n)],
-        "shape": [[8, 8]] * n,
-        "dtype": ["uint8"] * n,
-        "features": list(rng.standard_normal((n, DIM), dtype=np.float32)),
-        "rank": np.arange(1, n + 1, dtype=np.int32),
-        "nbytes": np.full(n, 64, dtype=np.int64),
-    })
+    return pa.table(
+        {
+            "buffer": ["bench"] * n,
+            "sample_id": np.arange(n, dtype=np.int64) + 1000 * class_id,
+            "class_id": np.full(n, class_id, dtype=np.int64),
+            "task_id": np.zeros(n, dtype=np.int64),
+            "data": [rng.integers(0, 255, 64, dtype=np.uint8).tobytes() for _ in range(n)],
+            "shape": [[8, 8]] * n,
+            "dtype": ["uint8"] * n,
+            "features": list(rng.standard_normal((n, DIM), dtype=np.float32)),
+            "rank": np.arange(1, n + 1, dtype=np.int32),
+            "nbytes": np.full(n, 64, dtype=np.int64),
+        }
+    )
 
 
 def _fill(store: replaystore.Store, name: str) -> None:
@@ -78,9 +80,17 @@ def _median_ms(store: replaystore.Store, name: str, change: Callable[[replaystor
 def _compare(store: replaystore.Store, where: str, commits: int) -> Result:
     ours = _median_ms(store, "ours", _ours, commits)
     peer = _median_ms(store, "peer", _locked_merge, commits)
-    return Result("budget", f"budgeted commit on {where} (insert 20, cut 10)", "ms per commit", ours, peer,
-                  "file lock (one machine) + Lance merge_insert", higher_is_better=False, target="the price of cross-machine safety",
-                  notes=f"median of {commits} commits each")
+    return Result(
+        "budget",
+        f"budgeted commit on {where} (insert 20, cut 10)",
+        "ms per commit",
+        ours,
+        peer,
+        "file lock (one machine) + Lance merge_insert",
+        higher_is_better=False,
+        target="the price of cross-machine safety",
+        notes=f"median of {commits} commits each",
+    )
 
 
 def run(scale: float = 1.0) -> list[Result]:

@@ -33,8 +33,16 @@ def _percentiles(values: np.ndarray) -> list[Result]:
         peer = rankdata(values, method="max") / len(values)
     assert np.array_equal(ours, peer)
     return [
-        Result("curriculum", f"percentiles of {len(values):,} values", "seconds", ours_s(), peer_s(),
-               "scipy rankdata(max)/n", higher_is_better=False, notes="identical results")
+        Result(
+            "curriculum",
+            f"percentiles of {len(values):,} values",
+            "seconds",
+            ours_s(),
+            peer_s(),
+            "scipy rankdata(max)/n",
+            higher_is_better=False,
+            notes="identical results",
+        )
     ]
 
 
@@ -55,9 +63,16 @@ def _sampling(values: np.ndarray) -> list[Result]:
             admitted = max(int(pacing.competence(int(t)) * len(order)), 1)
             order[rng.integers(0, admitted, BATCH)]
     return [
-        Result("curriculum", f"batch of {BATCH} per step, {len(values):,} rows, sqrt pacing", "ms per step",
-               ours_s() / STEPS * 1e3, peer_s() / STEPS * 1e3, "Platanios competence sampler (with replacement)",
-               higher_is_better=False, notes="ours draws without replacement and resumes exactly; the peer does neither")
+        Result(
+            "curriculum",
+            f"batch of {BATCH} per step, {len(values):,} rows, sqrt pacing",
+            "ms per step",
+            ours_s() / STEPS * 1e3,
+            peer_s() / STEPS * 1e3,
+            "Platanios competence sampler (with replacement)",
+            higher_is_better=False,
+            notes="ours draws without replacement and resumes exactly; the peer does neither",
+        )
     ]
 
 

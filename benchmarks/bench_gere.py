@@ -78,14 +78,26 @@ def run(scale: float = 1.0) -> list[Result]:
             ours_bytes = store.info(table).bytes
             results.append(
                 Result(
-                    "gere", f"states {precision}, {n} samples", "bytes per sample", ours_bytes / n, peer_bytes / n, PEER, False,
+                    "gere",
+                    f"states {precision}, {n} samples",
+                    "bytes per sample",
+                    ours_bytes / n,
+                    peer_bytes / n,
+                    PEER,
+                    False,
                     notes=f"{tokens / n:.0f} tokens × 384 dims per sample; Lance table incl. ids and metadata",
                 )
             )
             if precision == "float32":
                 results.append(
                     Result(
-                        "gere", f"distill float32, {n} samples", "tokens/s", summary["tokens_per_s"], tokens / peer_seconds, PEER, True,
+                        "gere",
+                        f"distill float32, {n} samples",
+                        "tokens/s",
+                        summary["tokens_per_s"],
+                        tokens / peer_seconds,
+                        PEER,
+                        True,
                         notes=f"MiniLM, batch {BATCH_SIZE}, torch threads {torch.get_num_threads()}, includes statistics and commits",
                     )
                 )

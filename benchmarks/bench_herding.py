@@ -99,13 +99,39 @@ def run(scale: float = 1.0) -> list[Result]:
     matrix = features.nbytes
     load = f"1-min load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (mat-vecs are memory-bound: contention hurts)"
     return [
-        Result("herding", case, "seconds", ours_s, peer_s, "PyCIL-style numpy herding", False, "≤ 3 s at scale 1",
-               f"default: one torch thread, one mat-vec per pick vs building (vectors + S)/k and np.delete per pick; {load}"),
-        Result("herding", f"{case}, torch's default threads", "seconds", multi_s, peer_s, "PyCIL-style numpy herding", False,
-               "≤ 3 s at scale 1", f"herding_order(threads=None): a fork-join per pick; {load}"),
-        Result("herding", case, "peak extra memory (× the N×D features)", ours_mem / matrix, peer_mem / matrix,
-               "PyCIL-style numpy herding", False, "O(N·D): a small multiple, never N×N",
-               f"N×D float32 = {matrix / 2**20:.0f} MiB; an N×N float32 matrix would be {n * n * 4 / 2**30:.1f} GiB"),
+        Result(
+            "herding",
+            case,
+            "seconds",
+            ours_s,
+            peer_s,
+            "PyCIL-style numpy herding",
+            False,
+            "≤ 3 s at scale 1",
+            f"default: one torch thread, one mat-vec per pick vs building (vectors + S)/k and np.delete per pick; {load}",
+        ),
+        Result(
+            "herding",
+            f"{case}, torch's default threads",
+            "seconds",
+            multi_s,
+            peer_s,
+            "PyCIL-style numpy herding",
+            False,
+            "≤ 3 s at scale 1",
+            f"herding_order(threads=None): a fork-join per pick; {load}",
+        ),
+        Result(
+            "herding",
+            case,
+            "peak extra memory (× the N×D features)",
+            ours_mem / matrix,
+            peer_mem / matrix,
+            "PyCIL-style numpy herding",
+            False,
+            "O(N·D): a small multiple, never N×N",
+            f"N×D float32 = {matrix / 2**20:.0f} MiB; an N×N float32 matrix would be {n * n * 4 / 2**30:.1f} GiB",
+        ),
         Result("herding", case, "picks equal to the reference (fraction)", same, 1.0, "PyCIL-style numpy herding", True, "1.0"),
     ]
 

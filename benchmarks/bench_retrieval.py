@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,7 @@ def brute_force(data: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     return top[np.argsort(-scores[top])]
 
 
-def latencies(fn, queries: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+def latencies(fn: Any, queries: np.ndarray) -> np.ndarray:
     out = []
     for q in queries:
         start = time.perf_counter()
@@ -154,11 +155,33 @@ def run(scale: float = 1.0, spec: VectorIndexSpec | None = None) -> list[Result]
         Result("retrieval", case, "p50 latency (ms)", float(np.percentile(ann, 50)), float(np.percentile(numpy_ms, 50)), peer, False, "≤ 5 ms", notes),
         Result("retrieval", case, "p95 latency (ms)", float(np.percentile(ann, 95)), float(np.percentile(numpy_ms, 95)), peer, False, "≤ 15 ms", notes),
         Result("retrieval", case, "recall@10", recall, 1.0, peer, True, "≥ 0.95", notes),
-        Result("retrieval", case, "p50 latency (ms), all 16 columns", float(np.percentile(every, 50)), float(np.percentile(numpy_ms, 50)), peer, False, "", notes),
-        Result("retrieval", case, "p50 latency (ms), prefiltered (where=)", float(np.percentile(filtered, 50)), float(np.percentile(numpy_ms, 50)), peer, False, "", "bitmap-index prefilter: the path of a workspace holding < 90% of the rows"),
+        Result(
+            "retrieval", case, "p50 latency (ms), all 16 columns", float(np.percentile(every, 50)), float(np.percentile(numpy_ms, 50)), peer, False, "", notes
+        ),
+        Result(
+            "retrieval",
+            case,
+            "p50 latency (ms), prefiltered (where=)",
+            float(np.percentile(filtered, 50)),
+            float(np.percentile(numpy_ms, 50)),
+            peer,
+            False,
+            "",
+            "bitmap-index prefilter: the path of a workspace holding < 90% of the rows",
+        ),
         Result("retrieval", case, "index build (s)", build_time(), None, "none (numpy needs no index)", False, "", params),
         Result("retrieval", case, "first search after build (ms)", first_time() * 1e3, None, "none", False, "", "includes loading the indexes"),
-        Result("retrieval", case, "exact search p50 (ms), no index", float(np.percentile(exact, 50)), float(np.percentile(numpy_ms, 50)), peer, False, "", "LanceDB flat scan from disk"),
+        Result(
+            "retrieval",
+            case,
+            "exact search p50 (ms), no index",
+            float(np.percentile(exact, 50)),
+            float(np.percentile(numpy_ms, 50)),
+            peer,
+            False,
+            "",
+            "LanceDB flat scan from disk",
+        ),
     ]
 
 

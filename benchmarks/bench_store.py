@@ -102,15 +102,32 @@ def bench_appends(root: Path, batches: int, batch: int) -> list[Result]:
     p95 = 1000 * sorted(times["ours"])[int(0.95 * (len(times["ours"]) - 1))]
     opening, checking = _append_overheads(store, raw_uri, batches, batch)
     return [
-        Result("store", f"append {batch:,} rows (validated, one version)", "ms per commit", 1000 * ours, 1000 * lance_s,
-               'raw Lance write_dataset(mode="append") of the same Arrow table', higher_is_better=False, target="≥ 0.95× raw Lance",
-               notes=f"{batches} commits each, median; p95 ours {p95:.1f} ms; of ours, measured apart right after a commit: "
-                     f"opening the table {1000 * opening:.2f} ms (the peer opens it inside its write), "
-                     f"schema-version check + validation {1000 * checking:.2f} ms"),
-        Result("store", f"append {batch:,} rows (validated, one version)", "ms per commit", 1000 * ours, 1000 * parquet_s,
-               "pyarrow write_table, one Parquet file per batch", higher_is_better=False, notes="no manifest, no versions"),
-        Result("store", f"append {batch:,} rows", "rows per second", batch / ours, batch / lance_s,
-               'raw Lance write_dataset(mode="append")', higher_is_better=True),
+        Result(
+            "store",
+            f"append {batch:,} rows (validated, one version)",
+            "ms per commit",
+            1000 * ours,
+            1000 * lance_s,
+            'raw Lance write_dataset(mode="append") of the same Arrow table',
+            higher_is_better=False,
+            target="≥ 0.95× raw Lance",
+            notes=f"{batches} commits each, median; p95 ours {p95:.1f} ms; of ours, measured apart right after a commit: "
+            f"opening the table {1000 * opening:.2f} ms (the peer opens it inside its write), "
+            f"schema-version check + validation {1000 * checking:.2f} ms",
+        ),
+        Result(
+            "store",
+            f"append {batch:,} rows (validated, one version)",
+            "ms per commit",
+            1000 * ours,
+            1000 * parquet_s,
+            "pyarrow write_table, one Parquet file per batch",
+            higher_is_better=False,
+            notes="no manifest, no versions",
+        ),
+        Result(
+            "store", f"append {batch:,} rows", "rows per second", batch / ours, batch / lance_s, 'raw Lance write_dataset(mode="append")', higher_is_better=True
+        ),
     ]
 
 
@@ -151,9 +168,15 @@ def bench_commit_vs_fragments(root: Path, fragment_counts: list[int], rows: int)
                 pq.write_table(small, peer_dir / f"new-{j}.parquet")
             peer.append(elapsed())
         results.append(
-            Result("store", f"100-row append into {len(store.dataset(name).get_fragments()) - 10} fragments", "ms per commit",
-                   1000 * statistics.median(ours), 1000 * statistics.median(peer), "pyarrow write_table (no manifest, no versions)",
-                   higher_is_better=False)
+            Result(
+                "store",
+                f"100-row append into {len(store.dataset(name).get_fragments()) - 10} fragments",
+                "ms per commit",
+                1000 * statistics.median(ours),
+                1000 * statistics.median(peer),
+                "pyarrow write_table (no manifest, no versions)",
+                higher_is_better=False,
+            )
         )
     return results
 
@@ -188,11 +211,17 @@ def bench_updates(root: Path, rows: int, files: int) -> list[Result]:
     with timer() as merge_s:
         store.merge(KIND, make_batch(per_file // 2, 1000), on=["buffer", "sample_id"])
     return [
-        Result("store", f"update one row by predicate ({files * per_file:,} rows, {files} fragments)", "ms per commit", 1000 * ours,
-               1000 * peer, "rewrite the Parquet file holding the row", higher_is_better=False,
-               notes="ours: checked preview of the new values + one version"),
-        Result("store", "merge (upsert) 1,000 rows", "ms per commit", 1000 * merge_s(), None, "(plain Parquet has no upsert)",
-               higher_is_better=False),
+        Result(
+            "store",
+            f"update one row by predicate ({files * per_file:,} rows, {files} fragments)",
+            "ms per commit",
+            1000 * ours,
+            1000 * peer,
+            "rewrite the Parquet file holding the row",
+            higher_is_better=False,
+            notes="ours: checked preview of the new values + one version",
+        ),
+        Result("store", "merge (upsert) 1,000 rows", "ms per commit", 1000 * merge_s(), None, "(plain Parquet has no upsert)", higher_is_better=False),
     ]
 
 
@@ -225,9 +254,16 @@ def bench_concurrent(root: Path, commits: int, batch: int) -> list[Result]:
     two = _timed_writers(str(root / "two-writers"), 2, commits, batch)
     one = _timed_writers(str(root / "one-writer"), 1, 2 * commits, batch)
     return [
-        Result("store", f"2 processes appending {batch:,}-row batches at once", "commits per second", 2 * commits / two,
-               2 * commits / one, "one process making the same commits", higher_is_better=True,
-               notes="conflicts retried; row count checked afterwards"),
+        Result(
+            "store",
+            f"2 processes appending {batch:,}-row batches at once",
+            "commits per second",
+            2 * commits / two,
+            2 * commits / one,
+            "one process making the same commits",
+            higher_is_better=True,
+            notes="conflicts retried; row count checked afterwards",
+        ),
     ]
 
 
@@ -247,8 +283,15 @@ def bench_scan(root: Path, rows: int, fragment_counts: list[int]) -> list[Result
         before = _best(lambda: store.read(name))  # noqa: B023 - _best calls it here
         peer = _best(parquet.to_table)
         results.append(
-            Result("store", f"full scan, {fragments} fragments", "GB/s", data.nbytes / before / 1e9, data.nbytes / peer / 1e9,
-                   f"pyarrow.dataset over {len(parquet.files)} Parquet files", higher_is_better=True)
+            Result(
+                "store",
+                f"full scan, {fragments} fragments",
+                "GB/s",
+                data.nbytes / before / 1e9,
+                data.nbytes / peer / 1e9,
+                f"pyarrow.dataset over {len(parquet.files)} Parquet files",
+                higher_is_better=True,
+            )
         )
         if fragments > 1:
             with timer() as compact_s:
@@ -256,9 +299,16 @@ def bench_scan(root: Path, rows: int, fragment_counts: list[int]) -> list[Result
             after_fragments = len(store.dataset(name).get_fragments())
             after = _best(lambda: store.read(name))  # noqa: B023 - _best calls it here
             results.append(
-                Result("store", f"full scan after compacting {fragments} → {after_fragments} fragments", "GB/s",
-                       data.nbytes / after / 1e9, data.nbytes / before / 1e9, f"the same table before compaction ({fragments} fragments)",
-                       higher_is_better=True, notes=f"compaction took {compact_s():.2f} s")
+                Result(
+                    "store",
+                    f"full scan after compacting {fragments} → {after_fragments} fragments",
+                    "GB/s",
+                    data.nbytes / after / 1e9,
+                    data.nbytes / before / 1e9,
+                    f"the same table before compaction ({fragments} fragments)",
+                    higher_is_better=True,
+                    notes=f"compaction took {compact_s():.2f} s",
+                )
             )
     return results
 
@@ -274,8 +324,16 @@ def bench_index(root: Path, rows: int) -> list[Result]:
         ds.create_index("vector", index_type="IVF_PQ", num_partitions=partitions, num_sub_vectors=DIM // 8)
     index_bytes = sum(f.stat().st_size for f in (Path(uri) / "_indices").rglob("*") if f.is_file())
     return [
-        Result("store", f"IVF_PQ index over {rows:,} × {DIM}-d ({partitions} partitions, {DIM // 8} sub-vectors)", "bytes per row",
-               index_bytes / rows, DIM * 4, "the raw float32 vector", higher_is_better=False, notes=f"build {build_s():.1f} s"),
+        Result(
+            "store",
+            f"IVF_PQ index over {rows:,} × {DIM}-d ({partitions} partitions, {DIM // 8} sub-vectors)",
+            "bytes per row",
+            index_bytes / rows,
+            DIM * 4,
+            "the raw float32 vector",
+            higher_is_better=False,
+            notes=f"build {build_s():.1f} s",
+        ),
     ]
 
 

@@ -93,6 +93,7 @@ def sequential(store: replaystore.Store, uri: str, n: int) -> list[Result]:
     inline, peer_inline = paired(stream(0), lambda: consume(raw_lance(uri)))
     data = np.random.default_rng(0).standard_normal(n * ROW_BYTES // 4, dtype=np.float32)
     target = np.zeros_like(data)  # faulted in before timing: the ceiling is the copy, not page faults
+
     def copy() -> int:
         np.copyto(target, data)
         return n
@@ -277,9 +278,7 @@ def prioritized_replay(store: replaystore.Store, n: int, steps: int = 2000) -> l
 
         return run
 
-    buffer = PrioritizedReplayBuffer(
-        n, {"vector": {"shape": 64, "dtype": np.float32}, "label": {"dtype": np.int64}, "id": {"dtype": np.int64}}, alpha=alpha
-    )
+    buffer = PrioritizedReplayBuffer(n, {"vector": {"shape": 64, "dtype": np.float32}, "label": {"dtype": np.int64}, "id": {"dtype": np.int64}}, alpha=alpha)
     buffer.add(vector=vectors, label=labels, id=ids)
 
     def peer() -> int:

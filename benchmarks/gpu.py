@@ -65,9 +65,7 @@ def copy_rate(batches: Iterable[dict[str, Any]], dev: torch.device) -> float:
     return rows / (time.perf_counter() - start)
 
 
-def train(
-    batches: Iterable[dict[str, Any]], dev: torch.device, width: int, log: LossLog | None = None, stream: ReplayStream | None = None
-) -> dict[str, float]:
+def train(batches: Iterable[dict[str, Any]], dev: torch.device, width: int, log: LossLog | None = None, stream: ReplayStream | None = None) -> dict[str, float]:
     """One pass of an MLP over `batches`: rows/s from the first batch on (worker start-up is reported
     apart, as `first_batch_s`), and the share of that time blocked waiting for the next batch."""
     net = model(dev, width)
@@ -160,14 +158,17 @@ def run(n: int) -> tuple[list[Result], dict[str, Any]]:
         copy_rate(ReplayStream(main, BATCH, pin_memory=pin), dev)  # warm: page cache, CUDA context, pinned allocator
         copies = {  # best of 3 per setting: pinned or pageable, prefetch thread or in-line
             f"pin={p},prefetch={f}": max(copy_rate(ReplayStream(main, BATCH, pin_memory=p, prefetch=f), dev) for _ in range(3))
-            for p in sorted({False, pin}) for f in (2, 0)
+            for p in sorted({False, pin})
+            for f in (2, 0)
         }
         best = max(copies, key=copies.__getitem__)
         ours = copies[best]
         raw = max(copy_rate(raw_lance(uri), dev) for _ in range(3))
         p, f = (part.split("=")[1] for part in best.split(","))
         mixed = max(copy_rate(ReplayStream(mix, BATCH, mixing=Proportions([0.6, 0.3, 0.1]), pin_memory=p == "True", prefetch=int(f)), dev) for _ in range(3))
-        for a, b in zip(ReplayStream(mix, BATCH, mixing=Proportions([0.6, 0.3, 0.1]), pin_memory=pin), ReplayStream(mix, BATCH, mixing=Proportions([0.6, 0.3, 0.1]))):
+        for a, b in zip(
+            ReplayStream(mix, BATCH, mixing=Proportions([0.6, 0.3, 0.1]), pin_memory=pin), ReplayStream(mix, BATCH, mixing=Proportions([0.6, 0.3, 0.1]))
+        ):
             assert all(torch.equal(a[k], b[k]) for k in b), "a pinned mixed batch differs from the pageable one"
         fits = {}
         for label, width in WIDTHS.items():
@@ -189,13 +190,41 @@ def run(n: int) -> tuple[list[Result], dict[str, Any]]:
         ideal = fit["ideal"]["rows_per_s"]
         for how, got in fit.items():
             if how != "ideal":
-                results.append(Result(NAME, f"{label} MLP ({WIDTHS[label]}) fed by stream {how}, {name}", "rows/s", got["rows_per_s"], ideal,
-                                      "same loop on batches resident on the device", True, "≈ 1.0× (GPU never waits)",
-                                      f"wait share {got['wait_share']:.3f}, first batch {got['first_batch_s']:.2f} s"))
-    results.append(Result(NAME, "TorchTrainer (1 worker, use_gpu), GPU-bound MLP, 80/15/5 mixture (replay shuffled, hot tier)", "rows/s",
-                          trained["rows_per_s"], fits["GPU-bound"]["ideal"]["rows_per_s"], "same loop on batches resident on the device", True,
-                          "≈ 1.0×", f"wait share {trained['wait_share']:.3f}; {priorities:,} priorities written"))
-    return results, {"device": name, "copies_rows_per_s": copies, "raw_rows_per_s": raw, "mixed_rows_per_s": mixed, "fits": fits, "trainer": trained, "priorities": priorities}
+                results.append(
+                    Result(
+                        NAME,
+                        f"{label} MLP ({WIDTHS[label]}) fed by stream {how}, {name}",
+                        "rows/s",
+                        got["rows_per_s"],
+                        ideal,
+                        "same loop on batches resident on the device",
+                        True,
+                        "≈ 1.0× (GPU never waits)",
+                        f"wait share {got['wait_share']:.3f}, first batch {got['first_batch_s']:.2f} s",
+                    )
+                )
+    results.append(
+        Result(
+            NAME,
+            "TorchTrainer (1 worker, use_gpu), GPU-bound MLP, 80/15/5 mixture (replay shuffled, hot tier)",
+            "rows/s",
+            trained["rows_per_s"],
+            fits["GPU-bound"]["ideal"]["rows_per_s"],
+            "same loop on batches resident on the device",
+            True,
+            "≈ 1.0×",
+            f"wait share {trained['wait_share']:.3f}; {priorities:,} priorities written",
+        )
+    )
+    return results, {
+        "device": name,
+        "copies_rows_per_s": copies,
+        "raw_rows_per_s": raw,
+        "mixed_rows_per_s": mixed,
+        "fits": fits,
+        "trainer": trained,
+        "priorities": priorities,
+    }
 
 
 def trainer_only(n: int) -> tuple[list[Result], dict[str, Any]]:

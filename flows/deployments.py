@@ -55,14 +55,17 @@ def runner_deployments(store_uri: str, prefect_file: Path = PREFECT_FILE) -> lis
     out = []
     for spec in deployment_specs(prefect_file):
         out.append(
-            cast(RunnerDeployment, load_flow(spec["entrypoint"]).to_deployment(  # a sync call returns the deployment
-                name=spec["name"],
-                description=spec.get("description"),
-                tags=spec.get("tags"),
-                parameters={**(spec.get("parameters") or {}), "store_uri": store_uri},
-                schedules=[_schedule(s) for s in spec.get("schedules") or []],
-                entrypoint_type=EntrypointType.MODULE_PATH,
-            ))
+            cast(
+                RunnerDeployment,
+                load_flow(spec["entrypoint"]).to_deployment(  # a sync call returns the deployment
+                    name=spec["name"],
+                    description=spec.get("description"),
+                    tags=spec.get("tags"),
+                    parameters={**(spec.get("parameters") or {}), "store_uri": store_uri},
+                    schedules=[_schedule(s) for s in spec.get("schedules") or []],
+                    entrypoint_type=EntrypointType.MODULE_PATH,
+                ),
+            )
         )
     return out
 

@@ -87,16 +87,23 @@ def ingest_texts(store: Store, spec: GeneralSamples) -> dict[str, Any]:
 def general_states(store: Store, spec: GeneralSamples) -> dict[str, Any]:
     """Record the frozen model's states and statistics for the samples that lack them."""
     summary = distill_states(
-        store, str(spec.model), str(spec.tokenizer) if spec.tokenizer else None,
-        precision=spec.precision, layers=spec.layers, batch_size=spec.batch_size, max_length=spec.max_length,
+        store,
+        str(spec.model),
+        str(spec.tokenizer) if spec.tokenizer else None,
+        precision=spec.precision,
+        layers=spec.layers,
+        batch_size=spec.batch_size,
+        max_length=spec.max_length,
     )
     get_run_logger().info(
         "distilled %s: %d states written, %d already stored, %d tokens at %.0f tokens/s",
-        summary["model_fingerprint"][:12], summary["states_written"], summary["already_stored"],
-        summary["forwarded_tokens"], summary["tokens_per_s"],
+        summary["model_fingerprint"][:12],
+        summary["states_written"],
+        summary["already_stored"],
+        summary["forwarded_tokens"],
+        summary["tokens_per_s"],
     )
-    return {"step": "states", "model": summary["model_fingerprint"][:12], "added": summary["states_written"],
-            "skipped": summary["already_stored"]}
+    return {"step": "states", "model": summary["model_fingerprint"][:12], "added": summary["states_written"], "skipped": summary["already_stored"]}
 
 
 def read_trajectories(path: Path) -> list[dict[str, Any]]:
@@ -119,10 +126,19 @@ def distill_experiences(store: Store, spec: Trajectories, trajectories: list[dic
     report = memory.distill(trajectories, workspace=spec.workspace, min_score=spec.min_score)
     get_run_logger().info(
         "distilled %s: %d candidates, %d rejected by validation, %d added, %d duplicates skipped",
-        spec.path.name, report.candidates, len(report.rejected), len(report.added), len(report.skipped),
+        spec.path.name,
+        report.candidates,
+        len(report.rejected),
+        len(report.added),
+        len(report.skipped),
     )
-    return {"table": spec.table, "candidates": report.candidates, "rejected": len(report.rejected),
-            "added": len(report.added), "duplicates": len(report.skipped)}
+    return {
+        "table": spec.table,
+        "candidates": report.candidates,
+        "rejected": len(report.rejected),
+        "added": len(report.added),
+        "duplicates": len(report.skipped),
+    }
 
 
 def _features(model: torch.nn.Module, samples: np.ndarray, batch_size: int) -> np.ndarray:
@@ -145,8 +161,16 @@ def offer_exemplars(store: Store, spec: ExemplarCandidates) -> list[dict[str, An
         mine = labels == class_id
         change = buffer.add(class_id, samples[mine], features[mine], task_id=spec.task_id, sample_ids=ids[mine])
         logger.info("class %d: offered %d, kept %d, cut %s, %d bytes freed", class_id, mine.sum(), change.added, change.cut or "none", change.bytes_freed)
-        out.append({"buffer": spec.buffer, "class_id": class_id, "offered": int(mine.sum()), "added": change.added,
-                    "rows_cut": change.rows_cut, "bytes_freed": change.bytes_freed})
+        out.append(
+            {
+                "buffer": spec.buffer,
+                "class_id": class_id,
+                "offered": int(mine.sum()),
+                "added": change.added,
+                "rows_cut": change.rows_cut,
+                "bytes_freed": change.bytes_freed,
+            }
+        )
     return out
 
 

@@ -95,7 +95,10 @@ def experience_indexes(store: Store, table: str, min_vector_rows: int | None) ->
     report = memory.build_index() if min_vector_rows is None else memory.build_index(min_vector_rows=min_vector_rows)
     get_run_logger().info(
         "%s: indexed %d rows; full text on %s; vector index %s",
-        table, report.rows, ", ".join(report.full_text), report.vector or f"skipped ({report.vector_skipped_reason})",
+        table,
+        report.rows,
+        ", ".join(report.full_text),
+        report.vector or f"skipped ({report.vector_skipped_reason})",
     )
     return {"table": table, "rows": report.rows, "full_text": ", ".join(report.full_text), "vector": report.vector or report.vector_skipped_reason}
 
@@ -144,9 +147,7 @@ def index(
             raise ValidationError("curriculum.column", f"source '{curriculum.source}' has no column '{curriculum.column}'")
     migrated = migrate(store, names)
     indexed = [t for t in names if wanted_indexes(store.kind(t))]
-    summary = {
-        "scalar indexes": [row for table in with_progress(indexed, "scalar indexes") for row in scalar_indexes(store, table)]
-    }
+    summary = {"scalar indexes": [row for table in with_progress(indexed, "scalar indexes") for row in scalar_indexes(store, table)]}
     if migrated:
         summary["migrations"] = migrated
     experience_tables = [t for t in names if store.kind(t) == Kind.EXPERIENCES]

@@ -52,8 +52,7 @@ def parameters_model(fn: Callable[..., object]) -> type[pydantic.BaseModel]:
     """A pydantic model of a function's annotated parameters (defaults kept, required ones required)."""
     hints = get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {
-        name: (hints.get(name, Any), ... if p.default is inspect.Parameter.empty else p.default)
-        for name, p in inspect.signature(fn).parameters.items()
+        name: (hints.get(name, Any), ... if p.default is inspect.Parameter.empty else p.default) for name, p in inspect.signature(fn).parameters.items()
     }
     return pydantic.create_model(f"{fn.__name__}_parameters", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
 

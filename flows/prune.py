@@ -34,8 +34,13 @@ def rebalance_buffer(store: Store, buffer: str) -> dict[str, Any]:
     report = exemplars.budget()
     get_run_logger().info(
         "rebalanced %s: cut %d rows (%s), freed %d bytes; %s of %s bytes used, %s free",
-        buffer, change.rows_cut, change.cut or "none", change.bytes_freed,
-        report["model_bytes"] + report["exemplar_bytes"], report["total_bytes"], report["free_bytes"],
+        buffer,
+        change.rows_cut,
+        change.cut or "none",
+        change.bytes_freed,
+        report["model_bytes"] + report["exemplar_bytes"],
+        report["total_bytes"],
+        report["free_bytes"],
     )
     budget = {k: report[k] for k in ("total_bytes", "model_bytes", "exemplar_bytes", "free_bytes", "rows")}
     return {"buffer": buffer, "rows_cut": change.rows_cut, "bytes_freed": change.bytes_freed, **budget}
@@ -47,9 +52,7 @@ def refine_experiences(store: Store, table: str, freq_threshold: int, utility_th
     from replaystore.experiences import ExperienceMemory
 
     archived = ExperienceMemory(store, table).refine(freq_threshold, utility_threshold)
-    get_run_logger().info(
-        "refined %s: archived %d experiences (freq >= %d, utility/freq < %g)", table, archived.num_rows, freq_threshold, utility_threshold
-    )
+    get_run_logger().info("refined %s: archived %d experiences (freq >= %d, utility/freq < %g)", table, archived.num_rows, freq_threshold, utility_threshold)
     return {"table": table, "archived": archived.num_rows, "active": store.count(table, filter="status = 'active'")}
 
 
@@ -57,9 +60,7 @@ def refine_experiences(store: Store, table: str, freq_threshold: int, utility_th
 def compact_table(store: Store, table: str, target_rows_per_fragment: int) -> dict[str, Any]:
     """Merge the small fragments that every append leaves behind."""
     counts = store.compact(table, target_rows_per_fragment=target_rows_per_fragment)[table]
-    get_run_logger().info(
-        "compacted %s: %d fragments -> %d", table, counts["fragments_before"], counts["fragments_after"]
-    )
+    get_run_logger().info("compacted %s: %d fragments -> %d", table, counts["fragments_before"], counts["fragments_after"])
     return {"table": table, **counts}
 
 
@@ -104,15 +105,9 @@ def prune(
         summary["exemplar budgets"] = [rebalance_buffer(store, b) for b in with_progress(buffer_names, "rebalancing buffers")]
     experience_tables = [t for t in names if store.kind(t) == Kind.EXPERIENCES]
     if experience_tables:
-        summary["experiences"] = [
-            refine_experiences(store, t, freq_threshold, utility_threshold) for t in experience_tables
-        ]
+        summary["experiences"] = [refine_experiences(store, t, freq_threshold, utility_threshold) for t in experience_tables]
     if compact:
-        summary["compaction"] = [
-            compact_table(store, table, target_rows_per_fragment) for table in with_progress(names, "compacting tables")
-        ]
-    summary["cleanup"] = [
-        cleanup_table(store, table, retention_hours) for table in with_progress(names, "cleaning up old versions")
-    ]
+        summary["compaction"] = [compact_table(store, table, target_rows_per_fragment) for table in with_progress(names, "compacting tables")]
+    summary["cleanup"] = [cleanup_table(store, table, retention_hours) for table in with_progress(names, "cleaning up old versions")]
     publish_summary("prune", f"prune of {store.uri}", summary)
     return summary

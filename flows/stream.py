@@ -57,17 +57,21 @@ def load_train_loop(path: str) -> Callable[..., Any]:
 
 def build_stream(store: Store, sources: list[StreamSource], batch_size: int, seed: int) -> ReplayStream:
     """The mixture: one store source per table, rows per global batch in proportion to the weights."""
-    parts = [
-        Source.from_store(store, s.table, columns=s.columns, filter=s.filter, id_column=s.id_column, sampler=SAMPLERS[s.sampler]())
-        for s in sources
-    ]
+    parts = [Source.from_store(store, s.table, columns=s.columns, filter=s.filter, id_column=s.id_column, sampler=SAMPLERS[s.sampler]()) for s in sources]
     return ReplayStream(parts, batch_size=batch_size, mixing=Proportions([s.weight for s in sources]), seed=seed)
 
 
 @store_task(retries=1, delays=[10])
 def train_and_write_back(
-    store: Store, stream: ReplayStream, train_loop: str, config: dict[str, Any], workers: int, cpus_per_worker: float,
-    ray_address: str | None, storage_path: str | None, helpful_below: float | None,
+    store: Store,
+    stream: ReplayStream,
+    train_loop: str,
+    config: dict[str, Any],
+    workers: int,
+    cpus_per_worker: float,
+    ray_address: str | None,
+    storage_path: str | None,
+    helpful_below: float | None,
 ) -> dict[str, Any]:
     """Fit a TorchTrainer over the stream; every rank's losses become one priorities merge and
     one experience-counter update per experiences table."""
@@ -123,9 +127,7 @@ def stream(
     load_train_loop(train_loop)
     existing_tables(store, [s.table for s in sources])
     replay = build_stream(store, sources, batch_size, seed)
-    result = train_and_write_back(
-        store, replay, train_loop, train_loop_config or {}, workers, cpus_per_worker, ray_address, storage_path, helpful_below
-    )
+    result = train_and_write_back(store, replay, train_loop, train_loop_config or {}, workers, cpus_per_worker, ray_address, storage_path, helpful_below)
     metrics = [{"metric": k, "value": v} for k, v in result["metrics"].items() if isinstance(v, (int, float))]
     sources_rows = [{"table": s.table, "sampler": s.sampler, "weight": s.weight} for s in sources]
     written = [{"priorities_version": result["priorities_version"], "rows": result["priority_rows"]}]

@@ -28,6 +28,4 @@ def require(module: str, *, extra: str, feature: str) -> ModuleType:
         parts = module.split(".")
         if exc.name not in {".".join(parts[: i + 1]) for i in range(len(parts))}:
             raise
-        raise MissingExtraError(
-            f"{feature} needs {parts[0]}, which is not installed: pip install 'replaystore[{extra}]'", name=exc.name
-        ) from exc
+        raise MissingExtraError(f"{feature} needs {parts[0]}, which is not installed: pip install 'replaystore[{extra}]'", name=exc.name) from exc

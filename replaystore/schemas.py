@@ -130,10 +130,7 @@ class TableSpec:
     def arrow_schema(self, params: Mapping[str, Any] | None = None) -> pa.Schema:
         """The Arrow schema of a table of this kind, with kind and version in its metadata."""
         resolved = self.resolve_params(params)
-        fields = [
-            pa.field(f.name, parse_type(f.type, resolved), nullable=f.nullable, metadata={"description": f.description})
-            for f in self.fields
-        ]
+        fields = [pa.field(f.name, parse_type(f.type, resolved), nullable=f.nullable, metadata={"description": f.description}) for f in self.fields]
         metadata = {
             KIND_KEY: self.kind.encode(),
             VERSION_KEY: str(self.schema_version).encode(),
@@ -183,9 +180,7 @@ def parse_spec(raw: Mapping[str, Any]) -> TableSpec:
         )
         for f in raw["fields"]
     )
-    return TableSpec(
-        raw["kind"], int(raw["schema_version"]), raw.get("description", ""), raw.get("params", {}), fields, _storage_version(raw)
-    )
+    return TableSpec(raw["kind"], int(raw["schema_version"]), raw.get("description", ""), raw.get("params", {}), fields, _storage_version(raw))
 
 
 def _index_type(raw_field: Mapping[str, Any]) -> str | None:
@@ -325,9 +320,7 @@ def _cast(name: str, arr: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa
             valid = np.ones(len(arr), dtype=bool)
         bad = np.nonzero((lengths != target.list_size) & valid)[0]
         if len(bad):
-            raise ValidationError(
-                name, f"vector dimension must be {target.list_size}, got {int(lengths[bad[0]])} at row {int(bad[0])}"
-            )
+            raise ValidationError(name, f"vector dimension must be {target.list_size}, got {int(lengths[bad[0]])} at row {int(bad[0])}")
         values = _cast(name, arr.flatten(), target.value_type)
         mask = pc.invert(arr.is_valid()) if arr.null_count else None
         return pa.FixedSizeListArray.from_arrays(values, target.list_size, mask=mask)
@@ -452,9 +445,7 @@ def check_computed(values: pa.Table, schema: pa.Schema) -> None:
         _conform_column(schema.field(name), _spec_for(spec, name), values.column(name), fill_defaults=False)
 
 
-def _conform_column(
-    target_field: pa.Field, fspec: FieldSpec | None, value: Any, *, fill_defaults: bool
-) -> pa.Array | pa.ChunkedArray:
+def _conform_column(target_field: pa.Field, fspec: FieldSpec | None, value: Any, *, fill_defaults: bool) -> pa.Array | pa.ChunkedArray:
     name = target_field.name
     arr = _cast(name, _to_arrow(name, value, target_field.type), target_field.type)
     _check_utf8(name, arr)
@@ -512,5 +503,3 @@ def _nested_types(dtype: pa.DataType) -> list[pa.DataType]:
 
 def _spec_for(spec: TableSpec | None, name: str) -> FieldSpec | None:
     return None if spec is None else spec.by_name.get(name)
-
-

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import lance
 import numpy as np
@@ -70,8 +70,7 @@ def validate_name(name: str, field: str = "table name") -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise TableNameError(
             field,
-            f"{name!r} is not allowed: use 1-128 letters, digits, '_' or '-', starting with a letter or digit "
-            "(no path separators, no '..')",
+            f"{name!r} is not allowed: use 1-128 letters, digits, '_' or '-', starting with a letter or digit (no path separators, no '..')",
         )
     return name
 
@@ -163,8 +162,6 @@ class Migration:
     version: int
 
 
-
-
 PAGE_BYTES = 4 * 1024 * 1024  # about what one page of a column holds in the data files writes leave
 
 
@@ -244,7 +241,7 @@ class Store:
                     schema.empty_table(),
                     self.table_uri(name),
                     mode="create",
-                    data_storage_version=spec.data_storage_version,  # appends and compactions keep it
+                    data_storage_version=cast(Any, spec.data_storage_version),  # from the contract; appends and compactions keep it
                     storage_options=self.storage_options or None,
                 ).version
             except OSError as exc:
@@ -371,9 +368,9 @@ class Store:
             if todo:
                 current.add_columns([pa.field(f.name, f.type, nullable=True, metadata=f.metadata) for f in todo])
                 current = self._open(name)
-            cast = [f for f in widened if _widens(current.schema.field(f.name).type, f.type)]
-            if cast:  # float32 → float64 (experiences v3): values keep the float32 value they hold
-                current.alter_columns(*[{"path": f.name, "data_type": f.type} for f in cast])
+            wider = [f for f in widened if _widens(current.schema.field(f.name).type, f.type)]
+            if wider:  # float32 → float64 (experiences v3): values keep the float32 value they hold
+                current.alter_columns(*[cast(Any, {"path": f.name, "data_type": f.type}) for f in wider])  # lance types each as an iterable
                 current = self._open(name)
             for f in missing:  # all of them: a writer killed after add_columns left its defaults unfilled
                 default = spec.field(f.name).default
@@ -397,9 +394,7 @@ class Store:
             raise self._denied(name) from None
 
     def _denied(self, name: str) -> ReadOnlyError:
-        return ReadOnlyError(
-            f"cannot write table '{name}' in {self.uri}: the storage denied it (read-only credentials?); nothing was committed"
-        )
+        return ReadOnlyError(f"cannot write table '{name}' in {self.uri}: the storage denied it (read-only credentials?); nothing was committed")
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -553,7 +548,11 @@ class Store:
         next_id = max((f.fragment_id for f in fragments), default=-1) + 1
         operation: lance.LanceOperation.BaseOperation
         if not hits or all(hits.get(f.fragment_id, 0) < f.count_rows() for f in fragments):  # no fragment emptied
-            kept = [f.delete(edit.delete) if edit.delete and f.fragment_id in hits else f.metadata for f in fragments]
+            kept: list[FragmentMetadata] = []
+            for f in fragments:
+                meta = f.delete(edit.delete) if edit.delete and f.fragment_id in hits else f.metadata
+                assert meta is not None  # on this path no fragment loses all its rows
+                kept.append(meta)
             operation = lance.LanceOperation.Merge([*kept, *self._fragments(ds, insert, next_id)], lance_schema)
         else:
             clean = [f for f in fragments if f.fragment_id not in hits and f.metadata.deletion_file is None]
@@ -562,9 +561,7 @@ class Store:
             rows = pa.concat_tables([survivors, *([insert.cast(ds.schema)] if insert is not None else [])])
             operation = lance.LanceOperation.Overwrite(schema, [f.metadata for f in clean] + self._fragments(ds, rows, next_id))
         try:
-            return lance.LanceDataset.commit(
-                ds.uri, operation, read_version=ds.version, max_retries=0, storage_options=self.storage_options or None
-            ).version
+            return lance.LanceDataset.commit(ds.uri, operation, read_version=ds.version, max_retries=0, storage_options=self.storage_options or None).version
         except (OSError, ValueError, RuntimeError) as exc:
             if is_conflict(exc) or is_version_gone(exc):  # another commit landed, or cleanup removed the version planned on
                 raise VersionMovedError(f"table changed after version {ds.version}: {str(exc).splitlines()[0][:200]}") from None
@@ -614,7 +611,7 @@ class Store:
             by_version.setdefault(int(info["version"]), []).append(tag)
         out = []
         for v in ds.versions():
-            ts = v["timestamp"]
+            ts = cast(datetime, v["timestamp"])  # lance's versions() gives naive UTC datetimes
             ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
             rows = int(v.get("metadata", {}).get("total_rows", -1))
             out.append(VersionInfo(int(v["version"]), ts, rows, tuple(sorted(by_version.get(int(v["version"]), [])))))

@@ -46,9 +46,7 @@ class S3Server:
         return {f"AWS_{key.removeprefix('aws_').upper()}": value for key, value in self.storage_options.items()}
 
     def client(self):  # noqa: ANN201 - boto3 clients are untyped
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION
-        )
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
 
     def new_bucket(self) -> str:
         """A fresh bucket per test, so tests never see each other's tables."""

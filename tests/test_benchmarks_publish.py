@@ -23,7 +23,9 @@ def _rows_of(section: str) -> list[list[str]]:
 
 
 def test_every_row_names_a_run_listed_with_its_command_commit_date_and_machine() -> None:
-    older = publish.Run(command="python -m benchmarks --scale 0.1", commit="not recorded", date="2026-11-26 15:54 UTC", machine="x86_64, 2 cores, Python 3.11.7", scale=0.1)
+    older = publish.Run(
+        command="python -m benchmarks --scale 0.1", commit="not recorded", date="2026-11-26 15:54 UTC", machine="x86_64, 2 cores, Python 3.11.7", scale=0.1
+    )
     rows = publish.merge(publish.merge([], older, {"store": STORE}), RUN, {"sql": SQL})
     section = publish.render(rows)
     runs = dict(re.findall(r"- \*\*(R\d+)\*\* \(scale [\d.]+\): (.+)", section))

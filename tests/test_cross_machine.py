@@ -126,9 +126,10 @@ def test_a_pin_held_by_one_process_survives_cleanup_run_by_another(s3_server: S3
     for i in range(2, 5):
         store.append("t", {**row, "sample_id": [i]})
     cleaner = _run(
-        "import json, sys, datetime, replaystore; "
-        "print(replaystore.open(sys.argv[1], json.loads(sys.argv[2])).cleanup('t', older_than=datetime.timedelta(0)))",
-        uri, json.dumps(options), env=_machine(tmp_path, "cleaner"),
+        "import json, sys, datetime, replaystore; print(replaystore.open(sys.argv[1], json.loads(sys.argv[2])).cleanup('t', older_than=datetime.timedelta(0)))",
+        uri,
+        json.dumps(options),
+        env=_machine(tmp_path, "cleaner"),
     )
     _out, err = cleaner.communicate(timeout=300)
     assert cleaner.returncode == 0, err[-3000:]

@@ -16,8 +16,15 @@ def _source(uri: str, n: int = 50) -> None:
     lengths = np.random.default_rng(0).integers(1, 20, n)
     replaystore.open(uri).append(
         "exemplars",
-        {"buffer": ["b"] * n, "sample_id": np.arange(n), "class_id": np.zeros(n, dtype=np.int64), "task_id": np.zeros(n, dtype=np.int64),
-         "tokens": [[7] * k for k in lengths], "rank": np.ones(n, dtype=np.int32), "nbytes": np.ones(n, dtype=np.int64)},
+        {
+            "buffer": ["b"] * n,
+            "sample_id": np.arange(n),
+            "class_id": np.zeros(n, dtype=np.int64),
+            "task_id": np.zeros(n, dtype=np.int64),
+            "tokens": [[7] * k for k in lengths],
+            "rank": np.ones(n, dtype=np.int32),
+            "nbytes": np.ones(n, dtype=np.int64),
+        },
     )
 
 
@@ -26,9 +33,21 @@ def test_score_order_list_compare_plot_and_import(tmp_path: Path) -> None:
     uri = str(tmp_path / "s")
     _source(uri)
     ds = tmp_path / "ds.json"
-    ds.write_text(json.dumps({"curriculum_metrics": {"seq_len": {
-        "difficulty_type": "percentile", "min_difficulty": 10, "max_difficulty": 100, "schedule_type": "fixed_discrete",
-        "schedule_config": {"difficulty": [10, 50, 100], "max_step": [5, 10]}}}}))
+    ds.write_text(
+        json.dumps(
+            {
+                "curriculum_metrics": {
+                    "seq_len": {
+                        "difficulty_type": "percentile",
+                        "min_difficulty": 10,
+                        "max_difficulty": 100,
+                        "schedule_type": "fixed_discrete",
+                        "schedule_config": {"difficulty": [10, 50, 100], "max_step": [5, 10]},
+                    }
+                }
+            }
+        )
+    )
     script = [
         ("curriculum", "score-length", "exemplars", "--column", "tokens"),
         ("curriculum", "order", "short", "exemplars", "--metric", "seq_len", "--pacing", '{"type": "sqrt", "c0": 0.2, "T": 30}'),

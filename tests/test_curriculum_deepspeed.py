@@ -58,8 +58,15 @@ PERCENTILE_CASES = {
 
 @pytest.mark.parametrize("schedule", sorted(PERCENTILE_CASES))
 def test_percentile_schedules_admit_what_deepspeed_would(schedule: str) -> None:
-    cfg = {"index_to_sample_path": "a", "index_to_metric_path": "b", "difficulty_type": "percentile", "clustering_type": "schedule_based",
-           "min_difficulty": 5, "max_difficulty": 100, **PERCENTILE_CASES[schedule]}
+    cfg = {
+        "index_to_sample_path": "a",
+        "index_to_metric_path": "b",
+        "difficulty_type": "percentile",
+        "clustering_type": "schedule_based",
+        "min_difficulty": 5,
+        "max_difficulty": 100,
+        **PERCENTILE_CASES[schedule],
+    }
     definition = from_deepspeed(_config(**cfg))["seqlen"]
     assert definition.direction == "easy_to_hard" and definition.metric == "seqlen"
     assert isinstance(definition.pacing, DiscretePacing)
@@ -71,8 +78,13 @@ def test_percentile_schedules_admit_what_deepspeed_would(schedule: str) -> None:
 
 
 def test_rounding_to_difficulty_step_reaches_a_cap_that_is_not_a_multiple() -> None:
-    cfg = {"difficulty_type": "value", "min_difficulty": 8, "max_difficulty": 100, "schedule_type": "fixed_root",
-           "schedule_config": {"total_curriculum_step": 40, "difficulty_step": 8, "root_degree": 3}}
+    cfg = {
+        "difficulty_type": "value",
+        "min_difficulty": 8,
+        "max_difficulty": 100,
+        "schedule_type": "fixed_root",
+        "schedule_config": {"total_curriculum_step": 40, "difficulty_step": 8, "root_degree": 3},
+    }
     definition = from_deepspeed({"curriculum_metrics": {"seqlen": cfg}})["seqlen"]
     thresholds, steps = definition.value_schedule
     pacing = DiscretePacing([t / 100 for t in thresholds], steps)
@@ -85,12 +97,26 @@ def test_value_schedule_admits_samples_by_metric_value(store: Store) -> None:
     rng = np.random.default_rng(1)
     n = 200
     lengths = rng.integers(1, 40, n)
-    store.append("exemplars", {"buffer": ["b"] * n, "sample_id": np.arange(n), "class_id": np.zeros(n, dtype=np.int64),
-                               "task_id": np.zeros(n, dtype=np.int64), "tokens": [[1] * k for k in lengths],
-                               "rank": np.ones(n, dtype=np.int32), "nbytes": np.ones(n, dtype=np.int64)})
+    store.append(
+        "exemplars",
+        {
+            "buffer": ["b"] * n,
+            "sample_id": np.arange(n),
+            "class_id": np.zeros(n, dtype=np.int64),
+            "task_id": np.zeros(n, dtype=np.int64),
+            "tokens": [[1] * k for k in lengths],
+            "rank": np.ones(n, dtype=np.int32),
+            "nbytes": np.ones(n, dtype=np.int64),
+        },
+    )
     score(store, "exemplars", "seqlen", SequenceLength("tokens"))
-    cfg = {"difficulty_type": "value", "min_difficulty": 6, "max_difficulty": 39, "schedule_type": "fixed_linear",
-           "schedule_config": {"total_curriculum_step": 30, "difficulty_step": 3}}
+    cfg = {
+        "difficulty_type": "value",
+        "min_difficulty": 6,
+        "max_difficulty": 39,
+        "schedule_type": "fixed_linear",
+        "schedule_config": {"total_curriculum_step": 30, "difficulty_step": 3},
+    }
     build_ordering(store, "ds", "exemplars", from_deepspeed(_config(**cfg))["seqlen"])
     _, sampler = curriculum_sampler(store, "ds")
     for step in range(40):

@@ -110,24 +110,38 @@ def test_megatron_data_efficiency_configs_import_with_deepspeeds_schedule(run: s
         assert_same_schedule(result, cfg)
 
 
-@pytest.mark.parametrize("schedule_config", [
-    {"total_curriculum_step": 1000, "difficulty_step": 8, "root_degree": 2},
-    {"total_curriculum_step": 37, "difficulty_step": 3, "root_degree": 3},
-    {"total_curriculum_step": 5000, "difficulty_step": 1, "root_degree": 1},
-])
+@pytest.mark.parametrize(
+    "schedule_config",
+    [
+        {"total_curriculum_step": 1000, "difficulty_step": 8, "root_degree": 2},
+        {"total_curriculum_step": 37, "difficulty_step": 3, "root_degree": 3},
+        {"total_curriculum_step": 5000, "difficulty_step": 1, "root_degree": 1},
+    ],
+)
 @pytest.mark.parametrize("kind", ["value", "percentile"])
 def test_fixed_root_and_linear_follow_deepspeeds_formula_at_every_checked_step(schedule_config: dict, kind: str) -> None:
     low, high = (5, 100) if kind == "percentile" else (64, 1000)
-    cfg = {"difficulty_type": kind, "clustering_type": "schedule_based", "min_difficulty": low, "max_difficulty": high,
-           "schedule_type": "fixed_root", "schedule_config": schedule_config}
+    cfg = {
+        "difficulty_type": kind,
+        "clustering_type": "schedule_based",
+        "min_difficulty": low,
+        "max_difficulty": high,
+        "schedule_type": "fixed_root",
+        "schedule_config": schedule_config,
+    }
     assert_same_schedule(from_deepspeed({"curriculum_metrics": {"m": cfg}})["m"], cfg)
     linear = {**cfg, "schedule_type": "fixed_linear", "schedule_config": {k: v for k, v in schedule_config.items() if k != "root_degree"}}
     assert_same_schedule(from_deepspeed({"curriculum_metrics": {"m": linear}})["m"], linear)
 
 
 def test_fixed_discrete_follows_deepspeed_including_a_first_max_step_of_zero() -> None:
-    cfg = {"difficulty_type": "percentile", "min_difficulty": 10, "max_difficulty": 50, "schedule_type": "fixed_discrete",
-           "schedule_config": {"difficulty": [10, 20, 30, 50], "max_step": [0, 4, 9]}}
+    cfg = {
+        "difficulty_type": "percentile",
+        "min_difficulty": 10,
+        "max_difficulty": 50,
+        "schedule_type": "fixed_discrete",
+        "schedule_config": {"difficulty": [10, 20, 30, 50], "max_step": [0, 4, 9]},
+    }
     assert_same_schedule(from_deepspeed({"curriculum_metrics": {"m": cfg}})["m"], cfg)
 
 
@@ -190,8 +204,14 @@ def test_stream_batches_are_truncated_to_the_schedule_with_lengths(tmp_path: Pat
 
     lengths = [3 + (7 * i) % 29 for i in range(48)]
     lance.write_dataset(pa.table({"tokens": pa.array([list(range(n)) for n in lengths], pa.list_(pa.int32())), "id": np.arange(48)}), tmp_path / "tok.lance")
-    cfg = {"difficulty_type": "value", "clustering_type": "single_cluster", "min_difficulty": 8, "max_difficulty": 32,
-           "schedule_type": "fixed_linear", "schedule_config": {"total_curriculum_step": 5, "difficulty_step": 8}}
+    cfg = {
+        "difficulty_type": "value",
+        "clustering_type": "single_cluster",
+        "min_difficulty": 8,
+        "max_difficulty": 32,
+        "schedule_type": "fixed_linear",
+        "schedule_config": {"total_curriculum_step": 5, "difficulty_step": 8},
+    }
     schedule = from_deepspeed({"curriculum_metrics": {"seqlen_truncate": cfg}})["seqlen_truncate"]
     schedule = SeqlenCurriculum(schedule.metric, schedule.mode, schedule.difficulties, schedule.steps, columns=("tokens",))
     stream = ReplayStream(Source.from_lance("tok", str(tmp_path / "tok.lance")), 8, prefetch=0)
@@ -212,12 +232,27 @@ def test_percentiles_are_fractions_of_max_difficulty_and_zero_admits_the_minimum
     n = 200
     rng = np.random.default_rng(3)
     lengths = rng.permutation(np.arange(1, n + 1))  # distinct lengths: no ties
-    store.append("exemplars", {"buffer": ["b"] * n, "sample_id": np.arange(n), "class_id": np.zeros(n, dtype=np.int64),
-                               "task_id": np.zeros(n, dtype=np.int64), "tokens": [[1] * int(k) for k in lengths],
-                               "rank": np.ones(n, dtype=np.int32), "nbytes": np.ones(n, dtype=np.int64)})
+    store.append(
+        "exemplars",
+        {
+            "buffer": ["b"] * n,
+            "sample_id": np.arange(n),
+            "class_id": np.zeros(n, dtype=np.int64),
+            "task_id": np.zeros(n, dtype=np.int64),
+            "tokens": [[1] * int(k) for k in lengths],
+            "rank": np.ones(n, dtype=np.int32),
+            "nbytes": np.ones(n, dtype=np.int64),
+        },
+    )
     score(store, "exemplars", "seqlen", SequenceLength("tokens"))
-    cfg = {"difficulty_type": "percentile", "clustering_type": "schedule_based", "min_difficulty": 3, "max_difficulty": 50,
-           "schedule_type": "fixed_root", "schedule_config": {"total_curriculum_step": 40, "difficulty_step": 4, "root_degree": 2}}
+    cfg = {
+        "difficulty_type": "percentile",
+        "clustering_type": "schedule_based",
+        "min_difficulty": 3,
+        "max_difficulty": 50,
+        "schedule_type": "fixed_root",
+        "schedule_config": {"total_curriculum_step": 40, "difficulty_step": 4, "root_degree": 2},
+    }
     build_ordering(store, "pct", "exemplars", from_deepspeed({"curriculum_metrics": {"seqlen": cfg}})["seqlen"])
     _, sampler = curriculum_sampler(store, "pct")
     scheduler = CurriculumScheduler(cfg)
@@ -238,13 +273,30 @@ def test_hf_trainer_sees_the_truncated_length_at_each_optimizer_step(tmp_path: P
     torch.set_num_threads(1)
     model = tiny_causal_lm(50, hidden=16, layers=1, positions=64)
     data = [{"input_ids": list(range(1, 33)), "labels": list(range(1, 33)), "attention_mask": [1] * 32} for _ in range(16)]
-    cfg = {"curriculum_learning": {"enabled": True, "curriculum_type": "seqlen", "min_difficulty": 8, "max_difficulty": 32,
-                                   "schedule_type": "fixed_linear", "schedule_config": {"total_curriculum_step": 3, "difficulty_step": 8}}}
+    cfg = {
+        "curriculum_learning": {
+            "enabled": True,
+            "curriculum_type": "seqlen",
+            "min_difficulty": 8,
+            "max_difficulty": 32,
+            "schedule_type": "fixed_linear",
+            "schedule_config": {"total_curriculum_step": 3, "difficulty_step": 8},
+        }
+    }
     schedule = from_deepspeed(cfg)["seqlen"]
     widths: list[int] = []
     model.register_forward_pre_hook(lambda _m, _a, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
-    args = TrainingArguments(str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=4,
-                             report_to=[], use_cpu=True, logging_strategy="no", save_strategy="no", learning_rate=1e-3)
+    args = TrainingArguments(
+        str(tmp_path),
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        max_steps=4,
+        report_to=[],
+        use_cpu=True,
+        logging_strategy="no",
+        save_strategy="no",
+        learning_rate=1e-3,
+    )
     collate = lambda rows: {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}  # noqa: E731
     SeqlenCurriculumTrainer(model=model, args=args, train_dataset=data, data_collator=collate, seqlen_curriculum=schedule).train()
     assert widths == [int(schedule.difficulty(step)) for step in range(4) for _ in range(2)]
@@ -253,10 +305,14 @@ def test_hf_trainer_sees_the_truncated_length_at_each_optimizer_step(tmp_path: P
 
 def test_reshape_of_stream_columns_keeps_every_token_and_counts_real_ones() -> None:
     packed = np.arange(4 * 24).reshape(4, 24)
-    out = SeqlenCurriculum("seqlen_reshape", "reshape", (8,), (), columns=("tokens",))({"tokens": packed, "tokens_lengths": np.full(4, 24), "id": np.arange(4)}, 0)
+    out = SeqlenCurriculum("seqlen_reshape", "reshape", (8,), (), columns=("tokens",))(
+        {"tokens": packed, "tokens_lengths": np.full(4, 24), "id": np.arange(4)}, 0
+    )
     assert out["tokens"].shape == (12, 8) and np.array_equal(out["tokens"].reshape(-1), packed.reshape(-1))
     assert out["tokens_lengths"].tolist() == [8] * 12 and "id" not in out  # rows were re-cut: per-row ids no longer apply
-    padded = SeqlenCurriculum("seqlen_reshape", "reshape", (4,), (), columns=("tokens",))({"tokens": torch.zeros(2, 8), "tokens_lengths": torch.tensor([8, 5])}, 0)
+    padded = SeqlenCurriculum("seqlen_reshape", "reshape", (4,), (), columns=("tokens",))(
+        {"tokens": torch.zeros(2, 8), "tokens_lengths": torch.tensor([8, 5])}, 0
+    )
     assert padded["tokens_lengths"].tolist() == [4, 4, 4, 1]
 
 

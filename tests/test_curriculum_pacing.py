@@ -111,9 +111,7 @@ def test_negative_steps_are_refused() -> None:
         LinearPacing(0.5, 10).competence(-1)
 
 
-@pytest.mark.parametrize(
-    "pacing", [LinearPacing(0.1, 10), SqrtPacing(0.3, 7), RootPacing(0.2, 50, 3.5), DiscretePacing([0.1, 0.4, 1.0], [3, 9])]
-)
+@pytest.mark.parametrize("pacing", [LinearPacing(0.1, 10), SqrtPacing(0.3, 7), RootPacing(0.2, 50, 3.5), DiscretePacing([0.1, 0.4, 1.0], [3, 9])])
 def test_pacing_round_trips_through_its_dict(pacing) -> None:
     assert pacing_from_dict(pacing.to_dict()) == pacing
 

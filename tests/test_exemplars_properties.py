@@ -106,8 +106,7 @@ def test_no_add_sequence_ever_commits_a_version_over_budget(steps, policy, selec
         buf = store.exemplars("p", budget=budget, model_params=model_params, policy=policy[0], memory_per_class=policy[1], selector=selector)
         for class_id, n, seed in steps:
             rng = np.random.default_rng(seed)
-            buf.add(class_id, rng.integers(0, 9, (n, 9), dtype=np.uint8), features=rng.standard_normal((n, 3)),
-                    sample_ids=rng.choice(10_000, n, replace=False))
+            buf.add(class_id, rng.integers(0, 9, (n, 9), dtype=np.uint8), features=rng.standard_normal((n, 3)), sample_ids=rng.choice(10_000, n, replace=False))
             seen = len({c for c, _, _ in steps[: steps.index((class_id, n, seed)) + 1]})
             counts = buf.budget()["per_class"]
             quota = slots // seen if policy[0] == "fixed_total" else policy[1]

@@ -176,9 +176,7 @@ FILTERS = [None, "kind = 'insight'", "freq >= 0", "workspace = 'beta'", "workspa
     seed=st.integers(0, 2**16),
     columns=st.sampled_from([None, "all"]),
 )
-def test_retrieval_never_crosses_workspaces(
-    populated: ExperienceMemory, workspace: str, where: str | None, k: int, seed: int, columns: str | None
-) -> None:
+def test_retrieval_never_crosses_workspaces(populated: ExperienceMemory, workspace: str, where: str | None, k: int, seed: int, columns: str | None) -> None:
     vector = np.random.default_rng(seed).standard_normal(populated.embedder.dim).astype(np.float32)
     hits = populated.search(vector / np.linalg.norm(vector), workspace, k=k, where=where, columns=columns)
     stored = populated.get(hits["experience_id"].to_pylist())  # the default columns leave workspace and status out
@@ -273,9 +271,16 @@ def test_reme_jsonl_round_trip(populated: ExperienceMemory, tmp_path: Path) -> N
 
 def test_import_reme_record_with_counters(memory: ExperienceMemory, tmp_path: Path) -> None:
     record = {
-        "workspace_id": "appworld", "memory_id": "m1", "memory_type": "task", "when_to_use": "When logging in fails",
-        "content": "Check the token expiry first", "score": 0.8, "time_created": "2025-09-01 10:00:00",
-        "time_modified": "2025-09-02 11:00:00", "author": "qwen", "metadata": {"freq": 7, "utility": 2, "tags": ["auth"], "step_type": "debug"},
+        "workspace_id": "appworld",
+        "memory_id": "m1",
+        "memory_type": "task",
+        "when_to_use": "When logging in fails",
+        "content": "Check the token expiry first",
+        "score": 0.8,
+        "time_created": "2025-09-01 10:00:00",
+        "time_modified": "2025-09-02 11:00:00",
+        "author": "qwen",
+        "metadata": {"freq": 7, "utility": 2, "tags": ["auth"], "step_type": "debug"},
     }
     path = tmp_path / "one.jsonl"
     path.write_text(json.dumps(record) + "\n")
@@ -310,14 +315,24 @@ def test_import_bad_line_writes_nothing(memory: ExperienceMemory, tmp_path: Path
 
 
 TRAJECTORIES = [
-    {"task_id": "t1", "score": 1.0, "messages": [
-        {"role": "user", "content": "Book the cheapest flight from Oslo to Rome next Friday"},
-        {"role": "assistant", "content": "Search flights sorted by price for the date"},
-        {"role": "tool", "name": "flight_search", "content": "3 results, cheapest 89 EUR"},
-        {"role": "assistant", "content": "Book the 89 EUR flight and confirm the booking reference"}]},
-    {"task_id": "t1", "score": 0.0, "messages": [
-        {"role": "user", "content": "Book the cheapest flight from Oslo to Rome next Friday"},
-        {"role": "assistant", "content": "Book the first flight listed without comparing prices"}]},
+    {
+        "task_id": "t1",
+        "score": 1.0,
+        "messages": [
+            {"role": "user", "content": "Book the cheapest flight from Oslo to Rome next Friday"},
+            {"role": "assistant", "content": "Search flights sorted by price for the date"},
+            {"role": "tool", "name": "flight_search", "content": "3 results, cheapest 89 EUR"},
+            {"role": "assistant", "content": "Book the 89 EUR flight and confirm the booking reference"},
+        ],
+    },
+    {
+        "task_id": "t1",
+        "score": 0.0,
+        "messages": [
+            {"role": "user", "content": "Book the cheapest flight from Oslo to Rome next Friday"},
+            {"role": "assistant", "content": "Book the first flight listed without comparing prices"},
+        ],
+    },
 ]
 
 
@@ -403,9 +418,7 @@ def test_record_use_adds_exactly_the_helpful_uses(odd_ids: ExperienceMemory, use
     freq_threshold=st.integers(1, 8),
     utility_threshold=st.sampled_from([0.0, 0.1, 0.25, 0.3, 0.5, 0.7, 1.0]),
 )
-def test_refine_archives_exactly_the_rule(
-    store: replaystore.Store, counters: list[tuple[int, int]], freq_threshold: int, utility_threshold: float
-) -> None:
+def test_refine_archives_exactly_the_rule(store: replaystore.Store, counters: list[tuple[int, int]], freq_threshold: int, utility_threshold: float) -> None:
     memory = store.experiences(f"t{abs(hash((tuple(counters), freq_threshold, utility_threshold))) % 10**9}")
     rows = docstring_rows(len(counters))
     memory.upsert([{**r, "experience_id": f"r{i}", "freq": f, "utility": u} for i, (r, (f, u)) in enumerate(zip(rows, counters))])

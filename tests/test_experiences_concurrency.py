@@ -32,10 +32,7 @@ def test_concurrent_record_use_totals_are_exact(store: replaystore.Store) -> Non
         ]
     )
     workers, calls = 4, 6
-    procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, store.uri, str(calls)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        for _ in range(workers)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, store.uri, str(calls)], cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
     for proc in procs:
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err

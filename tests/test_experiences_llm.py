@@ -12,8 +12,12 @@ from replaystore.experiences import LLMExtractor
 from replaystore.experiences.embedder import minilm_path
 from replaystore.experiences.extractors import Group, Trajectory, as_trajectory, group, parse_experiences, parse_validation, prompt_for
 
-WIN = Trajectory("t1", ({"role": "user", "content": "Rename all .txt files to .md"}, {"role": "assistant", "content": "List files, then rename each with pathlib"}), 1.0)
-LOSS = Trajectory("t1", ({"role": "user", "content": "Rename all .txt files to .md"}, {"role": "assistant", "content": "Use a shell glob that misses hidden files"}), 0.0)
+WIN = Trajectory(
+    "t1", ({"role": "user", "content": "Rename all .txt files to .md"}, {"role": "assistant", "content": "List files, then rename each with pathlib"}), 1.0
+)
+LOSS = Trajectory(
+    "t1", ({"role": "user", "content": "Rename all .txt files to .md"}, {"role": "assistant", "content": "Use a shell glob that misses hidden files"}), 0.0
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +26,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
-    config = GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=1024, vocab_size=tokenizer.vocab_size,
-                        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        n_layer=2,
+        n_embd=64,
+        n_head=2,
+        n_positions=1024,
+        vocab_size=tokenizer.vocab_size,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     path = tmp_path_factory.mktemp("tiny-gpt2")
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -54,7 +66,12 @@ def test_parse_reme_style_output() -> None:
 
 @pytest.mark.parametrize(
     ("text", "score"),
-    [('```json\n{"is_valid": true, "score": 0.8, "reason": "ok"}\n```', 0.8), ('{"is_valid": false, "score": 0.9}', 0.0), ("no json", 0.0), ('{"is_valid": true}', 0.0)],
+    [
+        ('```json\n{"is_valid": true, "score": 0.8, "reason": "ok"}\n```', 0.8),
+        ('{"is_valid": false, "score": 0.9}', 0.0),
+        ("no json", 0.0),
+        ('{"is_valid": true}', 0.0),
+    ],
 )
 def test_parse_validation_follows_reme(text: str, score: float) -> None:
     assert parse_validation(text) == score

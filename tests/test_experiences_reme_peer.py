@@ -114,8 +114,15 @@ def test_a_v2_table_migrates_its_float32_scores_to_float64(store: replaystore.St
     meta = dict(current.metadata)
     meta[schemas.VERSION_KEY] = b"2"
     old = pa.schema(fields, metadata=meta)
-    row = {"experience_id": ["a"], "workspace": ["w"], "kind": ["insight"], "when_to_use": ["x"], "content": ["y"], "score": [0.92],
-           "embedding": np.ones((1, 384), dtype=np.float32) / math.sqrt(384)}
+    row = {
+        "experience_id": ["a"],
+        "workspace": ["w"],
+        "kind": ["insight"],
+        "when_to_use": ["x"],
+        "content": ["y"],
+        "score": [0.92],
+        "embedding": np.ones((1, 384), dtype=np.float32) / math.sqrt(384),
+    }
     lance.write_dataset(schemas.conform(row, old, kind="experiences"), store.table_uri("experiences"))
     assert store.read("experiences", columns=["score"]).column(0).to_pylist() == [pytest.approx(0.92, abs=1e-7)]
     done = store.migrate("experiences")["experiences"]

@@ -138,8 +138,16 @@ def test_prune_cuts_exemplar_buffers_back_inside_their_budget(store: replaystore
     report = buffer.budget()
     assert report["per_class"] == {0: 5, 1: 5} and buffer.samples(classes=[0]).sample_ids.tolist() == kept_ids
     assert summary["exemplar budgets"] == [
-        {"buffer": "digits", "rows_cut": 5, "bytes_freed": 5 * sample, "total_bytes": 400 + 10 * sample,
-         "model_bytes": 400, "exemplar_bytes": 10 * sample, "free_bytes": 0, "rows": 10}
+        {
+            "buffer": "digits",
+            "rows_cut": 5,
+            "bytes_freed": 5 * sample,
+            "total_bytes": 400 + 10 * sample,
+            "model_bytes": 400,
+            "exemplar_bytes": 10 * sample,
+            "free_bytes": 0,
+            "rows": 10,
+        }
     ]
     assert prune(store.uri, buffers=["digits"], retention_hours=24)["exemplar budgets"][0]["rows_cut"] == 0
     artifact = Artifact.get("prune-summary")
@@ -187,9 +195,7 @@ def general_params(tmp_path: Path, frozen_lm: Path, n: int = 6) -> dict[str, Any
     return {"model": str(frozen_lm), "tokenizer": str(minilm_path()), "texts": str(texts), "source": "pydoc", "max_length": 32}
 
 
-def test_distill_general_samples_ingests_once_and_stores_states_and_statistics(
-    store: replaystore.Store, tmp_path: Path, frozen_lm: Path
-) -> None:
+def test_distill_general_samples_ingests_once_and_stores_states_and_statistics(store: replaystore.Store, tmp_path: Path, frozen_lm: Path) -> None:
     params = general_params(tmp_path, frozen_lm)
     summary = distill(store.uri, general=params)
     assert [(r["step"], r["added"], r["skipped"]) for r in summary["general samples"]] == [("ingest", 6, 0), ("states", 6, 0)]
@@ -224,20 +230,28 @@ def test_distill_and_prune_running_together_lose_nothing(store: replaystore.Stor
 
 
 TRAJECTORIES = [
-    {"task_id": "csv", "score": 1.0, "messages": [
-        {"role": "user", "content": "Load the sales CSV whose header row is broken"},
-        {"role": "assistant", "content": "Read the file with an explicit column list and skip the first line"},
-        {"role": "tool", "name": "read_csv", "content": "1200 rows, 6 columns"},
-        {"role": "assistant", "content": "Check the row count against the source system before continuing"}]},
-    {"task_id": "csv", "score": 0.0, "messages": [
-        {"role": "user", "content": "Load the sales CSV whose header row is broken"},
-        {"role": "assistant", "content": "Read the file with default settings and trust the inferred header"}]},
+    {
+        "task_id": "csv",
+        "score": 1.0,
+        "messages": [
+            {"role": "user", "content": "Load the sales CSV whose header row is broken"},
+            {"role": "assistant", "content": "Read the file with an explicit column list and skip the first line"},
+            {"role": "tool", "name": "read_csv", "content": "1200 rows, 6 columns"},
+            {"role": "assistant", "content": "Check the row count against the source system before continuing"},
+        ],
+    },
+    {
+        "task_id": "csv",
+        "score": 0.0,
+        "messages": [
+            {"role": "user", "content": "Load the sales CSV whose header row is broken"},
+            {"role": "assistant", "content": "Read the file with default settings and trust the inferred header"},
+        ],
+    },
 ]
 
 
-def test_a_flow_failing_part_way_leaves_every_table_at_a_whole_version(
-    store: replaystore.Store, tmp_path: Path, frozen_lm: Path
-) -> None:
+def test_a_flow_failing_part_way_leaves_every_table_at_a_whole_version(store: replaystore.Store, tmp_path: Path, frozen_lm: Path) -> None:
     buffer = store.exemplars("digits", budget=10_000, model_params=10, model_dtype="float32", selector="random")
     store.create_table("task_samples")  # no rows of task 7: the exemplars branch fails after general ran
     versions = [v.version for v in store.versions("digits")]
@@ -282,8 +296,14 @@ def test_distill_offers_exemplar_candidates_with_features(store: replaystore.Sto
     task = np.isin(labels, [0, 1])
     store.append(
         "task_samples",
-        {"sample_id": np.flatnonzero(task), "task_id": np.zeros(task.sum(), dtype=np.int64), "class_id": labels[task],
-         "data": [x.tobytes() for x in images[task]], "shape": [[8, 8]] * int(task.sum()), "dtype": ["uint8"] * int(task.sum())},
+        {
+            "sample_id": np.flatnonzero(task),
+            "task_id": np.zeros(task.sum(), dtype=np.int64),
+            "class_id": labels[task],
+            "data": [x.tobytes() for x in images[task]],
+            "shape": [[8, 8]] * int(task.sum()),
+            "dtype": ["uint8"] * int(task.sum()),
+        },
     )
     torch.manual_seed(0)
     extractor = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU())
@@ -312,9 +332,7 @@ def digits_train_loop(stream: Any, log: Any, config: dict[str, Any]) -> dict[str
     import ray.train.torch
 
     torch.manual_seed(0)
-    model = ray.train.torch.prepare_model(
-        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    )
+    model = ray.train.torch.prepare_model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)))
     optim = torch.optim.Adam(model.parameters(), lr=0.01)
     names = [s.name for s in stream.sources]
     for _ in range(config["epochs"]):
@@ -338,16 +356,29 @@ def test_stream_trains_on_ray_over_a_mixture_and_writes_priorities_back(store: r
         keep = np.isin(labels, classes)
         n = int(keep.sum())
         extra = {"buffer": ["digits"] * n, "rank": [1] * n, "nbytes": [64] * n} if table == "exemplars" else {}
-        store.append(table, {**extra, "sample_id": np.flatnonzero(keep), "task_id": np.zeros(n, dtype=np.int64),
-                             "class_id": labels[keep], "data": [x.tobytes() for x in images[keep]],
-                             "shape": [[8, 8]] * n, "dtype": ["uint8"] * n})
+        store.append(
+            table,
+            {
+                **extra,
+                "sample_id": np.flatnonzero(keep),
+                "task_id": np.zeros(n, dtype=np.int64),
+                "class_id": labels[keep],
+                "data": [x.tobytes() for x in images[keep]],
+                "shape": [[8, 8]] * n,
+                "dtype": ["uint8"] * n,
+            },
+        )
     columns = ["data", "shape", "dtype", "class_id"]
     sources = [
         {"table": "task_samples", "columns": columns, "weight": 3.0},
         {"table": "exemplars", "columns": columns, "sampler": "prioritized", "weight": 1.0},
     ]
     result = stream(
-        sources, f"{__name__}:digits_train_loop", store.uri, train_loop_config={"epochs": 1}, batch_size=16,
+        sources,
+        f"{__name__}:digits_train_loop",
+        store.uri,
+        train_loop_config={"epochs": 1},
+        batch_size=16,
         storage_path=str(tmp_path / "ray"),
     )
     priorities = store.read("priorities")
@@ -414,9 +445,7 @@ def test_index_scores_a_source_and_stores_its_orderings(store: replaystore.Store
     )
     spec = {"source": "general_samples", "column": "token_ids", "metric": "length", "directions": ["easy_to_hard", "random"]}
     summary = index(store.uri, curriculum=spec)
-    assert [r["ordering"] for r in summary["curriculum"]] == [
-        "(scores)", "general-samples-length-easy-to-hard", "general-samples-length-random"
-    ]
+    assert [r["ordering"] for r in summary["curriculum"]] == ["(scores)", "general-samples-length-easy-to-hard", "general-samples-length-random"]
     scores = store.read("curriculum_scores").sort_by("value")
     assert scores["sample_id"].to_pylist() == ["s1", "s3", "s2", "s4", "s0"]
     ordering = store.read("curriculum_orderings", filter="ordering = 'general-samples-length-easy-to-hard'").sort_by("position")
@@ -452,9 +481,7 @@ BAD: list[tuple[Callable[..., Any], dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize("flow_fn, params, field", BAD, ids=[f"{f.name}-{p}" for f, p, _ in BAD])
-def test_bad_parameters_are_refused_before_any_work(
-    store: replaystore.Store, flow_fn: Any, params: dict[str, Any], field: str
-) -> None:
+def test_bad_parameters_are_refused_before_any_work(store: replaystore.Store, flow_fn: Any, params: dict[str, Any], field: str) -> None:
     for i in range(3):
         add_priorities(store, i)
     before = snapshot(store)

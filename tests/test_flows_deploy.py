@@ -85,9 +85,7 @@ def test_deploy_all_and_a_process_worker_runs_prune(tmp_path: Path, prefect_env:
             done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, done.stdout + done.stderr
 
-        state = wait_for_run(
-            url, deployments["prune/prune-nightly"].id, {"store_uri": store.uri, "retention_hours": 0}, timeout=120, run=worker
-        )
+        state = wait_for_run(url, deployments["prune/prune-nightly"].id, {"store_uri": store.uri, "retention_hours": 0}, timeout=120, run=worker)
     assert state.is_completed(), state
     assert store.info("priorities").fragments == 1
     assert [v.rows for v in store.versions("priorities")] == [4]
@@ -102,7 +100,12 @@ def test_serve_runs_every_deployment_on_schedule_and_stops_on_ctrl_c(tmp_path: P
     store = filled_store(tmp_path / "store")
     proc = subprocess.Popen(
         [str(BIN / "replaystore"), "--uri", store.uri, "serve"],
-        cwd=tmp_path, env=prefect_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=tmp_path,
+        env=prefect_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     lines: list[str] = []
     threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()

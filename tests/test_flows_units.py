@@ -42,8 +42,10 @@ def test_checked_validates_against_the_signature_and_keeps_it() -> None:
 def test_every_deployment_of_prefect_yaml_serves_its_flow_with_its_schedule() -> None:
     served = {f"{d.flow_name}/{d.name}": d for d in runner_deployments("/srv/replay")}
     assert {name: [s.schedule.cron for s in d.schedules] for name, d in served.items()} == {
-        "distill/distill-on-demand": [], "index/index-hourly": ["0 * * * *"],
-        "prune/prune-nightly": ["30 2 * * *"], "stream/stream-on-demand": [],
+        "distill/distill-on-demand": [],
+        "index/index-hourly": ["0 * * * *"],
+        "prune/prune-nightly": ["30 2 * * *"],
+        "stream/stream-on-demand": [],
     }
     for spec in deployment_specs():
         flow_params = load_flow(spec["entrypoint"]).parameters.properties

@@ -51,8 +51,15 @@ def setup(store: Store, corpus: list[str]) -> tuple[torch.nn.Module, ReplaySet, 
 
 def arguments(tmp_path: Path, **overrides) -> TrainingArguments:
     settings = {
-        "output_dir": str(tmp_path / "out"), "use_cpu": True, "report_to": [], "save_strategy": "no", "logging_strategy": "no",
-        "disable_tqdm": True, "per_device_train_batch_size": 2, "learning_rate": 3e-3, "seed": 0,
+        "output_dir": str(tmp_path / "out"),
+        "use_cpu": True,
+        "report_to": [],
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "per_device_train_batch_size": 2,
+        "learning_rate": 3e-3,
+        "seed": 0,
     }
     return TrainingArguments(**{**settings, **overrides})
 
@@ -60,8 +67,11 @@ def arguments(tmp_path: Path, **overrides) -> TrainingArguments:
 def test_exactly_k_replay_samples_per_global_batch(tmp_path: Path, setup) -> None:
     model, replay, task = setup
     trainer = GeReTrainer(
-        model=model, args=arguments(tmp_path, gradient_accumulation_steps=2, max_steps=3), train_dataset=task,
-        replay=replay, schedule=ReplaySchedule(k=3),
+        model=model,
+        args=arguments(tmp_path, gradient_accumulation_steps=2, max_steps=3),
+        train_dataset=task,
+        replay=replay,
+        schedule=ReplaySchedule(k=3),
     )
     trainer.train()
     per_step = Counter()
@@ -74,7 +84,11 @@ def test_exactly_k_replay_samples_per_global_batch(tmp_path: Path, setup) -> Non
 def test_mixing_proportion_replays_that_share_of_samples(tmp_path: Path, setup) -> None:
     model, replay, task = setup
     trainer = GeReTrainer(
-        model=model, args=arguments(tmp_path, max_steps=4), train_dataset=task, replay=replay, schedule=ReplaySchedule(proportion=0.2),
+        model=model,
+        args=arguments(tmp_path, max_steps=4),
+        train_dataset=task,
+        replay=replay,
+        schedule=ReplaySchedule(proportion=0.2),
     )
     trainer.train()
     assert sum(e["replayed"] for e in trainer.replay_log) == 2  # 8 task samples × 0.2/0.8

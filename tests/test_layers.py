@@ -22,9 +22,7 @@ ABOVE = ("replaystore.cli", "replaystore.__main__", "replaystore.ui", "replaysto
 UI = sorted(m.name for m in pkgutil.walk_packages(replaystore.__path__, "replaystore.") if m.name.startswith("replaystore.ui"))
 
 LIBRARY = sorted(
-    m.name
-    for m in pkgutil.walk_packages(replaystore.__path__, "replaystore.")
-    if not m.name.startswith(ABOVE) and m.name != "replaystore.stream.ray_train"
+    m.name for m in pkgutil.walk_packages(replaystore.__path__, "replaystore.") if not m.name.startswith(ABOVE) and m.name != "replaystore.stream.ray_train"
 )
 
 

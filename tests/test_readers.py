@@ -164,9 +164,7 @@ def test_a_read_path_leaves_an_older_table_unchanged(old_store: replaystore.Stor
     assert state(old_store) == before, f"{path} wrote to the store"
 
 
-def test_a_read_that_needs_a_missing_column_names_the_migrate_command(
-    old_store: replaystore.Store, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_read_that_needs_a_missing_column_names_the_migrate_command(old_store: replaystore.Store, capsys: pytest.CaptureFixture[str]) -> None:
     before = state(old_store)
     line = MIGRATE.format(table="exemplars")
     reads: list[Callable[[], Any]] = [

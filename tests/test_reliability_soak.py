@@ -187,9 +187,7 @@ def test_soak_six_processes_then_audit(tmp_path: Path) -> None:
     ctx = mp.get_context("spawn")  # Lance is not fork-safe
     barrier, deadline, steps = ctx.Barrier(len(ROLES) + 1), ctx.Value("d", 0.0), ctx.Array("i", len(ROLES))
     logs = {role.__name__: str(tmp_path / f"{role.__name__}.json") for role in ROLES}
-    procs = [
-        ctx.Process(target=_run, args=(role, uri, barrier, deadline, steps, i, logs[role.__name__])) for i, role in enumerate(ROLES)
-    ]
+    procs = [ctx.Process(target=_run, args=(role, uri, barrier, deadline, steps, i, logs[role.__name__])) for i, role in enumerate(ROLES)]
     for proc in procs:
         proc.start()
     barrier.wait(timeout=120)  # everyone has set up: the soak time starts now, for all at once

@@ -99,7 +99,8 @@ def test_concurrent_writers_from_several_processes_on_s3(s3_server: S3Server) ->
 
 
 def test_credentials_from_environment_reach_lance_and_never_land_in_files(
-    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    s3_server: S3Server,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)

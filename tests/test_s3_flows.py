@@ -12,7 +12,9 @@ from replaystore.flows.prune import prune
 
 @pytest.mark.slow
 def test_prune_flow_on_s3_enforces_budget_compacts_and_keeps_tags(
-    prefect_harness: None, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    prefect_harness: None,
+    s3_server: S3Server,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for key, value in s3_server.env.items():  # the flow opens the store by URI only, as a deployment does
         monkeypatch.setenv(key, value)

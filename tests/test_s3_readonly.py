@@ -41,9 +41,7 @@ def iam_s3() -> Iterator[dict[str, Any]]:
     INITIAL_NO_AUTH_ACTION_COUNT=0 sets at start) makes it check every request's signature and policy."""
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):  # start-up: until the port answers (or the process died)
             try:
@@ -81,9 +79,7 @@ def _state(store: replaystore.Store, client: Any) -> tuple[dict[str, Any], list[
     return tables, sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
 
-def test_read_only_credentials_stream_query_and_retrieve_and_cannot_write(
-    iam_s3: dict[str, Any], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_read_only_credentials_stream_query_and_retrieve_and_cannot_write(iam_s3: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     writer = replaystore.open(iam_s3["uri"], iam_s3["rw"])
     writer.append("exemplars", exemplar_rows(40))
     writer.experiences("experiences", embedder=Words()).upsert(

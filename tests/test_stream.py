@@ -63,9 +63,7 @@ def shard_batches(stream: ReplayStream, workers: int) -> list[dict[str, Any]]:
     shuffle=st.booleans(),
     epoch=st.integers(0, 3),
 )
-def test_every_row_exactly_once_per_epoch_across_ranks_and_workers(
-    n: int, world: int, workers: int, batch: int, shuffle: bool, epoch: int
-) -> None:
+def test_every_row_exactly_once_per_epoch_across_ranks_and_workers(n: int, world: int, workers: int, batch: int, shuffle: bool, epoch: int) -> None:
     table = rows(n)
     seen: list[int] = []
     for rank in range(world):
@@ -142,9 +140,7 @@ def test_exactly_k_replay_rows_in_every_global_batch(world: int, batch: int, dat
 
 def test_proportions_hold_exactly_over_time_and_can_change_with_the_step() -> None:
     task, replay = rows(800), rows(50, start=1000)
-    fixed = ReplayStream(
-        [Source.from_arrow("task", task), Source.from_arrow("replay", replay, sampler=Uniform())], 10, mixing=Proportions([0.8, 0.2])
-    )
+    fixed = ReplayStream([Source.from_arrow("task", task), Source.from_arrow("replay", replay, sampler=Uniform())], 10, mixing=Proportions([0.8, 0.2]))
     counts = np.array([[int((b["_source"] == i).sum()) for i in (0, 1)] for b in fixed])
     assert counts.sum(0).tolist() == [800, 200]
     assert set(counts[:, 1]) == {2}

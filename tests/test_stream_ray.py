@@ -163,9 +163,7 @@ def test_torch_trainer_writes_experience_uses_back(ray_cluster: Any, store: repl
 
 def test_ray_datasets_read_the_pinned_version_with_columns_and_filter(ray_cluster: Any, store: replaystore.Store) -> None:
     store.append("exemplars", digits_rows([0, 1], task_id=0))
-    stream = ReplayStream(
-        Source.from_store(store, "exemplars", columns=["sample_id", "class_id"], filter="class_id = 1"), batch_size=8
-    )
+    stream = ReplayStream(Source.from_store(store, "exemplars", columns=["sample_id", "class_id"], filter="class_id = 1"), batch_size=8)
     stream.set_epoch(0)
     store.append("exemplars", digits_rows([1], task_id=1))
     ds = ray_datasets(stream)["exemplars"]

@@ -137,7 +137,11 @@ def test_a_lance_stream_pads_each_batch_to_its_own_widest_row(tmp_path: Path) ->
     lengths = [1 + (i % 3) for i in range(40)]
     lengths[37] = 12
     table = pa.table(
-        {"tokens": pa.array([[i] * n for i, n in enumerate(lengths)], pa.list_(pa.int32())), "id": np.arange(40), "vec": pa.FixedSizeListArray.from_arrays(pa.array(np.arange(80, dtype=np.float32)), 2)}
+        {
+            "tokens": pa.array([[i] * n for i, n in enumerate(lengths)], pa.list_(pa.int32())),
+            "id": np.arange(40),
+            "vec": pa.FixedSizeListArray.from_arrays(pa.array(np.arange(80, dtype=np.float32)), 2),
+        }
     )
     lance.write_dataset(table, tmp_path / "tok.lance")
     batches = list(ReplayStream(Source.from_lance("tok", str(tmp_path / "tok.lance")), 8, prefetch=0))

@@ -42,9 +42,7 @@ def test_find_equals_searchsorted_of_the_cumulative_sum(compiled: bool, w: np.nd
     w=weights_st,
     updates=st.lists(st.tuples(st.lists(st.integers(0, 10_000), min_size=1, max_size=20), st.lists(st.integers(0, 50), min_size=20, max_size=20)), max_size=8),
 )  # fmt: skip
-def test_totals_and_minima_stay_exact_under_random_updates(
-    compiled: bool, w: np.ndarray, updates: list[tuple[list[int], list[int]]]
-) -> None:
+def test_totals_and_minima_stay_exact_under_random_updates(compiled: bool, w: np.ndarray, updates: list[tuple[list[int], list[int]]]) -> None:
     tree, mirror = SumTree(w, compiled=compiled), w.copy()
     for raw_positions, raw_values in updates:
         positions = np.array(raw_positions) % len(w)  # repeats included: the last value wins
@@ -84,9 +82,7 @@ def test_bad_weights_are_refused_by_name(weights: list[float]) -> None:
     batches=st.lists(st.lists(st.tuples(st.integers(0, 10_000), st.floats(0, 1e6, allow_subnormal=False)), min_size=1, max_size=40), max_size=6),
     fractions=st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=64),
 )  # fmt: skip
-def test_both_kernels_give_the_same_bits_for_any_real_weights(
-    w: list[float], batches: list[list[tuple[int, float]]], fractions: list[float]
-) -> None:
+def test_both_kernels_give_the_same_bits_for_any_real_weights(w: list[float], batches: list[list[tuple[int, float]]], fractions: list[float]) -> None:
     """Real (inexact) priorities: a run that switches kernels, e.g. a resume on a machine without
     numba, draws exactly what the uninterrupted run draws."""
     numpy_tree, numba_tree = SumTree(np.array(w), compiled=False), SumTree(np.array(w), compiled=True)

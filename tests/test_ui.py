@@ -125,7 +125,9 @@ def visit(browser: Any, url: str, shot: str) -> Any:
     browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     browser.get(url)
     height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1400, "height": min(max(height, 600), 8000), "deviceScaleFactor": 1, "mobile": False})
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 1400, "height": min(max(height, 600), 8000), "deviceScaleFactor": 1, "mobile": False}
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / f"{shot}.png"))
     assert browser.find_elements(By.CSS_SELECTOR, "header nav a"), "the page did not render its navigation"

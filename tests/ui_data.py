@@ -59,7 +59,11 @@ def fill_digits(store: replaystore.Store, tasks: int = 3) -> None:
             build_ordering(store, f"{table}-ink", table, OrderingDefinition(metric="ink", direction="easy_to_hard", pacing=LinearPacing(0.1, 30)))
         scores = load_scores(store, table, "loss")
         store.create_table("priorities", Kind.PRIORITIES)
-        store.merge("priorities", {"source": [table] * len(scores.sample_ids), "sample_id": scores.sample_ids, "priority": np.abs(scores.values) + 1e-6}, on=["source", "sample_id"])
+        store.merge(
+            "priorities",
+            {"source": [table] * len(scores.sample_ids), "sample_id": scores.sample_ids, "priority": np.abs(scores.values) + 1e-6},
+            on=["source", "sample_id"],
+        )
         mask = np.isin(split.train_y, classes)
         x, y = torch.from_numpy(split.train_x[mask]), torch.from_numpy(split.train_y[mask])
         model.train()
@@ -92,8 +96,7 @@ def fill_text(store: replaystore.Store, general: int = 60) -> dict[str, Any]:
     memory = store.experiences(dedup_threshold=0.9)
     lessons = docs[general:]
     rows = [
-        {"when_to_use": text.split(".")[0][:160], "content": text[:400], "workspace": "stdlib-a" if i % 2 else "stdlib-b"}
-        for i, text in enumerate(lessons)
+        {"when_to_use": text.split(".")[0][:160], "content": text[:400], "workspace": "stdlib-a" if i % 2 else "stdlib-b"} for i, text in enumerate(lessons)
     ]
     memory.add(rows)
     for workspace in ("stdlib-a", "stdlib-b"):

@@ -14,7 +14,7 @@ import pkgutil
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from replaystore.cli.output import emit, fail
 
@@ -38,7 +38,7 @@ class Parser(argparse.ArgumentParser):
 
 def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
     """--uri, --json and --debug; below the top level they default to nothing, so the top's value stands."""
-    default = {} if top else {"default": argparse.SUPPRESS}
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     parser.add_argument("--uri", help="store URI (default: $REPLAYSTORE_URI or ./replaystore-data)", **({"default": None} if top else default))
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables", **default)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs", **default)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,7 +38,7 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def render_table(rows: list[Mapping[str, Any]]) -> str:
+def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Left-aligned columns with a header rule; numbers right-aligned."""
     if not rows:
         return "(no rows)"

@@ -27,9 +27,7 @@ def init(args: argparse.Namespace) -> Done:
             created.append(kind)
     migrated = [m.table for m in store.migrate().values() if m.schema_before != m.schema_after]
     message = (
-        f"store {store.uri}\n"
-        f"tables created: {', '.join(created) or '(none, all present)'}\n"
-        f"tables migrated: {', '.join(migrated) or '(none, all current)'}"
+        f"store {store.uri}\ntables created: {', '.join(created) or '(none, all present)'}\ntables migrated: {', '.join(migrated) or '(none, all current)'}"
     )
     return Done(message, {"store": store.uri, "created": created, "migrated": migrated})
 
@@ -57,10 +55,7 @@ def stats(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def versions(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return [
-        {"version": v.version, "timestamp": v.timestamp, "rows": v.rows, "tags": ",".join(v.tags)}
-        for v in open_store(args).versions(args.table)
-    ]
+    return [{"version": v.version, "timestamp": v.timestamp, "rows": v.rows, "tags": ",".join(v.tags)} for v in open_store(args).versions(args.table)]
 
 
 def tag(args: argparse.Namespace) -> Done:

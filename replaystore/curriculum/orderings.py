@@ -168,8 +168,13 @@ def _value_pacing(definition: OrderingDefinition, values: np.ndarray) -> Discret
 
 
 def _arrange(
-    store: Store, source: str, definition: OrderingDefinition, ids: Sequence[Any] | None, id_column: str,
-    scores_table: str, version: Version | None,
+    store: Store,
+    source: str,
+    definition: OrderingDefinition,
+    ids: Sequence[Any] | None,
+    id_column: str,
+    scores_table: str,
+    version: Version | None,
 ) -> tuple[np.ndarray, np.ndarray, OrderingDefinition]:
     """Sample ids in position order, their difficulty, and the definition with its pacing resolved."""
     if definition.direction == "list":

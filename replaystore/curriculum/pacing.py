@@ -42,9 +42,7 @@ def _out(values: np.ndarray, step: Any) -> Any:
     return float(values) if np.ndim(step) == 0 else values
 
 
-def check_discrete(
-    difficulties: Any, steps: Any, upper: float | None, field: str = "difficulties"
-) -> tuple[tuple[float, ...], tuple[int, ...]]:
+def check_discrete(difficulties: Any, steps: Any, upper: float | None, field: str = "difficulties") -> tuple[tuple[float, ...], tuple[int, ...]]:
     """Validate a discrete schedule: one more difficulty than steps, steps rising, difficulties not falling.
 
     `upper` bounds the difficulties to [0, upper]; None allows any finite value (metric values).

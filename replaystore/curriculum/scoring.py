@@ -259,9 +259,7 @@ def score(
     `filter` the metric holds just those rows (percentiles among them), so score subsets such as
     tasks under their own metric names (`loss.task3`).
     """
-    scores = compute_scores(
-        store, source, metric, scorer, id_column=id_column, columns=columns, filter=filter, batch_size=batch_size, version=version
-    )
+    scores = compute_scores(store, source, metric, scorer, id_column=id_column, columns=columns, filter=filter, batch_size=batch_size, version=version)
     text = description or getattr(scorer, "description", None) or getattr(scorer, "__qualname__", type(scorer).__name__)
     return write_scores(store, scores, text, table)
 

@@ -157,7 +157,9 @@ class SeqlenCurriculum:
     def from_dict(cls, spec: Mapping[str, Any]) -> SeqlenCurriculum:
         known = {"metric", "mode", "difficulties", "steps", "columns", "extra_tokens", "imported_from"}
         if not isinstance(spec, Mapping) or not {"metric", "mode", "difficulties", "steps"} <= set(spec) or set(spec) - known:
-            raise ValidationError("seqlen_curriculum", f"must be a mapping with metric, mode, difficulties, steps (optional: columns, extra_tokens), got {spec!r:.80}")
+            raise ValidationError(
+                "seqlen_curriculum", f"must be a mapping with metric, mode, difficulties, steps (optional: columns, extra_tokens), got {spec!r:.80}"
+            )
         return cls(
             spec["metric"],
             spec["mode"],

@@ -162,16 +162,20 @@ class ExemplarBuffer:
         def plan(ds: lance.LanceDataset) -> tuple[Edit | None, tuple[cfg.BufferSettings, Change]]:
             old = self._settings(ds)
             base: dict[str, Any] = {
-                "budget": old.budget_bytes, "policy": old.policy, "memory_per_class": old.memory_per_class,
-                "selector": old.selector, "seed": old.seed, "on_over_budget": old.on_over_budget,
-                "sample_shape": old.sample_shape, "sample_dtype": old.sample_dtype,
+                "budget": old.budget_bytes,
+                "policy": old.policy,
+                "memory_per_class": old.memory_per_class,
+                "selector": old.selector,
+                "seed": old.seed,
+                "on_over_budget": old.on_over_budget,
+                "sample_shape": old.sample_shape,
+                "sample_dtype": old.sample_dtype,
             }
             if changes.get("policy") == "fixed_total" and "memory_per_class" not in changes:
                 base["memory_per_class"] = None
             new = cfg.build(self.name, **{**base, **changes})
             if not any(k in changes for k in _MODEL_KEYS):
-                new = replace(new, model_bytes=old.model_bytes, model_params=old.model_params,
-                              model_dtype=old.model_dtype, count_buffers=old.count_buffers)
+                new = replace(new, model_bytes=old.model_bytes, model_params=old.model_params, model_dtype=old.model_dtype, count_buffers=old.count_buffers)
                 cfg.check_fits(new)
             new = replace(new, classes=old.classes)
             edit, change = self._cut_to_fit(ds, new, refuse=new.on_over_budget == "refuse")
@@ -219,9 +223,16 @@ class ExemplarBuffer:
                 start = int(pc.max(current["sample_id"]).as_py()) + 1 if current.num_rows else 0
                 chosen_ids = np.arange(start, start + n, dtype=np.int64)
             new_rows = schemas.conform(
-                {**encoded.columns, "buffer": pa.repeat(pa.scalar(self.name), n), "sample_id": chosen_ids,
-                 "class_id": np.full(n, class_id, dtype=np.int64), "task_id": np.full(n, task_id, dtype=np.int64),
-                 **({} if feats is None else {"features": feats}), "rank": np.arange(1, n + 1, dtype=np.int32), "nbytes": encoded.nbytes},
+                {
+                    **encoded.columns,
+                    "buffer": pa.repeat(pa.scalar(self.name), n),
+                    "sample_id": chosen_ids,
+                    "class_id": np.full(n, class_id, dtype=np.int64),
+                    "task_id": np.full(n, task_id, dtype=np.int64),
+                    **({} if feats is None else {"features": feats}),
+                    "rank": np.arange(1, n + 1, dtype=np.int32),
+                    "nbytes": encoded.nbytes,
+                },
                 ds.schema,
             )
             classes = tuple(sorted({*s.classes, *np.unique(current["class_id"].to_numpy()).tolist(), class_id}))
@@ -252,8 +263,10 @@ class ExemplarBuffer:
         where = None if classes is None else f"class_id IN ({', '.join(str(integer('classes', c)) for c in classes)})"
         table = self.store.read(self.name, version=version, filter=where).sort_by([("class_id", "ascending"), ("rank", "ascending")])
         out: dict[str, Any] = {
-            "labels": table["class_id"].to_numpy().copy(), "sample_ids": table["sample_id"].to_numpy().copy(),
-            "task_ids": table["task_id"].to_numpy().copy(), "ranks": table["rank"].to_numpy().copy(),
+            "labels": table["class_id"].to_numpy().copy(),
+            "sample_ids": table["sample_id"].to_numpy().copy(),
+            "task_ids": table["task_id"].to_numpy().copy(),
+            "ranks": table["rank"].to_numpy().copy(),
         }
         if table.num_rows and table["features"].null_count == 0:
             out["features"] = decode_vectors(table["features"])
@@ -432,8 +445,9 @@ def _refuse_differences(stored: cfg.BufferSettings, asked: cfg.BufferSettings, g
     for name in cfg.differences(stored, asked):
         if name in decided:
             raise ValidationError(
-                name, f"buffer '{stored.buffer}' exists with {name}={getattr(stored, name)!r}, not {getattr(asked, name)!r}; "
-                "open it without settings, or change them with buffer.configure(...)"
+                name,
+                f"buffer '{stored.buffer}' exists with {name}={getattr(stored, name)!r}, not {getattr(asked, name)!r}; "
+                "open it without settings, or change them with buffer.configure(...)",
             )
 
 
@@ -443,13 +457,17 @@ def _learn_shape(s: cfg.BufferSettings, encoded: Encoded) -> cfg.BufferSettings:
         return replace(s, sample_shape=encoded.shape, sample_dtype=encoded.dtype)
     if s.sample_dtype == TOKENS or encoded.dtype == TOKENS:
         if s.sample_dtype != encoded.dtype:
-            raise ValidationError("samples", f"buffer '{s.buffer}' holds {'token' if s.sample_dtype == TOKENS else 'raw'} samples; got {'tokens' if encoded.dtype == TOKENS else 'raw samples'}")
+            raise ValidationError(
+                "samples",
+                f"buffer '{s.buffer}' holds {'token' if s.sample_dtype == TOKENS else 'raw'} samples; got {'tokens' if encoded.dtype == TOKENS else 'raw samples'}",
+            )
         return s
     if s.sample_shape is None:
         return replace(s, sample_shape=encoded.shape)
     if (s.sample_shape, s.sample_dtype) != (encoded.shape, encoded.dtype):
         raise ValidationError(
-            "samples", f"buffer '{s.buffer}' holds samples of shape {s.sample_shape} and dtype {s.sample_dtype}; got shape {encoded.shape} dtype {encoded.dtype}"
+            "samples",
+            f"buffer '{s.buffer}' holds samples of shape {s.sample_shape} and dtype {s.sample_dtype}; got shape {encoded.shape} dtype {encoded.dtype}",
         )
     return s
 

@@ -53,13 +53,9 @@ def encode_raw(samples: Any) -> Encoded:
         raise ValidationError("samples", f"one add holds at most 2 GiB of samples, got {arr.nbytes:,} B; add in batches")
     offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int64) * per).astype(np.int32))
     data = pa.BinaryArray.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(arr.reshape(-1).view(np.uint8))])
-    dims = pa.ListArray.from_arrays(
-        pa.array(np.arange(n + 1, dtype=np.int32) * len(shape)), pa.array(np.tile(np.array(shape, dtype=np.int32), n))
-    )
+    dims = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * len(shape)), pa.array(np.tile(np.array(shape, dtype=np.int32), n)))
     dtype = arr.dtype.name
-    return Encoded(
-        {"data": data, "shape": dims, "dtype": pa.repeat(pa.scalar(dtype), n)}, np.full(n, per, dtype=np.int64), shape, dtype
-    )
+    return Encoded({"data": data, "shape": dims, "dtype": pa.repeat(pa.scalar(dtype), n)}, np.full(n, per, dtype=np.int64), shape, dtype)
 
 
 def encode_tokens(tokens: Sequence[Sequence[int]] | np.ndarray) -> Encoded:

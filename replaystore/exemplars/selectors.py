@@ -40,7 +40,11 @@ class Selector(Protocol):
 
 def _normalised(features: np.ndarray | torch.Tensor) -> torch.Tensor:
     """A float32 copy of the features, each row divided by its L2 norm in place (one N×D allocation)."""
-    v = torch.tensor(np.asarray(features), dtype=torch.float32) if not isinstance(features, torch.Tensor) else features.detach().to("cpu", torch.float32, copy=True)
+    v = (
+        torch.tensor(np.asarray(features), dtype=torch.float32)
+        if not isinstance(features, torch.Tensor)
+        else features.detach().to("cpu", torch.float32, copy=True)
+    )
     if v.ndim != 2:
         raise ValidationError("features", f"must be a 2-D array (one vector per candidate), got shape {tuple(v.shape)}")
     norms = torch.linalg.vector_norm(v, dim=1, keepdim=True)  # NaN/inf anywhere in a row shows here, in O(N)

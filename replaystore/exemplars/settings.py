@@ -60,8 +60,20 @@ class BufferSettings:
         return {k: [v] for k, v in values.items()}
 
 
-SETTINGS = ("budget", "model", "model_params", "model_dtype", "count_buffers", "policy", "memory_per_class",
-            "selector", "seed", "on_over_budget", "sample_shape", "sample_dtype")
+SETTINGS = (
+    "budget",
+    "model",
+    "model_params",
+    "model_dtype",
+    "count_buffers",
+    "policy",
+    "memory_per_class",
+    "selector",
+    "seed",
+    "on_over_budget",
+    "sample_shape",
+    "sample_dtype",
+)
 
 
 def check_names(given: dict[str, Any]) -> None:
@@ -71,10 +83,21 @@ def check_names(given: dict[str, Any]) -> None:
             raise ValidationError(key, f"unknown exemplar buffer setting (known: {', '.join(SETTINGS)})")
 
 
-def build(name: str, budget: Any = None, model: torch.nn.Module | None = None, model_params: Any = None,
-          model_dtype: str | None = None, count_buffers: bool = False, policy: str = "fixed_total",
-          memory_per_class: Any = None, selector: str = "herding", seed: Any = 0, on_over_budget: str = "evict",
-          sample_shape: Any = None, sample_dtype: Any = None) -> BufferSettings:
+def build(
+    name: str,
+    budget: Any = None,
+    model: torch.nn.Module | None = None,
+    model_params: Any = None,
+    model_dtype: str | None = None,
+    count_buffers: bool = False,
+    policy: str = "fixed_total",
+    memory_per_class: Any = None,
+    selector: str = "herding",
+    seed: Any = 0,
+    on_over_budget: str = "evict",
+    sample_shape: Any = None,
+    sample_dtype: Any = None,
+) -> BufferSettings:
     """Validate user settings (a budget in bytes; a model as a module or a parameter count and dtype)."""
     budget_bytes = None if budget is None else whole_number("budget", budget)
     dtype: str | None = model_dtype
@@ -105,9 +128,23 @@ def build(name: str, budget: Any = None, model: torch.nn.Module | None = None, m
             sample_dtype = np.dtype(sample_dtype).name
         except TypeError:
             raise ValidationError("sample_dtype", f"must be a numpy dtype or 'tokens', got {sample_dtype!r}") from None
-    return check_fits(BufferSettings(name, budget_bytes, nbytes, params, dtype, bool(count_buffers), policy,
-                                     None if memory_per_class is None else int(memory_per_class), selector, int(seed),
-                                     on_over_budget, shape, sample_dtype))
+    return check_fits(
+        BufferSettings(
+            name,
+            budget_bytes,
+            nbytes,
+            params,
+            dtype,
+            bool(count_buffers),
+            policy,
+            None if memory_per_class is None else int(memory_per_class),
+            selector,
+            int(seed),
+            on_over_budget,
+            shape,
+            sample_dtype,
+        )
+    )
 
 
 def check_fits(settings: BufferSettings) -> BufferSettings:

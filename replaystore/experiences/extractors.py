@@ -305,7 +305,4 @@ class LLMExtractor:
         return out
 
     def validate(self, candidates: Sequence[Mapping[str, Any]]) -> list[float]:
-        return [
-            parse_validation(self.generate(PROMPTS["validation"].format(when_to_use=c["when_to_use"], content=c["content"])))
-            for c in candidates
-        ]
+        return [parse_validation(self.generate(PROMPTS["validation"].format(when_to_use=c["when_to_use"], content=c["content"]))) for c in candidates]

@@ -127,6 +127,7 @@ def build(
     fragments = (before, store.compact(table)[table]["fragments_after"] if before > 1 else before)
 
     scalar = load_spec(Kind.EXPERIENCES).scalar_indexes  # the fields schemas/experiences.json marks "index"
+
     def create(column: str, kind: str) -> None:
         dataset().create_scalar_index(column, index_type=cast(Any, kind), replace=True)  # a name from the contract
 

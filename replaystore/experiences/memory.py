@@ -150,9 +150,7 @@ class ExperienceMemory:
         self.store.create_table(table, Kind.EXPERIENCES, {"embedding_dim": self.embedder.dim})
         dim = self.store.dataset(table).schema.field("embedding").type.list_size
         if dim != self.embedder.dim:
-            raise ValidationError(
-                "embedding", f"embedder {self.embedder.name!r} gives {self.embedder.dim}-d vectors but table '{table}' stores {dim}-d"
-            )
+            raise ValidationError("embedding", f"embedder {self.embedder.name!r} gives {self.embedder.dim}-d vectors but table '{table}' stores {dim}-d")
 
     def __repr__(self) -> str:
         return f"ExperienceMemory({self.store.uri!r}, table={self.table!r}, dim={self.embedder.dim})"
@@ -223,7 +221,7 @@ class ExperienceMemory:
         texts = [r["when_to_use"] if r["when_to_use"].strip() else r["content"] for r in rows]
         dedup_texts = [f"{r['when_to_use']} {r['content']}".strip() for r in rows]
         vectors = self.embedder.embed(texts + dedup_texts)
-        columns = {k: [r.get(k) for r in rows] for k in set().union(*rows)}
+        columns: dict[str, Any] = {k: [r.get(k) for r in rows] for k in set().union(*rows)}
         columns |= {"embedding": vectors[: len(rows)], "dedup_embedding": vectors[len(rows) :]}
         return schemas.conform(columns, self.store.schema(self.table))
 
@@ -241,8 +239,7 @@ class ExperienceMemory:
             for ws in set(workspaces):
                 rows = [i for i, w in enumerate(workspaces) if w == ws]
                 hits = (
-                    self._lance
-                    .search(dedup[rows], vector_column_name="dedup_embedding")
+                    self._lance.search(dedup[rows], vector_column_name="dedup_embedding")
                     .distance_type("cosine")
                     .where(f"workspace = {literal(ws)} AND status = 'active'", prefilter=True)
                     .select(["experience_id", "dedup_embedding"])
@@ -312,9 +309,7 @@ class ExperienceMemory:
         self._warm_version = ds.version
         return [i["name"] for i in todo]
 
-    def search(
-        self, vector: np.ndarray, workspace: str, k: int = 5, where: str | None = None, columns: Sequence[str] | str | None = None
-    ) -> pa.Table:
+    def search(self, vector: np.ndarray, workspace: str, k: int = 5, where: str | None = None, columns: Sequence[str] | str | None = None) -> pa.Table:
         """Top-k active experiences of `workspace` by cosine similarity to `vector`; read-only.
 
         `columns`: what each hit carries besides `similarity`: by default `RESULT_COLUMNS` (what
@@ -383,9 +378,7 @@ class ExperienceMemory:
             nearest["refine_factor"] = self.index.refine_factor
         if self.index.ef:
             nearest["ef"] = self.index.ef
-        found = ds.to_table(
-            columns=[], with_row_id=True, nearest=nearest, filter=scope, prefilter=True, disable_scoring_autoprojection=True
-        )
+        found = ds.to_table(columns=[], with_row_id=True, nearest=nearest, filter=scope, prefilter=True, disable_scoring_autoprojection=True)
         return found["_rowid"]
 
     def _take(self, ds: lance.LanceDataset, row_ids: pa.ChunkedArray, columns: list[str]) -> pa.Table:
@@ -455,7 +448,9 @@ class ExperienceMemory:
     def _text_search(self, query: str, vector: np.ndarray, workspace: str, k: int, where: str | None, mode: str) -> pa.Table:
         indexed = {i.columns[0] for i in self._lance.list_indices() if i.index_type == "FTS"}
         if not set(indexes.TEXT_COLUMNS) <= indexed:
-            raise ValidationError("mode", f"{mode!r} search needs the full-text index: call build_index() first (on the command line: replaystore experiences index)")
+            raise ValidationError(
+                "mode", f"{mode!r} search needs the full-text index: call build_index() first (on the command line: replaystore experiences index)"
+            )
         table = self._lance
         if mode == "text":
             builder = table.search(query, query_type="fts", fts_columns=list(indexes.TEXT_COLUMNS))
@@ -467,9 +462,7 @@ class ExperienceMemory:
         hits = builder.where(self._scope(workspace, where), prefilter=True).limit(k).to_arrow()
         emb = hits["embedding"].combine_chunks().flatten().to_numpy().reshape(hits.num_rows, self.embedder.dim)
         out = self._public(hits)
-        return out.append_column("similarity", pa.array(emb @ vector, pa.float32())).append_column(
-            "relevance", hits[score].cast(pa.float32())
-        )
+        return out.append_column("similarity", pa.array(emb @ vector, pa.float32())).append_column("relevance", hits[score].cast(pa.float32()))
 
     # -- counters and refine ------------------------------------------------------------------
 

@@ -27,12 +27,8 @@ def check_precision(precision: str) -> str:
 def binary_array(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
     """One binary value per row from a byte buffer and row offsets (no copies per row)."""
     if offsets[-1] >= 2**31:
-        return pa.LargeBinaryArray.from_buffers(
-            pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(data)]
-        )
-    return pa.BinaryArray.from_buffers(
-        pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
-    )
+        return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(data)])
+    return pa.BinaryArray.from_buffers(pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)])
 
 
 def binary_payload(array: pa.Array | pa.ChunkedArray) -> np.ndarray:

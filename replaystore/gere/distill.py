@@ -124,9 +124,7 @@ def _check_layers(model: torch.nn.Module, layers: Sequence[int]) -> list[int]:
     return layers
 
 
-def _tokenized_samples(
-    store: Store, table: str, sample_ids: Sequence[str] | None, tokenizer: Any, max_length: int, model: torch.nn.Module
-) -> pa.Table:
+def _tokenized_samples(store: Store, table: str, sample_ids: Sequence[str] | None, tokenizer: Any, max_length: int, model: torch.nn.Module) -> pa.Table:
     """The samples to distill with token ids, tokenizing (and storing) any that lack them."""
     if not store.exists(table):
         raise NotFoundError(f"no general samples: table '{table}' does not exist (ingest first)")

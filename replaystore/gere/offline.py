@@ -48,9 +48,7 @@ def tiny_causal_lm(vocab_size: int, hidden: int = 64, layers: int = 2, heads: in
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=heads, n_positions=positions, bos_token_id=0, eos_token_id=0
-    )
+    config = GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=heads, n_positions=positions, bos_token_id=0, eos_token_id=0)
     return GPT2LMHeadModel(config)
 
 

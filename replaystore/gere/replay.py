@@ -45,11 +45,7 @@ class ReplayBatch:
     topk_values: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> ReplayBatch:
-        moved = {
-            f.name: getattr(self, f.name).to(device)
-            for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
-        }
+        moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
         return dataclasses.replace(self, **moved)
 
 
@@ -76,9 +72,7 @@ def replay_losses(model: torch.nn.Module, batch: ReplayBatch) -> ReplayLosses:
 class ReplaySet:
     """The general samples with the frozen states of one model and layer, in memory."""
 
-    def __init__(
-        self, samples: pa.Table, states: pa.Table, neg: torch.Tensor, pos: torch.Tensor, layer: int, precision: str, seed: int = 0
-    ) -> None:
+    def __init__(self, samples: pa.Table, states: pa.Table, neg: torch.Tensor, pos: torch.Tensor, layer: int, precision: str, seed: int = 0) -> None:
         self.samples, self.states = samples, states
         self.neg, self.pos, self.layer, self.precision = neg, pos, layer, precision
         self.hidden_dim = int(states.column("hidden_dim")[0].as_py())

@@ -95,9 +95,7 @@ def save_stats(store: Store, stats: RunningStats, fingerprint: str, layer: int, 
     return store.merge(table, row, on=["model_fingerprint", "layer"])
 
 
-def load_stats(
-    store: Store, fingerprint: str, layer: int, table: str = STATS_TABLE, version: Version | None = None
-) -> RunningStats:
+def load_stats(store: Store, fingerprint: str, layer: int, table: str = STATS_TABLE, version: Version | None = None) -> RunningStats:
     """The statistics of (model, layer), or `NotFoundError` when that model was never distilled."""
     check_fingerprint(fingerprint)
     rows = []

@@ -9,7 +9,7 @@ statement reads one consistent snapshot even while writers commit.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import lance
 import polars as pl
@@ -118,14 +118,20 @@ def _scan(store: Store, name: str, version: Version | None) -> pl.LazyFrame:
         version=opened.version,
         storage_options=store.storage_options or None,
         session=store.session,  # the manifest just read is not read again
-        default_scan_options={"late_materialization": wide or False},
+        default_scan_options=cast(dict[str, str], {"late_materialization": wide or False}),  # typed as str values, takes any
     )
     return pl.scan_lance(dataset, version=dataset.version)
 
 
 def _is_wide(dtype: pa.DataType) -> bool:
     """Columns whose values run to many bytes each: worth fetching only for rows a filter keeps."""
-    return pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype) or pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(dtype)
+    return (
+        pa.types.is_binary(dtype)
+        or pa.types.is_large_binary(dtype)
+        or pa.types.is_list(dtype)
+        or pa.types.is_large_list(dtype)
+        or pa.types.is_fixed_size_list(dtype)
+    )
 
 
 def _check_versions(store: Store, tables: list[str], versions: Mapping[str, Version] | None) -> dict[str, Version]:

@@ -30,9 +30,9 @@ def meta(cells: list[tuple[int, np.ndarray, np.ndarray | None]]) -> dict[str, np
     return {
         "_source": np.repeat(np.array([i for i, _, _ in cells], dtype=np.int16), counts),
         "_position": np.concatenate([pos for _, pos, _ in cells]),
-        "_weight": np.ones(sum(counts), np.float32) if all(w is None for w in weights) else np.concatenate(
-            [np.ones(n, np.float32) if w is None else w.astype(np.float32) for n, w in zip(counts, weights)]
-        ),
+        "_weight": np.ones(sum(counts), np.float32)
+        if all(w is None for w in weights)
+        else np.concatenate([np.ones(n, np.float32) if w is None else w.astype(np.float32) for n, w in zip(counts, weights)]),
     }
 
 
@@ -69,9 +69,7 @@ def batches(steps: list[int], drawn: list[list[Cell]], pieces: list[list[dict[st
     return out
 
 
-def _mixture(
-    steps: list[int], runs: list[list[list[dict[str, Any]]]], rows: list[int], meta_columns: dict[str, Sequence[Any]], pin_memory: bool
-) -> Built:
+def _mixture(steps: list[int], runs: list[list[list[dict[str, Any]]]], rows: list[int], meta_columns: dict[str, Sequence[Any]], pin_memory: bool) -> Built:
     """A mixture's chunk with fixed-width columns: every column copied once for the whole chunk,
     batch after batch and source after source, and each batch a slice of it (few large copies
     instead of one small copy per batch, source and column)."""
@@ -104,8 +102,7 @@ def pack(built: Built) -> Packed:
         return steps, rows, present
     keys = present[0].keys()
     same = all(
-        batch.keys() == keys and all(isinstance(batch[k], torch.Tensor) and batch[k].shape[1:] == present[0][k].shape[1:] for k in keys)
-        for batch in present
+        batch.keys() == keys and all(isinstance(batch[k], torch.Tensor) and batch[k].shape[1:] == present[0][k].shape[1:] for k in keys) for batch in present
     )
     if not same:
         return steps, rows, present

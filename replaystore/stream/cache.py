@@ -65,11 +65,7 @@ class MemmapSnapshot:
     num_rows: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.arrays = {
-            f.name: np.load(self.directory / f"{i}.npy", mmap_mode="r")
-            for i, f in enumerate(self.schema)
-            if _fixed_width(f.type) is not None
-        }
+        self.arrays = {f.name: np.load(self.directory / f"{i}.npy", mmap_mode="r") for i, f in enumerate(self.schema) if _fixed_width(f.type) is not None}
         rest = self.directory / _REST
         self.rest = ipc.open_file(pa.memory_map(str(rest))).read_all() if rest.exists() else None
         self.num_rows = int(json.loads((self.directory / _DONE).read_text())["rows"])

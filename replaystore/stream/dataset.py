@@ -91,9 +91,7 @@ class ReplayStream(IterableDataset):
             raise ValidationError("epoch_source", f"must index one of the {len(self.sources)} sources")
         self.epoch_source = epoch_source
         if steps_per_epoch is None and not self.sources[epoch_source].sampler.without_replacement:
-            raise ValidationError(
-                "steps_per_epoch", "the epoch-defining source samples with replacement, so give steps_per_epoch"
-            )
+            raise ValidationError("steps_per_epoch", "the epoch-defining source samples with replacement, so give steps_per_epoch")
         self.steps_per_epoch = None if steps_per_epoch is None else integer("steps_per_epoch", steps_per_epoch, 1)
         self.drop_last = bool(drop_last)
         self.prefetch = integer("prefetch", prefetch, 0)

@@ -61,9 +61,7 @@ def _target(store: Store, source: Source, table: str) -> str | None:
     return None
 
 
-def utility_counts(
-    store: Store, sources: Sequence[Source], log: pa.Table, helpful_below: float | None = None, table: str = EXPERIENCES
-) -> list[UtilityCounts]:
+def utility_counts(store: Store, sources: Sequence[Source], log: pa.Table, helpful_below: float | None = None, table: str = EXPERIENCES) -> list[UtilityCounts]:
     """Count uses per experience from a loss log, checking everything and writing nothing."""
     if helpful_below is not None and not is_finite_number(helpful_below):
         raise ValidationError("helpful_below", f"must be a finite number, got {helpful_below!r}")
@@ -82,7 +80,9 @@ def utility_counts(
         unjudged = rows["helpful"].is_null().to_numpy(zero_copy_only=False)  # the loop did not say
         if unjudged.any():
             if helpful_below is None:
-                raise ValidationError("helpful_below", f"{int(unjudged.sum())} rows of '{name}' carry no helpful flag: give the loss at or below which a use helped")
+                raise ValidationError(
+                    "helpful_below", f"{int(unjudged.sum())} rows of '{name}' carry no helpful flag: give the loss at or below which a use helped"
+                )
             helpful[unjudged] = rows["loss"].to_numpy()[unjudged] <= helpful_below
         used = ids_at(ids, rows["position"], name, version).to_pylist()
         counts = out.setdefault(target, UtilityCounts(target, Counter(), Counter()))
@@ -102,9 +102,7 @@ def apply_utility(store: Store, counts: UtilityCounts) -> UtilityWrite:
     return UtilityWrite(counts.table, version, len(uses), sum(uses.values()), sum(helpful.values()), len(wanted) - len(found))
 
 
-def write_utility(
-    store: Store, sources: Sequence[Source], log: pa.Table, helpful_below: float | None = None, table: str = EXPERIENCES
-) -> list[UtilityWrite]:
+def write_utility(store: Store, sources: Sequence[Source], log: pa.Table, helpful_below: float | None = None, table: str = EXPERIENCES) -> list[UtilityWrite]:
     """Experience counters from a loss log: one update per experiences table read (usually one).
 
     Rows of other sources are ignored. Bad input (unknown source, positions outside the snapshot,

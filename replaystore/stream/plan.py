@@ -40,9 +40,7 @@ def step_counts(mixing: Mixing | None, steps: int, global_batch: int, sources: i
     return mixing.counts(steps, global_batch, sources)
 
 
-def epoch_counts(
-    mixing: Mixing | None, global_batch: int, sources: int, *, epoch_source: int, rows: int, drop_last: bool
-) -> np.ndarray:
+def epoch_counts(mixing: Mixing | None, global_batch: int, sources: int, *, epoch_source: int, rows: int, drop_last: bool) -> np.ndarray:
     """Steps of an epoch that ends when the epoch-defining source has given `rows` rows: the last step
     is cut to what is left (dropped when `drop_last` and short)."""
     steps = -(-rows // global_batch) + 1

@@ -42,9 +42,7 @@ class LossLog:
 
     parts: list[pa.RecordBatch] = field(default_factory=list)
 
-    def add(
-        self, sources: Sequence[str], versions: Sequence[int | None], batch: dict[str, Any], losses: Any, helpful: Any = None
-    ) -> None:
+    def add(self, sources: Sequence[str], versions: Sequence[int | None], batch: dict[str, Any], losses: Any, helpful: Any = None) -> None:
         """Log one batch: `batch` is what the stream yielded, `losses` one value per row.
 
         `helpful` (optional, one bool per row): whether the row helped, e.g. the agent's task
@@ -63,8 +61,13 @@ class LossLog:
         version = pa.array([-1 if v is None else v for v in versions], pa.int64())
         self.parts.append(
             pa.RecordBatch.from_arrays(
-                [names.take(index), version.take(index), pa.array(np.asarray(batch["_position"])), pa.array(loss),
-                 pa.nulls(len(index), pa.bool_()) if flags is None else pa.array(flags)],
+                [
+                    names.take(index),
+                    version.take(index),
+                    pa.array(np.asarray(batch["_position"])),
+                    pa.array(loss),
+                    pa.nulls(len(index), pa.bool_()) if flags is None else pa.array(flags),
+                ],
                 schema=_LOG_SCHEMA,
             )
         )
@@ -108,9 +111,7 @@ def ids_at(ids: pa.Array, positions: pa.ChunkedArray, source: str, version: int)
     return ids.take(positions)
 
 
-def write_priorities(
-    store: Store, sources: Sequence[Source], log: pa.Table, eps: float = 1e-6, table: str = PRIORITIES
-) -> int | None:
+def write_priorities(store: Store, sources: Sequence[Source], log: pa.Table, eps: float = 1e-6, table: str = PRIORITIES) -> int | None:
     """Upsert the latest logged loss of every (source, sample) as its priority, in one merge.
 
     Rows of sources without an `id_column` (e.g. new-task data) have nothing to key them by: skipped.

@@ -265,9 +265,7 @@ class Prioritized(Sampler):
         total = tree.total
         if not total > 0:
             raise ValidationError("priorities", f"source {draw.source}: every priority is 0, nothing can be drawn")
-        u = rng(draw.seed, draw.epoch, draw.source, draw.step, _PRIORITIZED).random(draw.total)[
-            draw.offset : draw.offset + draw.count
-        ]
+        u = rng(draw.seed, draw.epoch, draw.source, draw.step, _PRIORITIZED).random(draw.total)[draw.offset : draw.offset + draw.count]
         rows = tree.find(u * total)
         frac = min(1.0, draw.global_step / self.beta_steps)
         beta = self.beta + frac * (self.beta_end - self.beta)

@@ -49,9 +49,7 @@ def _flat(schema: pa.Schema) -> bool:
 
 def contiguous(positions: np.ndarray) -> bool:
     """True when positions are one ascending run (a slice, not a gather)."""
-    return len(positions) > 0 and int(positions[-1]) - int(positions[0]) == len(positions) - 1 and bool(
-        (np.diff(positions) == 1).all()
-    )
+    return len(positions) > 0 and int(positions[-1]) - int(positions[0]) == len(positions) - 1 and bool((np.diff(positions) == 1).all())
 
 
 @dataclass

@@ -193,9 +193,7 @@ class LanceBacked(Source):
         return LanceSnapshot(ds, self._columns())
 
     def to_ray(self, data: ModuleType, version: int | None) -> Any:
-        dataset = data.read_lance(
-            self.location, version=version, columns=self._columns(), filter=self.filter, storage_options=self.options or None
-        )
+        dataset = data.read_lance(self.location, version=version, columns=self._columns(), filter=self.filter, storage_options=self.options or None)
         # The stream's column names; a map, since Ray's rename_columns plans over read_lance's full schema.
         return dataset.map_batches(self.renamed, batch_format="pyarrow") if self.rename else dataset
 

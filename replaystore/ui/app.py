@@ -30,7 +30,9 @@ PAGES = (("/", "Store"), ("/exemplars", "Exemplar buffers"), ("/experiences", "E
          ("/gere", "GeRe"), ("/priorities", "Priorities"), ("/sql", "SQL"))  # fmt: skip
 
 _templates = Environment(loader=PackageLoader("replaystore.ui", "templates"), autoescape=select_autoescape(["html"]))
-_templates.filters["bytes"] = lambda n: "—" if n is None else f"{n:,} B" if n < 10_000 else f"{n / 1024:,.1f} KiB" if n < 10_000_000 else f"{n / 2**20:,.1f} MiB"
+_templates.filters["bytes"] = lambda n: (
+    "—" if n is None else f"{n:,} B" if n < 10_000 else f"{n / 1024:,.1f} KiB" if n < 10_000_000 else f"{n / 2**20:,.1f} MiB"
+)
 
 
 def _number(request: Request, name: str, default: Any, kind: type) -> Any:
@@ -115,7 +117,9 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         query = request.query_params.get("q", "")
         versions = request.query_params.get("versions", "")
         result = sql.run(store, query, versions)
-        return render(request, "sql.html", query=query, versions=versions, result=result, tables=store.table_names(), status_code=400 if result["error"] else 200)
+        return render(
+            request, "sql.html", query=query, versions=versions, result=result, tables=store.table_names(), status_code=400 if result["error"] else 200
+        )
 
     routes = [
         Route("/", page(store_page), methods=["GET"]),

@@ -35,7 +35,9 @@ def _frame(body: list[str], y_max: float, y_label: str, x_label: str, legend: Se
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{_number(level)}</text>')
     parts.extend(body)
-    parts.append(f'<text x="14" y="{TOP + plot_h / 2:.1f}" transform="rotate(-90 14 {TOP + plot_h / 2:.1f})" text-anchor="middle" class="label">{escape(y_label)}</text>')
+    parts.append(
+        f'<text x="14" y="{TOP + plot_h / 2:.1f}" transform="rotate(-90 14 {TOP + plot_h / 2:.1f})" text-anchor="middle" class="label">{escape(y_label)}</text>'
+    )
     parts.append(f'<text x="{(LEFT + WIDTH - RIGHT) / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle" class="label">{escape(x_label)}</text>')
     x = LEFT
     for i, name in enumerate(legend):
@@ -115,9 +117,13 @@ def lines(x: ArrayLike, series: Mapping[str, ArrayLike], *, y_label: str, x_labe
                 points.append(f"{px[k]:.1f},{py[k - 1]:.1f}")
             points.append(f"{px[k]:.1f},{py[k]:.1f}")
         dash = ' stroke-dasharray="6 4"' if i else ""  # later series dashed: one that overlays the first stays visible
-        body.append(f'<polyline class="mark" fill="none" stroke="{PALETTE[i % len(PALETTE)]}" stroke-width="2"{dash} points="{" ".join(points)}"><title>{escape(name)}</title></polyline>')
+        body.append(
+            f'<polyline class="mark" fill="none" stroke="{PALETTE[i % len(PALETTE)]}" stroke-width="2"{dash} points="{" ".join(points)}"><title>{escape(name)}</title></polyline>'
+        )
     whole = bool(np.all(xs == np.round(xs)))
     for value in np.linspace(xs.min(), xs.max(), min(len(xs), 6)):
         shown = round(value) if whole else round(value, 3)
-        body.append(f'<text x="{LEFT + (shown - xs.min()) / span * plot_w:.1f}" y="{TOP + plot_h + 14}" text-anchor="middle" class="tick">{_number(shown)}</text>')
+        body.append(
+            f'<text x="{LEFT + (shown - xs.min()) / span * plot_w:.1f}" y="{TOP + plot_h + 14}" text-anchor="middle" class="tick">{_number(shown)}</text>'
+        )
     return _frame(body, top, y_label, x_label, list(series) if len(series) > 1 else (), y_min=low)

@@ -91,5 +91,12 @@ def _scores(store: Store, source: str) -> list[dict[str, Any]]:
     for (metric,), part in frame.sort("metric").group_by("metric", maintain_order=True):
         where = f"source = {literal(source)} AND metric = {literal(str(metric))}"
         scorer = ds.to_table(columns=["scorer"], filter=where, limit=1)["scorer"][0].as_py()
-        out.append({"metric": metric, "scorer": scorer, "rows": part.height, "chart": charts.histogram(part["value"].to_numpy(), x_label=f"{metric} value", y_label="samples")})
+        out.append(
+            {
+                "metric": metric,
+                "scorer": scorer,
+                "rows": part.height,
+                "chart": charts.histogram(part["value"].to_numpy(), x_label=f"{metric} value", y_label="samples"),
+            }
+        )
     return out

@@ -44,9 +44,7 @@ def report(store: Store, name: str, version: Version | None = None) -> dict[str,
             y_label="bytes",
             x_label="version",
         ),
-        "class_chart": charts.bars(
-            labels, {f"class {c}": [b.get(c, 0) for b in classes] for c in known}, y_label="exemplars", x_label="version"
-        ),
+        "class_chart": charts.bars(labels, {f"class {c}": [b.get(c, 0) for b in classes] for c in known}, y_label="exemplars", x_label="version"),
         "grid": _grid(store, name, ds.version),
     }
 
@@ -70,9 +68,7 @@ def _grid(store: Store, name: str, version: int) -> list[dict[str, Any]]:
     ids = ds.to_table(columns=["class_id"])["class_id"].unique().sort().to_pylist()
     out = []
     for class_id in ids:
-        rows = ds.to_table(
-            columns=["sample_id", "rank", "task_id", "data", "shape", "dtype", "tokens"], filter=f"class_id = {int(class_id)}"
-        ).sort_by("rank")
+        rows = ds.to_table(columns=["sample_id", "rank", "task_id", "data", "shape", "dtype", "tokens"], filter=f"class_id = {int(class_id)}").sort_by("rank")
         kept = rows.num_rows
         rows = rows.slice(0, GRID_PER_CLASS).to_pylist()
         items = []

@@ -47,9 +47,13 @@ def report(store: Store, table: str, freq_threshold: int = 5, utility_threshold:
                 "active": status.get("active", 0),
                 "archived": status.get("archived", 0),
                 "freq_chart": charts.histogram(freq["freq"].to_numpy(), weights=freq["len"].to_numpy(), x_label="times retrieved (freq)", y_label="lessons"),
-                "utility_chart": charts.histogram(utility["utility"].to_numpy(), weights=utility["len"].to_numpy(), x_label="times helpful (utility)", y_label="lessons"),
+                "utility_chart": charts.histogram(
+                    utility["utility"].to_numpy(), weights=utility["len"].to_numpy(), x_label="times helpful (utility)", y_label="lessons"
+                ),
                 "most": _lessons(useful.filter(pl.col("utility") > 0).sort(["utility", "freq"], descending=[True, False]).head(LESSONS).collect()),
-                "least": _lessons(useful.filter(pl.col("freq") > 0).with_columns(ratio).sort(["ratio", "freq"], descending=[False, True]).head(LESSONS).collect()),
+                "least": _lessons(
+                    useful.filter(pl.col("freq") > 0).with_columns(ratio).sort(["ratio", "freq"], descending=[False, True]).head(LESSONS).collect()
+                ),
                 "refine_count": ds.count_rows(filter=where),
                 "refine": _lessons(pl.from_arrow(ds.to_table(columns=LESSON_COLUMNS, filter=where, limit=LESSONS))),
             }

@@ -7,7 +7,7 @@ a page of a table with a million rows reads `PAGE_ROWS` rows, never the table.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from replaystore import schemas
 from replaystore.store import PIN_PREFIX, Store, Version
@@ -17,9 +17,9 @@ PAGE_ROWS = 50
 HISTORY = 60  # most recent versions listed on a table page
 
 
-def _utc(stamp: Any) -> datetime:
+def _utc(value: Any) -> datetime:
     """A version's timestamp (Lance gives naive UTC datetimes) as an aware one."""
-    assert isinstance(stamp, datetime)
+    stamp = cast(datetime, value)
     return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
 
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from replaystore.api import Store
 from replaystore.cli.demo import baselines, digits, report, text
 from replaystore.cli.demo.model import export_features
 from replaystore.cli.demo.training import TrainingSession
 from replaystore.errors import ValidationError
 from replaystore.exemplars.settings import SETTINGS_TABLE
-from replaystore.store import Store
 
 PREFIXES = ("digits-",)
 PLAIN, JOINT = "plain loop (concatenated exemplars, Adam)", "joint training (upper bound)"
@@ -103,7 +103,8 @@ def run_demo(store: Store, options: DemoOptions, log: Callable[[str], None] = pr
     reset(store)
     models = tempfile.TemporaryDirectory()
     between = _flows_between_tasks(store, Path(models.name), log)
-    runs: dict[str, list[digits.RunResult]] = {v.name: [] for v in variants} | {PLAIN: [], JOINT: []}
+    runs: dict[str, list[digits.RunResult]] = {v.name: [] for v in variants}
+    runs |= {PLAIN: [], JOINT: []}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
     try:
         log(f"starting Ray Train: {cfg.workers} CPU workers, one worker group for every run")

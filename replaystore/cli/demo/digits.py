@@ -110,7 +110,7 @@ def load_split(seed: int) -> Split:
 def byte_budget(cfg: DigitsConfig) -> int:
     """MEMO's budget: the model's bytes count too, plus `exemplar_slots` images."""
     model = MLP(cfg.hidden)
-    return model_nbytes(model) + cfg.exemplar_slots * sample_nbytes(IMAGE_SHAPE, np.uint8)
+    return model_nbytes(model) + cfg.exemplar_slots * sample_nbytes(IMAGE_SHAPE, np.dtype(np.uint8))
 
 
 def task_rows(split: Split, task: int, classes: tuple[int, ...]) -> dict[str, Any]:

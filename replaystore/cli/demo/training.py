@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ray
 import torch
@@ -157,7 +157,7 @@ class TrainingSession:
         from ray.train.torch import TorchTrainer
 
         self.folder = tempfile.TemporaryDirectory()
-        self.gate = Gate.remote()
+        self.gate = cast(Any, Gate).remote()  # an actor class: ray.remote adds .remote
         self.task = 0
         self.error: BaseException | None = None
         trainer = TorchTrainer(
