@@ -20,6 +20,7 @@ import replaystore
 from replaystore.cli.demo import PREFIXES, reset
 from replaystore.exemplars.settings import SETTINGS_TABLE
 from tests.conftest import run_cli
+from tests.test_ui import browser, count, loaded_images, snapshot, start_ui, stop, visit  # noqa: F401 - browser is a fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the module's demo runs take minutes on a loaded machine
 
@@ -124,3 +125,28 @@ def test_reset_on_a_copy_of_the_demo_store_drops_the_last_run_and_nothing_else(d
     assert store.count(SETTINGS_TABLE, filter=" OR ".join(f"buffer LIKE '{p}%'" for p in PREFIXES)) == 0
     kept = after - {"keep-me", SETTINGS_TABLE}  # the GeRe tables and anything else survive unchanged
     assert {name: store.count(name) for name in kept} == {name: demo.tables[name] for name in kept}
+
+
+def test_the_web_view_shows_the_demo_store_in_a_real_browser(demo: DemoRun, browser: Any) -> None:  # noqa: F811 - the fixture
+    """`replaystore ui` over the store the demo filled: every table listed, the replay buffer's budget
+    charts and kept digits, the GeRe model's statistics; the pages change nothing. Screenshots go to
+    the UI tests' artifact folder under `demo-*`."""
+    from selenium.webdriver.common.by import By
+
+    store = replaystore.open(demo.uri)
+    before = snapshot(store)
+    proc, base = start_ui(demo.uri)
+    try:
+        visit(browser, f"{base}/", "demo-store")
+        assert [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#tables tbody td:first-child a")] == store.table_names()
+        buffer = "digits-replay-s0-exemplars"
+        visit(browser, f"{base}/exemplars/{buffer}", "demo-exemplars")
+        classes = store.sql(f'SELECT class_id, COUNT(*) AS n FROM "{buffer}" GROUP BY class_id').rows()
+        assert count(browser, "#exemplar-grid tbody tr") == len(classes) == 10
+        assert loaded_images(browser) == sum(min(n, 24) for _, n in classes), "the kept digits render as images"
+        assert count(browser, "svg.chart rect.mark") > 0, "budget and per-class charts over the buffer's versions"
+        visit(browser, f"{base}/gere", "demo-gere")
+        assert count(browser, "section.model svg.chart") >= 2
+    finally:
+        stop(proc)
+    assert snapshot(replaystore.open(demo.uri)) == before
