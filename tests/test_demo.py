@@ -9,6 +9,7 @@ would write, and the recommended GeRe replay keeps the general loss at little co
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 import replaystore
-from replaystore.cli.demo import PREFIXES, reset
+from replaystore.cli.demo import PREFIXES, DemoOptions, Plan, reset
 from replaystore.exemplars.settings import SETTINGS_TABLE
 from tests.conftest import run_cli
 from tests.test_ui import browser, count, loaded_images, snapshot, start_ui, stop, visit  # noqa: F401 - browser is a fixture
@@ -30,6 +31,7 @@ class DemoRun:
     uri: str
     out: Path
     stdout: str
+    stderr: str
     results: dict[str, Any]
     files: set[str]
     report: str
@@ -43,10 +45,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     proc = run_cli("demo", "--seed", "0", "--output", str(out), uri=uri, check=True, timeout=1500)
     store = replaystore.open(uri)
     return DemoRun(
-        uri=uri, out=out, stdout=proc.stdout, results=json.loads((out / "results.json").read_text()),
+        uri=uri, out=out, stdout=proc.stdout, stderr=proc.stderr, results=json.loads((out / "results.json").read_text()),
         files={p.name for p in out.iterdir()}, report=(out / "report.md").read_text(),
         tables={name: store.count(name) for name in store.table_names()},
     )  # fmt: skip
+
+
+def test_the_progress_bar_counts_to_its_total(demo: DemoRun) -> None:
+    """The bar's total is planned before the run (`Plan.steps`); the run reports exactly that many steps."""
+    done, total = re.findall(r"demo: (\d+)/(\d+) steps", demo.stderr)[-1]
+    assert done == total and int(total) == Plan.of(DemoOptions()).steps(with_text=True)
 
 
 def test_demo_reports_sane_numbers_and_replay_forgets_less(demo: DemoRun) -> None:

@@ -30,7 +30,7 @@ def _demo(args: argparse.Namespace) -> Done:
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     from tqdm import tqdm
 
-    from replaystore.cli.demo import DemoOptions, check, report, run_demo
+    from replaystore.cli.demo import DemoOptions, Plan, check, report, run_demo
     from replaystore.cli.demo.digits import TASKS
 
     options = DemoOptions(
@@ -39,7 +39,8 @@ def _demo(args: argparse.Namespace) -> Done:
     )  # fmt: skip
     check(options, 3 if args.small else len(TASKS))  # before the store, Ray or Prefect
     store = open_store(args, create=True)
-    with tqdm(desc="demo", unit="step", bar_format="{desc}: {n} steps, {elapsed} {postfix}") as bar:
+    total = Plan.of(options).steps(options.text)
+    with tqdm(desc="demo", unit="step", total=total, bar_format="{desc}: {n}/{total} steps, {elapsed} {postfix}") as bar:
 
         def log(message: str) -> None:
             bar.set_postfix_str(message)

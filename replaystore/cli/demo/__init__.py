@@ -85,19 +85,42 @@ def _flows_between_tasks(store: Store, folder: Path, log: Callable[[str], None])
     return between
 
 
+@dataclass
+class Plan:
+    """What a run trains, from the options: the one place both the run and its step count read."""
+
+    cfg: digits.DigitsConfig
+    text_cfg: text.TextConfig
+    variants: list[digits.Variant]
+    seeds: list[int]
+
+    @classmethod
+    def of(cls, options: DemoOptions) -> Plan:
+        cfg = digits.DigitsConfig(exemplar_slots=options.exemplars, workers=options.workers)
+        text_cfg = text.TextConfig(sweep=options.full)
+        if options.small:
+            cfg.epochs, cfg.tasks = 15, cfg.tasks[:3]
+            text_cfg.general, text_cfg.replay_samples, text_cfg.pretrain_steps, text_cfg.task_steps, text_cfg.task_texts = 400, 200, 150, 40, 60
+        check(options, len(cfg.tasks))
+        if options.tasks is not None:
+            cfg.tasks = cfg.tasks[: options.tasks]
+        return cls(cfg, text_cfg, [digits.FULL, digits.FINE_TUNING, *(digits.ABLATIONS if options.full else ())], options.seed_list())
+
+    def steps(self, with_text: bool) -> int:
+        """How many progress lines the run reports: Ray's start; per seed, per variant and task, scoring,
+        training and the flows (distill too when the variant keeps a buffer), then the in-process
+        baselines; the text part's corpus, then per seed pretraining, distillation and each variant's tasks."""
+        per_task = sum(4 if v.replay else 3 for v in self.variants) * len(self.cfg.tasks)
+        digits_steps = 1 + len(self.seeds) * (per_task + 1)
+        text_steps = 1 + len(self.seeds) * (2 + 2 * len(self.text_cfg.variants())) if with_text else 0
+        return digits_steps + text_steps
+
+
 def run_demo(store: Store, options: DemoOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run everything; return the report sections and the files written."""
     started = time.perf_counter()
-    cfg = digits.DigitsConfig(exemplar_slots=options.exemplars, workers=options.workers)
-    text_cfg = text.TextConfig(sweep=options.full)
-    if options.small:
-        cfg.epochs, cfg.tasks = 15, cfg.tasks[:3]
-        text_cfg.general, text_cfg.replay_samples, text_cfg.pretrain_steps, text_cfg.task_steps, text_cfg.task_texts = 400, 200, 150, 40, 60
-    check(options, len(cfg.tasks))
-    if options.tasks is not None:
-        cfg.tasks = cfg.tasks[: options.tasks]
-    variants = [digits.FULL, digits.FINE_TUNING, *(digits.ABLATIONS if options.full else ())]
-    seeds = options.seed_list()
+    plan = Plan.of(options)
+    cfg, text_cfg, variants, seeds = plan.cfg, plan.text_cfg, plan.variants, plan.seeds
     import ray
 
     reset(store)
