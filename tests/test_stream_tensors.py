@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import replaystore
 from replaystore.errors import ValidationError
-from replaystore.stream import HotCache, LossLog, Prioritized, ReplayStream, Source, Uniform, load_priorities, to_tensors, write_priorities
+from replaystore.stream import Batch, HotCache, LossLog, Prioritized, ReplayStream, Source, Uniform, load_priorities, to_tensors, write_priorities
 
 
 @settings(max_examples=60, deadline=None)
@@ -152,3 +152,14 @@ def test_a_lance_stream_pads_each_batch_to_its_own_widest_row(tmp_path: Path) ->
         assert batch["vec"].tolist() == [[2 * i, 2 * i + 1] for i in range(8 * k, 8 * k + 8)]
     flat = list(ReplayStream(Source.from_lance("tok", str(tmp_path / "tok.lance"), columns=["id", "vec"]), 16, prefetch=0))
     assert torch.cat([b["id"] for b in flat]).tolist() == list(range(40))
+
+
+def test_a_batch_moves_its_tensors_and_keeps_its_string_columns() -> None:
+    """`batch.to(device)` works whatever a source projects, strings included (they stay lists)."""
+    table = pa.table({"id": np.arange(6, dtype=np.int64), "name": [f"row {i}" for i in range(6)]})
+    batch = next(iter(ReplayStream(Source.from_arrow("t", table), 4, prefetch=0)))
+    assert isinstance(batch, Batch) and batch["name"] == ["row 0", "row 1", "row 2", "row 3"]
+    moved = batch.to("cpu")
+    assert isinstance(moved, Batch) and moved["name"] == batch["name"]
+    assert all(isinstance(v, torch.Tensor) for k, v in moved.items() if k != "name")
+    assert torch.equal(moved["id"], torch.arange(4))

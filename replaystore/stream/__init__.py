@@ -9,6 +9,7 @@ freq/utility), `sumtree` (prioritized draws in O(log n)). `ray_train` is the onl
 imports Ray and is not imported here.
 """
 
+from replaystore.stream.batches import Batch
 from replaystore.stream.cache import HotCache
 from replaystore.stream.dataset import ReplayStream
 from replaystore.stream.feedback import UtilityWrite, write_utility
@@ -20,6 +21,7 @@ from replaystore.stream.tensors import to_tensors
 
 __all__ = [
     "ArrowSource",
+    "Batch",
     "Draw",
     "ExactK",
     "HotCache",

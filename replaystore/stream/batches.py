@@ -21,6 +21,14 @@ Built = list[tuple[int, dict[str, Any] | None]]  # (step, batch or None where th
 Packed = tuple[list[int], list[int], Any]  # steps, rows per step, one tensor per column (or the batches)
 
 
+class Batch(dict[str, Any]):
+    """What the stream yields: column name → tensor (string columns stay lists). `to(device)` moves
+    every tensor, so `batch.to(device)` works whatever columns a source projects."""
+
+    def to(self, device: str | torch.device, non_blocking: bool = False) -> Batch:
+        return Batch({k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v for k, v in self.items()})
+
+
 def meta(cells: list[tuple[int, np.ndarray, np.ndarray | None]]) -> dict[str, np.ndarray]:
     """Per row of (source, positions, weights) cells in batch order: its source, its position in the
     source's snapshot and its importance weight (1 unless the sampler gives one). Built once per

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from replaystore.checks import integer
 from replaystore.errors import ValidationError
-from replaystore.stream.batches import Built, Cell, Packed, batches, chunk_steps, pack
+from replaystore.stream.batches import Batch, Built, Cell, Packed, batches, chunk_steps, pack
 from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import worker_steps
 from replaystore.stream.plan import Plan, draw, epoch_counts, plan_epoch, step_counts
@@ -341,7 +341,7 @@ class ReplayStream(IterableDataset):
                 snap.retain()
         return snaps, plan
 
-    def iter_worker(self, worker: int, num_workers: int, in_main: bool = True) -> Iterator[dict[str, Any]]:
+    def iter_worker(self, worker: int, num_workers: int, in_main: bool = True) -> Iterator[Batch]:
         """The batches DataLoader worker `worker` of `num_workers` yields (every step ≡ worker mod n)."""
         if not 0 <= worker < num_workers:
             raise ValidationError("worker", f"must be in [0, {num_workers}), got {worker}")
@@ -356,7 +356,7 @@ class ReplayStream(IterableDataset):
             for step, batch in self._produce(plan, snaps, steps):
                 self._consumed_step(step)
                 if batch is not None:
-                    yield batch
+                    yield Batch(batch)
         finally:
             self._active = False
         if in_main and self.step >= plan.steps:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from torch.utils.data import DataLoader
 
 from replaystore.errors import ValidationError
-from replaystore.stream.batches import unpack
+from replaystore.stream.batches import Batch, unpack
 from replaystore.stream.snapshots import MAX_READ_AHEAD, SKIP_ROWS
 from replaystore.stream.workers import WorkerState
 
@@ -81,6 +81,6 @@ class StreamLoader(DataLoader):
                 stream._consumed_step(expected)
                 expected += 1
                 if ready is not None:
-                    yield ready
+                    yield Batch(ready)
         if expected >= steps:
             stream._end_epoch(steps)
