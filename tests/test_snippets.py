@@ -96,8 +96,19 @@ def test_every_block_runs_as_written_in_order_on_a_fresh_store_and_again(page: P
     monkeypatch.delenv("REPLAYSTORE_URI", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))  # Prefect's local mode keeps its database here
     assert not (tmp_path / "replaystore-data").exists()
-    _run_page(page, tmp_path)
-    _run_page(page, tmp_path)
+    try:
+        _run_page(page, tmp_path)
+        _run_page(page, tmp_path)
+    finally:
+        _shut_down_ray()
+
+
+def _shut_down_ray() -> None:
+    """A page that trains with Ray Train starts Ray in this process (as a reader's script would); stop
+    it, so the tests after this one start their own."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
