@@ -148,6 +148,7 @@ def loaded_images(browser: Any) -> int:
 @pytest.mark.slow
 def test_every_page_renders_its_tables_and_charts_in_a_real_browser(filled: replaystore.Store, served: str, browser: Any) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     names = filled.table_names()
     visit(browser, f"{served}/", "store")
@@ -207,6 +208,7 @@ def test_every_page_renders_its_tables_and_charts_in_a_real_browser(filled: repl
     browser.find_element(By.ID, "query").send_keys(query)
     browser.find_element(By.ID, "versions").send_keys(f"{BUFFER}=after-task-0")
     browser.find_element(By.ID, "run").click()
+    WebDriverWait(browser, 300).until(lambda driver: "q=" in driver.current_url)  # the submitted form's page, not the empty one
     visit(browser, browser.current_url, "sql")
     expected = filled.sql(query, versions={BUFFER: "after-task-0"}).rows()
     shown = [tuple(int(td.text) for td in tr.find_elements(By.TAG_NAME, "td")) for tr in browser.find_elements(By.CSS_SELECTOR, "#result tbody tr")]
