@@ -21,34 +21,30 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import lance
-import numpy as np
 import pyarrow as pa
-from lance.fragment import FragmentMetadata, write_fragments
-from lance.schema import LanceSchema
 
 from replaystore import schemas
 from replaystore.checks import integer
 from replaystore.errors import (
-    CommitConflictError,
     NotFoundError,
     ReadOnlyError,
-    SchemaOutdatedError,
     StoreURIError,
     TableNameError,
     ValidationError,
 )
 from replaystore.lance_errors import (
     is_already_exists,
-    is_conflict,
     is_denied,
     is_not_found,
     is_unknown_version,
     is_vanished_tag,
-    is_version_gone,
-    missing_column,
-    user_input,
 )
-from replaystore.retry import MAX_ATTEMPTS, backoff, with_retries
+from replaystore.retry import MAX_ATTEMPTS, with_retries
+from replaystore.table import PAGE_BYTES as PAGE_BYTES
+from replaystore.table import Edit as Edit
+from replaystore.table import SchemaGap, Table, Version, schema_version
+from replaystore.table import TableInfo as TableInfo
+from replaystore.table import VersionMovedError as VersionMovedError
 
 T = TypeVar("T")
 
@@ -61,8 +57,6 @@ _SCHEMES = {"s3", "s3+ddb", "gs", "az", "abfs", "file", "memory"}
 PIN_PREFIX = "pin-"
 PIN_TIME = "%Y%m%dt%H%M%S"  # a pin's tag carries when it was taken: pin-<UTC time>-<random>
 STALE_PINS = timedelta(days=2)  # a pin this old was left by a reader that died (an epoch takes minutes to hours)
-
-Version = int | str
 
 
 def validate_name(name: str, field: str = "table name") -> str:
@@ -104,53 +98,6 @@ class VersionInfo:
 
 
 @dataclass(frozen=True)
-class TableInfo:
-    """What `replaystore tables` prints for one table."""
-
-    name: str
-    kind: str | None
-    rows: int
-    bytes: int
-    version: int
-    fragments: int
-
-
-@dataclass(frozen=True)
-class Edit:
-    """One change planned against the version a writer read: rows to delete (a SQL predicate), rows to
-    insert, and schema metadata to set. `Store.atomically` commits it only onto that same version."""
-
-    delete: str | None = None
-    insert: pa.Table | None = None
-    metadata: Mapping[str, str] | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self.delete is None and (self.insert is None or self.insert.num_rows == 0) and not self.metadata
-
-
-class VersionMovedError(CommitConflictError):
-    """Another writer committed after the version an edit was planned on: plan again."""
-
-
-@dataclass(frozen=True)
-class SchemaGap:
-    """How far a table's stored schema is behind its kind's schema file (`Store.migrate` closes it)."""
-
-    table: str
-    stored: int
-    current: int
-    missing: tuple[str, ...]  # columns the schema file has and the table lacks
-
-    def error(self) -> SchemaOutdatedError:
-        adds = f" (adds columns {', '.join(self.missing)})" if self.missing else ""
-        return SchemaOutdatedError(
-            f"table '{self.table}' has schema v{self.stored}, this replaystore needs v{self.current}{adds}: "
-            f"run 'replaystore migrate {self.table}' (or Store.migrate('{self.table}'))"
-        )
-
-
-@dataclass(frozen=True)
 class Migration:
     """What `Store.migrate` did to one table: its schema version before and after, the columns it
     added, and the table's (Lance) version after; before == after means nothing was written."""
@@ -160,18 +107,6 @@ class Migration:
     schema_after: int
     added: tuple[str, ...]
     version: int
-
-
-PAGE_BYTES = 4 * 1024 * 1024  # about what one page of a column holds in the data files writes leave
-
-
-def _in_pages(table: pa.Table) -> pa.RecordBatchReader:
-    """`table` as batches of about `PAGE_BYTES`. Lance (file format 2.1+) cuts pages at the batches it
-    is handed: a 1M-row table written as one batch leaves one page per column, which a scan must read
-    and decode whole before its first row (a stream of 1M 272-byte rows: ~2.8M rows/s from one page,
-    ~6-7M from pages of a few MB, docs/streaming.md, "Table layout decides scan speed")."""
-    rows = max(1, PAGE_BYTES * table.num_rows // max(1, table.nbytes))
-    return table.to_reader(max_chunksize=rows)  # a reader in C++: Lance pulls batches without taking the GIL
 
 
 class Store:
@@ -224,36 +159,58 @@ class Store:
             return False
         return True
 
-    def create_table(self, name: str, kind: str | None = None, params: Mapping[str, Any] | None = None) -> int:
-        """Create table `name` of `kind` (default: the kind named like the table); idempotent.
+    def table(self, name: str, version: Version | None = None, *, create: str | None = None, params: Mapping[str, Any] | None = None) -> Table:
+        """Table `name` for one operation, opened once: at `version` (number or tag; read-only) or the latest.
 
-        Returns the table's latest version. Creating an existing table of the same kind is a no-op,
-        so concurrent creators race safely; an existing table of another kind is an error.
+        `create`: the kind to create it as when it is missing (with `params`); an existing table
+        must be of that kind. Creating is idempotent, so concurrent creators race safely.
         """
-        kind = kind or name
-        spec = schemas.load_spec(kind)
+        if create is None:
+            return Table(self, name, self._open(name, version), latest=version is None)
+        if version is not None:
+            raise ValidationError("version", "a table is created at its first version: open it without a version to create it")
+        spec = schemas.load_spec(create)
         schema = spec.arrow_schema(params)
         try:
             ds = self._open(name)  # an existing table is only read: opening with read-only credentials works
         except NotFoundError:
             try:
-                return lance.write_dataset(
+                created = lance.write_dataset(
                     schema.empty_table(),
                     self.table_uri(name),
                     mode="create",
                     data_storage_version=cast(Any, spec.data_storage_version),  # from the contract; appends and compactions keep it
                     storage_options=self.storage_options or None,
-                ).version
+                )
+                return Table(self, name, created)
             except OSError as exc:
                 if is_denied(exc):
                     raise self._denied(name) from None
                 if not is_already_exists(exc):
                     raise
             ds = self._open(name)  # a concurrent creator won the race
-        existing = schemas.kind_of(ds.schema)
-        if existing != kind:
-            raise ValidationError("table name", f"table '{name}' already exists with kind '{existing}', not '{kind}'")
-        return ds.version
+        table = Table(self, name, ds)
+        if table.kind != create:
+            raise ValidationError("table name", f"table '{name}' already exists with kind '{table.kind}', not '{create}'")
+        return table
+
+    def find(self, name: str, version: Version | None = None) -> Table | None:
+        """Table `name` for one operation (`table`), or None when there is no such table (a table
+        without `version` is still an error)."""
+        try:
+            return self.table(name, version)
+        except NotFoundError:
+            if version is not None and self.exists(name):
+                raise
+            return None
+
+    def create_table(self, name: str, kind: str | None = None, params: Mapping[str, Any] | None = None) -> int:
+        """Create table `name` of `kind` (default: the kind named like the table); idempotent.
+
+        Returns the table's latest version. Creating an existing table of the same kind is a no-op,
+        so concurrent creators race safely; an existing table of another kind is an error.
+        """
+        return self.table(name, create=kind or name, params=params).version
 
     def drop(self, name: str) -> None:
         """Delete a table and all its versions."""
@@ -292,47 +249,12 @@ class Store:
     def schema_gap(self, name: str, ds: lance.LanceDataset | None = None) -> SchemaGap | None:
         """How the latest stored schema of `name` (or `ds`'s) falls behind its kind's schema file;
         None when it is current (or the table has no kind)."""
-        schema = (ds if ds is not None else self._open(name)).schema  # each `.schema` converts Lance's schema anew
-        kind = schemas.kind_of(schema)
-        if kind is None:
-            return None
-        spec = schemas.load_spec(kind)
-        stored = _schema_version(schema)
-        if stored >= spec.schema_version:
-            return None
-        target = spec.arrow_schema(schemas.params_of(schema))
-        return SchemaGap(name, stored, spec.schema_version, tuple(f.name for f in target if schema.get_field_index(f.name) < 0))
+        return Table(self, name, ds if ds is not None else self._open(name)).schema_gap()
 
     def require_columns(self, name: str, columns: Iterable[str], ds: lance.LanceDataset | None = None) -> None:
         """Refuse, in one line naming `replaystore migrate`, a read of the latest version that needs
-        columns `name` lacks only because its stored schema is older than this code's. Other absent
-        columns are left to the caller's own error (an unknown column is not a migration's business)."""
-        ds = ds if ds is not None else self._open(name)
-        absent = {c for c in columns if ds.schema.get_field_index(c) < 0}
-        if not absent:
-            return
-        gap = self.schema_gap(name, ds)
-        if gap is not None and absent & set(gap.missing):
-            raise gap.error()
-
-    @contextlib.contextmanager
-    def _reading(self, name: str, ds: lance.LanceDataset, latest: bool) -> Iterator[None]:
-        """A read of the latest version that failed on a column the table lacks because its schema
-        is older says so and names the migrate command; checked only when a read fails."""
-        try:
-            yield
-        except (ValueError, OSError) as exc:
-            column = missing_column(str(exc))
-            if latest and column is not None:
-                self.require_columns(name, [column], ds)
-            raise
-
-    def _check_writable(self, name: str, ds: lance.LanceDataset) -> None:
-        """Writes wait for an explicit `migrate` when the table lacks columns of this code's schema:
-        migrating implicitly would make every writer a schema changer (and rows would lack them)."""
-        gap = self.schema_gap(name, ds)
-        if gap is not None and gap.missing:
-            raise gap.error()
+        columns `name` lacks only because its stored schema is older than this code's (`Table.require_columns`)."""
+        Table(self, name, ds if ds is not None else self._open(name)).require_columns(columns)
 
     def migrate(self, name: str | None = None) -> dict[str, Migration]:
         """Bring one table (all when `name` is None) up to this code's schema files: add the columns
@@ -344,7 +266,7 @@ class Store:
             ds = self._open(table)
             gap = self.schema_gap(table, ds)
             if gap is None:
-                stored = _schema_version(ds.schema)
+                stored = schema_version(ds.schema)
                 out[table] = Migration(table, stored, stored, (), ds.version)
                 continue
             out[table] = Migration(table, gap.stored, gap.current, gap.missing, self._migrate(table, ds).version)
@@ -405,24 +327,10 @@ class Store:
         Returns the new version. Invalid data raises `ValidationError` and writes nothing.
         """
         try:
-            ds = self._open(name)
+            table = self.table(name)
         except NotFoundError:
-            self.create_table(name, kind, params)
-            ds = self._open(name)
-        self._check_writable(name, ds)
-        table = schemas.conform(data, ds.schema)
-        if table.num_rows == 0:
-            return ds.version
-        opened = [ds]
-
-        def write() -> int:
-            # The first try writes through the dataset already open (Lance reuses its session and
-            # manifest instead of opening the table again: one open per append); a retry after a
-            # conflict opens the latest version.
-            target = opened.pop() if opened else self.table_uri(name)
-            return lance.write_dataset(_in_pages(table), target, mode="append", storage_options=self.storage_options or None).version
-
-        return self._commit(name, write)
+            table = self.table(name, create=kind or name, params=params)
+        return table.append(data)
 
     def merge(
         self,
@@ -434,149 +342,22 @@ class Store:
         insert: bool = True,
         delete_unmatched: str | None = None,
     ) -> int:
-        """Upsert rows keyed by `on` in one commit (matched rows replaced, new rows inserted).
-
-        `delete_unmatched` (a SQL predicate) also deletes, in the same commit, the rows it matches
-        that are not in `data`: replacing a whole group of rows (one ordering) atomically.
-        """
-        ds = self.dataset(name)
-        self._check_writable(name, ds)
-        table = schemas.conform(data, ds.schema)
-        if table.num_rows == 0:
-            return ds.version
-
-        def write() -> int:
-            builder = self.dataset(name).merge_insert(on)
-            if update:
-                builder = builder.when_matched_update_all()
-            if insert:
-                builder = builder.when_not_matched_insert_all()
-            if delete_unmatched:
-                builder = builder.when_not_matched_by_source_delete(delete_unmatched)
-            builder.execute(table)
-            return self._open(name).version
-
-        return self._commit(name, write)
+        """Upsert rows keyed by `on` in one commit (`Table.merge`)."""
+        return self.table(name).merge(data, on, update=update, insert=insert, delete_unmatched=delete_unmatched)
 
     def update(self, name: str, values: Mapping[str, str], where: str | None = None) -> int:
-        """Set columns to SQL expressions (`{"freq": "freq + 1"}`) for rows matching `where`."""
-        ds = self.dataset(name)
-        self._check_writable(name, ds)
-        for column in values:
-            if ds.schema.get_field_index(column) < 0:
-                raise ValidationError(column, f"unknown column of table '{name}'")
-        if where is not None:
-            with _named("where"):
-                ds.scanner(filter=where).explain_plan()  # planned, not run: names a bad predicate before the values
-        # Expressions bypass `conform`, so preview their results and check them before committing.
-        with _named("values"):
-            preview = ds.to_table(columns=dict(values), filter=where, with_row_id=True).drop_columns(["_rowid"])
-        schemas.check_computed(preview, ds.schema)
-
-        def write() -> int:
-            ds = self._open(name)
-            ds.update(dict(values), where=where)
-            return self._open(name).version
-
-        return self._commit(name, write)
+        """Set columns to SQL expressions (`{"freq": "freq + 1"}`) for rows matching `where` (`Table.update`)."""
+        return self.table(name).update(values, where)
 
     def delete(self, name: str, where: str) -> int:
-        """Delete rows matching a SQL predicate as one new version."""
+        """Delete rows matching a SQL predicate as one new version (`Table.delete`)."""
         if not where or not where.strip():
             raise ValidationError("where", "a delete needs a predicate; use drop() to remove a whole table")
-        self._check_writable(name, self._open(name))
-
-        def write() -> int:
-            ds = self._open(name)
-            ds.delete(where)
-            return self._open(name).version
-
-        with _named("where"):
-            return self._commit(name, write)
+        return self.table(name).delete(where)
 
     def atomically(self, name: str, plan: Callable[[lance.LanceDataset], tuple[Edit | None, T]], attempts: int = MAX_ATTEMPTS) -> tuple[int, T]:
-        """Read-plan-write that no concurrent writer can interleave, on any machine.
-
-        `plan` gets the table's latest version and returns the `Edit` to make (None: nothing) and a
-        result for the caller. The edit commits as the very next version or not at all: if any
-        other change landed since `plan` read (another process, another machine), the commit is
-        refused by Lance's own conflict detection and `plan` runs again on the new version. Errors
-        raised by `plan` (a refused budget, bad input) propagate and nothing is written.
-        Returns the committed (or, for no edit, the read) version and `plan`'s result.
-        """
-        for attempt in range(attempts):
-            ds = self._open(name)
-            self._check_writable(name, ds)
-            edit, result = plan(ds)
-            if edit is None or edit.empty:
-                return ds.version, result
-            try:
-                return self._commit_onto(ds, edit), result
-            except VersionMovedError:
-                if attempt == attempts - 1:
-                    raise
-                backoff(attempt)
-            except (OSError, ValueError) as exc:
-                if not is_denied(exc):
-                    raise
-                raise self._denied(name) from None
-        raise AssertionError("unreachable")
-
-    def _commit_onto(self, ds: lance.LanceDataset, edit: Edit) -> int:
-        """Commit `edit` as version `ds.version + 1` exactly, or raise `VersionMovedError`.
-
-        Lance gives this two ways, and both keep the data files of untouched fragments:
-        - a `Merge` commit (the full fragment list, with deletion files for cut rows and new
-          fragments for inserts): Lance refuses it when any append, update, delete, compaction or
-          merge landed after `ds.version`, and it keeps the table's indexes;
-        - when a cut empties a whole fragment (which `Merge` may not drop), a strict `Overwrite`
-          (`max_retries=0`: committed as `ds.version + 1` or refused), which rewrites the
-          fragments it cuts from and drops the table's indexes (the index flow rebuilds them).
-        """
-        insert = None if edit.insert is None or edit.insert.num_rows == 0 else schemas.conform(edit.insert, ds.schema)
-        schema = ds.schema
-        if edit.metadata:
-            schema = schema.with_metadata({**{k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}, **edit.metadata})
-        lance_schema = LanceSchema.from_pyarrow(schema)
-        fragments = ds.get_fragments()
-        hits: dict[int, int] = {}
-        if edit.delete is not None:
-            with _named("delete"):  # row addresses from a dataset scan: fragment id in the high 32 bits
-                addresses = ds.to_table(columns=[], filter=edit.delete, with_row_address=True)["_rowaddr"].to_numpy()
-            ids, counts = np.unique(addresses >> 32, return_counts=True)
-            hits = dict(zip(ids.tolist(), counts.tolist()))
-        next_id = max((f.fragment_id for f in fragments), default=-1) + 1
-        operation: lance.LanceOperation.BaseOperation
-        if not hits or all(hits.get(f.fragment_id, 0) < f.count_rows() for f in fragments):  # no fragment emptied
-            kept: list[FragmentMetadata] = []
-            for f in fragments:
-                meta = f.delete(edit.delete) if edit.delete and f.fragment_id in hits else f.metadata
-                assert meta is not None  # on this path no fragment loses all its rows
-                kept.append(meta)
-            operation = lance.LanceOperation.Merge([*kept, *self._fragments(ds, insert, next_id)], lance_schema)
-        else:
-            clean = [f for f in fragments if f.fragment_id not in hits and f.metadata.deletion_file is None]
-            rewrite = [f for f in fragments if f not in clean]
-            survivors = ds.scanner(filter=f"({edit.delete}) IS NOT TRUE", fragments=rewrite).to_table().cast(ds.schema)
-            rows = pa.concat_tables([survivors, *([insert.cast(ds.schema)] if insert is not None else [])])
-            operation = lance.LanceOperation.Overwrite(schema, [f.metadata for f in clean] + self._fragments(ds, rows, next_id))
-        try:
-            return lance.LanceDataset.commit(ds.uri, operation, read_version=ds.version, max_retries=0, storage_options=self.storage_options or None).version
-        except (OSError, ValueError, RuntimeError) as exc:
-            if is_conflict(exc) or is_version_gone(exc):  # another commit landed, or cleanup removed the version planned on
-                raise VersionMovedError(f"table changed after version {ds.version}: {str(exc).splitlines()[0][:200]}") from None
-            raise
-
-    def _fragments(self, ds: lance.LanceDataset, rows: pa.Table | None, first_id: int) -> list[FragmentMetadata]:
-        """Write `rows` as new data files of `ds` (pages of about `PAGE_BYTES`), numbered from `first_id`."""
-        if rows is None or rows.num_rows == 0:
-            return []
-        written = write_fragments(
-            _in_pages(rows), ds.uri, schema=ds.schema, data_storage_version=ds.data_storage_version, storage_options=self.storage_options or None
-        )
-        for offset, meta in enumerate(written):
-            meta.id = first_id + offset
-        return written
+        """Read-plan-write that no concurrent writer can interleave, on any machine (`Table.atomically`)."""
+        return self.table(name).atomically(plan, attempts)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -592,14 +373,10 @@ class Store:
         A table whose schema is older than this code's reads the columns it stores; naming one it
         lacks (in `columns` or `filter`) raises `SchemaOutdatedError` naming `replaystore migrate`.
         """
-        ds = self.dataset(name, version)
-        with self._reading(name, ds, version is None), _named("filter"):
-            return ds.to_table(columns=list(columns) if columns else None, filter=filter)
+        return self.table(name, version).read(columns, filter)
 
     def count(self, name: str, filter: str | None = None, version: Version | None = None) -> int:
-        ds = self.dataset(name, version)
-        with self._reading(name, ds, version is None), _named("filter"):
-            return ds.count_rows(filter=filter)
+        return self.table(name, version).count(filter)
 
     # -- versions -----------------------------------------------------------------------------
 
@@ -757,55 +534,29 @@ class Store:
     # -- reports ------------------------------------------------------------------------------
 
     def info(self, name: str) -> TableInfo:
-        ds = self._open(name)
-        meta = ds.versions()[-1].get("metadata", {}) if ds.versions() else {}
-        return TableInfo(
-            name=name,
-            kind=schemas.kind_of(ds.schema),
-            rows=ds.count_rows(),
-            bytes=int(meta.get("total_files_size", 0)),
-            version=ds.version,
-            fragments=len(ds.get_fragments()),
-        )
+        return self.table(name).info()
 
     def stats(self, name: str) -> dict[str, Any]:
         """Rows, bytes, fragments, versions, tags and per-column types of a table."""
-        ds = self.dataset(name)
-        info = self.info(name)
+        table = self.table(name)
+        info = table.info()
         return {
             "name": name,
             "kind": info.kind,
-            "schema_version": _schema_version(ds.schema),
+            "schema_version": schema_version(table.schema),
             "rows": info.rows,
             "bytes": info.bytes,
             "version": info.version,
-            "versions": len(ds.versions()),
+            "versions": len(table.dataset.versions()),
             "fragments": info.fragments,
-            "tags": self.tags(name),
-            "columns": {f.name: str(f.type) for f in ds.schema},
+            "tags": {tag: int(v["version"]) for tag, v in _tag_list(table.dataset).items()},
+            "columns": {f.name: str(f.type) for f in table.schema},
         }
-
-
-@contextlib.contextmanager
-def _named(argument: str) -> Iterator[None]:
-    """Lance reports a bad SQL predicate or expression as a generic error; name the argument instead."""
-    try:
-        yield
-    except (ValueError, OSError) as exc:
-        reason = None if isinstance(exc, ValidationError) else user_input(exc)
-        if reason is None:
-            raise
-        raise ValidationError(argument, reason) from None
 
 
 def _widens(stored: pa.DataType, target: pa.DataType) -> bool:
     """A float column the schema file now keeps wider (the one type change `migrate` makes)."""
     return pa.types.is_floating(stored) and pa.types.is_floating(target) and target.bit_width > stored.bit_width
-
-
-def _schema_version(schema: pa.Schema) -> int:
-    """The schema version a table was written (or last migrated) with; 0 before versions were recorded."""
-    return int((schema.metadata or {}).get(schemas.VERSION_KEY, b"0"))
 
 
 def _pin_time(tag: str) -> datetime | None:

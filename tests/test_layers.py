@@ -57,7 +57,7 @@ def test_flows_live_under_the_package_and_nothing_named_flows_is_imported() -> N
 
 
 # The core (README.md "Layers", layer 2) and what it may import from the package: itself and the contracts.
-CORE = ("store", "schemas", "errors", "retry", "extras", "lance_errors", "checks", "predicates")
+CORE = ("store", "table", "schemas", "errors", "retry", "extras", "lance_errors", "checks", "predicates")
 CORE_ALLOWED = {f"replaystore.{name}" for name in (*CORE, "contracts")}
 
 

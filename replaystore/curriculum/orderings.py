@@ -147,10 +147,10 @@ def _ordering_name(name: str) -> str:
 
 
 def _source_ids(store: Store, source: str, id_column: str, version: Version | None, filter: str | None = None) -> np.ndarray:
-    schema = store.dataset(source, version).schema
-    if schema.get_field_index(id_column) < 0:
-        raise ValidationError("id_column", f"source '{source}' has no column '{id_column}' (has: {', '.join(schema.names)})")
-    return ids_as_strings(store.read(source, version, columns=[id_column], filter=filter).column(id_column))
+    table = store.table(source, version)
+    if table.schema.get_field_index(id_column) < 0:
+        raise ValidationError("id_column", f"source '{source}' has no column '{id_column}' (has: {', '.join(table.schema.names)})")
+    return ids_as_strings(table.read(columns=[id_column], filter=filter).column(id_column))
 
 
 def _rank_positions(n: int) -> np.ndarray:
@@ -243,19 +243,18 @@ def build_ordering(
         "difficulty": pa.array(difficulty),
         "definition": pa.array(np.full(n, resolved.to_json(), dtype=object), pa.string()),
     }
-    if not store.exists(table):
-        store.create_table(table, Kind.CURRICULUM_ORDERINGS)
-    return store.merge(table, rows, on=["ordering", "sample_id"], delete_unmatched=f"ordering = '{name}'")
+    return store.table(table, create=Kind.CURRICULUM_ORDERINGS).merge(rows, on=["ordering", "sample_id"], delete_unmatched=f"ordering = '{name}'")
 
 
 def load_ordering(store: Store, name: str, *, table: str = ORDERINGS, version: Version | None = None) -> Ordering:
     """Read ordering `name` (as of `version` of the orderings table) in position order."""
     name = _ordering_name(name)
-    if not store.exists(table):
+    stored = store.find(table, version)
+    if stored is None:
         raise ValidationError("ordering", f"unknown ordering '{name}' (stored: none)")
-    data = store.read(table, version, columns=["source", "sample_id", "position", "difficulty", "definition"], filter=f"ordering = '{name}'")
+    data = stored.read(columns=["source", "sample_id", "position", "difficulty", "definition"], filter=f"ordering = '{name}'")
     if data.num_rows == 0:
-        known = sorted(set(store.read(table, version, columns=["ordering"]).column("ordering").to_pylist()))
+        known = sorted(set(stored.read(columns=["ordering"]).column("ordering").to_pylist()))
         raise ValidationError("ordering", f"unknown ordering '{name}' (stored: {', '.join(known) or 'none'})")
     data = data.sort_by("position")
     return Ordering(
@@ -269,9 +268,10 @@ def load_ordering(store: Store, name: str, *, table: str = ORDERINGS, version: V
 
 def list_orderings(store: Store, *, table: str = ORDERINGS, version: Version | None = None) -> list[dict[str, Any]]:
     """One row per stored ordering: name, source, samples, definition."""
-    if not store.exists(table):
+    stored = store.find(table, version)
+    if stored is None:
         return []
-    data = store.read(table, version, columns=["ordering", "source", "definition"])
+    data = stored.read(columns=["ordering", "source", "definition"])
     grouped = data.group_by("ordering").aggregate([("source", "min"), ("definition", "min"), ("ordering", "count")])
     return sorted(
         (

@@ -194,8 +194,9 @@ def compute_scores(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValidationError("batch_size", f"must be a positive integer, got {batch_size!r}")
     ds = store.dataset(source, version)
-    if ds.schema.get_field_index(id_column) < 0:
-        raise ValidationError("id_column", f"source '{source}' has no column '{id_column}' (has: {', '.join(ds.schema.names)})")
+    schema = ds.schema
+    if schema.get_field_index(id_column) < 0:
+        raise ValidationError("id_column", f"source '{source}' has no column '{id_column}' (has: {', '.join(schema.names)})")
     wanted = columns if columns is not None else getattr(scorer, "columns", None)
     projection = list(dict.fromkeys([id_column, *wanted])) if wanted is not None else None
     for name in projection or []:
@@ -232,10 +233,8 @@ def write_scores(store: Store, scores: Scores, scorer: str | None = None, table:
         "percentile": pa.array(scores.percentiles),
         "scorer": pa.array(np.full(len(scores.sample_ids), scorer, dtype=object), pa.string()),
     }
-    if not store.exists(table):
-        store.create_table(table, Kind.CURRICULUM_SCORES)
     scope = f"source = '{scores.source}' AND metric = '{scores.metric}'"
-    return store.merge(table, rows, on=["source", "metric", "sample_id"], delete_unmatched=scope)
+    return store.table(table, create=Kind.CURRICULUM_SCORES).merge(rows, on=["source", "metric", "sample_id"], delete_unmatched=scope)
 
 
 def score(
@@ -268,11 +267,12 @@ def load_scores(store: Store, source: str, metric: str, table: str = SCORES, ver
     """The stored scores of one (source, metric); an unknown metric names the ones that exist."""
     validate_name(source)
     validate_metric(metric)
-    if not store.exists(table):
+    stored = store.find(table, version)
+    if stored is None:
         raise ValidationError("metric", f"unknown metric '{metric}' for source '{source}' (scored: none)")
-    data = store.read(table, version, columns=["sample_id", "value", "percentile"], filter=f"source = '{source}' AND metric = '{metric}'")
+    data = stored.read(columns=["sample_id", "value", "percentile"], filter=f"source = '{source}' AND metric = '{metric}'")
     if data.num_rows == 0:
-        known = store.read(table, version, columns=["metric"], filter=f"source = '{source}'").column("metric")
+        known = stored.read(columns=["metric"], filter=f"source = '{source}'").column("metric")
         names = sorted(set(known.to_pylist()))
         raise ValidationError("metric", f"unknown metric '{metric}' for source '{source}' (scored: {', '.join(names) or 'none'})")
     return Scores(

@@ -32,7 +32,8 @@ from replaystore.exemplars.policies import make_policy
 from replaystore.exemplars.samples import TOKENS, Encoded, as_numpy, decode_raw, decode_tokens, decode_vectors, encode_raw, encode_tokens
 from replaystore.exemplars.selectors import Candidates, Selector, make_selector
 from replaystore.schemas import Kind
-from replaystore.store import Edit, Version, validate_name
+from replaystore.store import validate_name
+from replaystore.table import Edit, Table, Version
 
 if TYPE_CHECKING:
     from replaystore.store import Store
@@ -117,14 +118,15 @@ class ExemplarBuffer:
         validate_name(name)
         cfg.check_names(settings)
         asked = cfg.build(name, **settings) if settings else None
-        stored = _stored(store, name, store.dataset(name)) if store.exists(name) else None
+        existing = store.find(name)
+        stored = _stored(store, name, existing.dataset) if existing is not None else None
         if stored is not None:  # opening an existing buffer only reads
             if asked is not None:
                 _refuse_differences(stored, asked, settings)
             return cls(store, stored)
         if asked is None:
             raise cfg.missing(name, store.uri)
-        store.create_table(name, Kind.EXEMPLARS)
+        table = store.table(name, create=Kind.EXEMPLARS)
 
         def plan(ds: lance.LanceDataset) -> tuple[Edit | None, cfg.BufferSettings]:
             raced = _stored(store, name, ds)  # another process created it meanwhile
@@ -133,16 +135,15 @@ class ExemplarBuffer:
                 return None, raced
             return _with(asked), asked
 
-        _, chosen = store.atomically(name, plan)
+        _, chosen = table.atomically(plan)
         _save(store, chosen)
         return cls(store, chosen)
 
     @staticmethod
     def names(store: Store) -> list[str]:
         """Every exemplar buffer in the store, sorted."""
-        if not store.exists(cfg.SETTINGS_TABLE):
-            return []
-        return sorted(store.read(cfg.SETTINGS_TABLE, columns=["buffer"])["buffer"].to_pylist())
+        catalog = store.find(cfg.SETTINGS_TABLE)
+        return [] if catalog is None else sorted(catalog.read(columns=["buffer"])["buffer"].to_pylist())
 
     def refresh(self) -> cfg.BufferSettings:
         """Re-read the settings (another process may have configured the buffer)."""
@@ -285,7 +286,8 @@ class ExemplarBuffer:
 
     def budget(self) -> dict[str, Any]:
         """Budget report: total, model, exemplar and free bytes, the model's worth in exemplars, per-class counts, bytes on disk."""
-        ds = self.store.dataset(self.name)
+        table = self.store.table(self.name)
+        ds = table.dataset
         s = self.settings = self._settings(ds)
         rows = ds.to_table(columns=["class_id", "nbytes"])
         used = int(pc.sum(rows["nbytes"]).as_py() or 0)
@@ -305,7 +307,7 @@ class ExemplarBuffer:
             "model_exemplar_equivalent": None if not per else exemplars_in(s.model_bytes, per),
             "rows": rows.num_rows,
             "per_class": dict(zip(counts["class_id"].to_pylist(), counts["class_id_count"].to_pylist())),
-            "disk_bytes": self.store.info(self.name).bytes,
+            "disk_bytes": table.info().bytes,
             "policy": s.policy if s.memory_per_class is None else f"{s.policy}({s.memory_per_class})",
             "selector": s.selector,
             "on_over_budget": s.on_over_budget,
@@ -426,18 +428,20 @@ def _with(settings: cfg.BufferSettings) -> Edit:
 
 
 def _catalog(store: Store, name: str) -> cfg.BufferSettings | None:
-    if not store.exists(cfg.SETTINGS_TABLE):
-        return None
-    rows = store.read(cfg.SETTINGS_TABLE, filter=f"buffer = '{name}'").to_pylist()
+    catalog = store.find(cfg.SETTINGS_TABLE)
+    return None if catalog is None else _listed(catalog, name)
+
+
+def _listed(catalog: Table, name: str) -> cfg.BufferSettings | None:
+    rows = catalog.read(filter=f"buffer = '{name}'").to_pylist()
     return cfg.from_row(rows[-1]) if rows else None
 
 
 def _save(store: Store, settings: cfg.BufferSettings) -> None:
     """List the buffer (with its latest settings) in `exemplar_buffers`, for `names()` and reports."""
-    if _catalog(store, settings.buffer) == settings:
-        return
-    store.create_table(cfg.SETTINGS_TABLE, Kind.EXEMPLAR_BUFFERS)
-    store.merge(cfg.SETTINGS_TABLE, settings.row(), on="buffer")
+    catalog = store.table(cfg.SETTINGS_TABLE, create=Kind.EXEMPLAR_BUFFERS)
+    if _listed(catalog, settings.buffer) != settings:
+        catalog.merge(settings.row(), on="buffer")
 
 
 def _refuse_differences(stored: cfg.BufferSettings, asked: cfg.BufferSettings, given: dict[str, Any]) -> None:

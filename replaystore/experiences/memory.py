@@ -147,8 +147,7 @@ class ExperienceMemory:
         self._warm_version: int | None = None
         self._shares: dict[str, tuple[float, int]] = {}  # workspace -> (share of rows, version counted)
         self._ds: lance.LanceDataset | None = None  # kept open across searches (see _dataset)
-        self.store.create_table(table, Kind.EXPERIENCES, {"embedding_dim": self.embedder.dim})
-        dim = self.store.dataset(table).schema.field("embedding").type.list_size
+        dim = self.store.table(table, create=Kind.EXPERIENCES, params={"embedding_dim": self.embedder.dim}).schema.field("embedding").type.list_size
         if dim != self.embedder.dim:
             raise ValidationError("embedding", f"embedder {self.embedder.name!r} gives {self.embedder.dim}-d vectors but table '{table}' stores {dim}-d")
 
@@ -184,16 +183,18 @@ class ExperienceMemory:
         rows = _rows(experiences)
         if not rows:
             return AddReport()
-        table = self._prepare(rows, workspace)
+        target = self.store.table(self.table)
+        table = self._prepare(rows, workspace, target.schema)
         dedup = table["dedup_embedding"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, self.embedder.dim)
 
-        def plan(_: Any) -> tuple[Edit | None, tuple[list[Skipped], np.ndarray]]:
-            skipped = self._duplicates(table, dedup)  # LanceDB sees the latest version: the one planned on, or a newer one that refuses the commit
+        def plan(ds: lance.LanceDataset) -> tuple[Edit | None, tuple[list[Skipped], np.ndarray]]:
+            # LanceDB sees the latest version: the one planned on, or a newer one that refuses the commit
+            skipped = self._duplicates(table, dedup, stored=ds.count_rows() > 0)
             keep = np.ones(len(rows), dtype=bool)
             keep[[s.index for s in skipped]] = False
             return (Edit(insert=table.filter(pa.array(keep))) if keep.any() else None), (skipped, keep)
 
-        committed, (skipped, keep) = self.store.atomically(self.table, plan)
+        committed, (skipped, keep) = target.atomically(plan)
         version = committed if keep.any() else None
         added = [i for i, k in zip(table["experience_id"].to_pylist(), keep) if k]
         return AddReport(added, skipped, version)
@@ -201,9 +202,10 @@ class ExperienceMemory:
     def upsert(self, experiences: Any, workspace: str | None = None) -> int:
         """Insert or replace experiences by `experience_id` in one commit, without dedup (imports)."""
         rows = _rows(experiences)
-        return self.store.merge(self.table, self._prepare(rows, workspace), on="experience_id") if rows else self.store.dataset(self.table).version
+        target = self.store.table(self.table)
+        return target.merge(self._prepare(rows, workspace, target.schema), on="experience_id") if rows else target.version
 
-    def _prepare(self, rows: list[dict[str, Any]], workspace: str | None) -> pa.Table:
+    def _prepare(self, rows: list[dict[str, Any]], workspace: str | None, schema: pa.Schema) -> pa.Table:
         """Check texts, fill ids/kind/workspace, embed both texts, and conform to the schema."""
         for i, row in enumerate(rows):
             for name in HIDDEN:
@@ -223,9 +225,9 @@ class ExperienceMemory:
         vectors = self.embedder.embed(texts + dedup_texts)
         columns: dict[str, Any] = {k: [r.get(k) for r in rows] for k in set().union(*rows)}
         columns |= {"embedding": vectors[: len(rows)], "dedup_embedding": vectors[len(rows) :]}
-        return schemas.conform(columns, self.store.schema(self.table))
+        return schemas.conform(columns, schema)
 
-    def _duplicates(self, table: pa.Table, dedup: np.ndarray) -> list[Skipped]:
+    def _duplicates(self, table: pa.Table, dedup: np.ndarray, stored: bool) -> list[Skipped]:
         """Candidates too similar to an active stored experience or an earlier kept candidate.
 
         One rule at one precision: LanceDB only proposes the nearest stored rows; every similarity
@@ -235,26 +237,25 @@ class ExperienceMemory:
         ids = table["experience_id"].to_pylist()
         workspaces = table["workspace"].to_pylist()
         nearest: dict[int, tuple[str, float]] = {}
-        if self.store.count(self.table) > 0:
-            for ws in set(workspaces):
-                rows = [i for i, w in enumerate(workspaces) if w == ws]
-                hits = (
-                    self._lance.search(dedup[rows], vector_column_name="dedup_embedding")
-                    .distance_type("cosine")
-                    .where(f"workspace = {literal(ws)} AND status = 'active'", prefilter=True)
-                    .select(["experience_id", "dedup_embedding"])
-                    .limit(DEDUP_CANDIDATES)
-                    .to_arrow()
-                )
-                if not hits.num_rows:
-                    continue
-                qi = hits["query_index"].to_numpy() if "query_index" in hits.column_names else np.zeros(hits.num_rows, int)
-                stored = hits["dedup_embedding"].combine_chunks().flatten().to_numpy().reshape(hits.num_rows, -1)
-                queries = np.asarray([rows[int(q)] for q in qi])
-                sims = _cosines(_unit64(dedup[queries]), _unit64(stored))
-                for i, eid, sim in zip(queries, hits["experience_id"].to_pylist(), sims):
-                    if sim > nearest.get(int(i), ("", -np.inf))[1]:
-                        nearest[int(i)] = (eid, float(sim))
+        for ws in set(workspaces) if stored else ():
+            rows = [i for i, w in enumerate(workspaces) if w == ws]
+            hits = (
+                self._lance.search(dedup[rows], vector_column_name="dedup_embedding")
+                .distance_type("cosine")
+                .where(f"workspace = {literal(ws)} AND status = 'active'", prefilter=True)
+                .select(["experience_id", "dedup_embedding"])
+                .limit(DEDUP_CANDIDATES)
+                .to_arrow()
+            )
+            if not hits.num_rows:
+                continue
+            qi = hits["query_index"].to_numpy() if "query_index" in hits.column_names else np.zeros(hits.num_rows, int)
+            near = hits["dedup_embedding"].combine_chunks().flatten().to_numpy().reshape(hits.num_rows, -1)
+            queries = np.asarray([rows[int(q)] for q in qi])
+            sims = _cosines(_unit64(dedup[queries]), _unit64(near))
+            for i, eid, sim in zip(queries, hits["experience_id"].to_pylist(), sims):
+                if sim > nearest.get(int(i), ("", -np.inf))[1]:
+                    nearest[int(i)] = (eid, float(sim))
         skipped: list[Skipped] = []
         kept: list[int] = []
         unit = _unit64(dedup)

@@ -126,9 +126,10 @@ def _check_layers(model: torch.nn.Module, layers: Sequence[int]) -> list[int]:
 
 def _tokenized_samples(store: Store, table: str, sample_ids: Sequence[str] | None, tokenizer: Any, max_length: int, model: torch.nn.Module) -> pa.Table:
     """The samples to distill with token ids, tokenizing (and storing) any that lack them."""
-    if not store.exists(table):
+    stored = store.find(table)
+    if stored is None:
         raise NotFoundError(f"no general samples: table '{table}' does not exist (ingest first)")
-    samples = store.read(table)
+    samples = stored.read()
     if sample_ids is not None:
         wanted = pa.array(list(sample_ids), type=pa.string())
         missing = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=samples.column("sample_id"))))
@@ -146,7 +147,7 @@ def _tokenized_samples(store: Store, table: str, sample_ids: Sequence[str] | Non
             .set_column(lacking.schema.get_field_index("token_count"), "token_count", pa.array([len(i) for i in ids], type=pa.int32()))
             .set_column(lacking.schema.get_field_index("tokenizer"), "tokenizer", pa.array([tokenizer_name(tokenizer)] * len(ids)))
         )
-        store.merge(table, filled, on="sample_id")
+        stored.merge(filled, on="sample_id")
         samples = pa.concat_tables([samples.filter(pc.is_valid(samples.column("token_ids"))), filled])
     samples = samples.filter(pc.greater(samples.column("token_count"), 0))
     return samples.select(["sample_id", "token_ids", "token_count"]).combine_chunks()
@@ -213,10 +214,11 @@ class _Run:
 
     def _stored(self, layer: int) -> set[str]:
         """Samples whose states for this model/layer/precision are stored and still valid."""
-        if not self.store.exists(self.states_table):
+        states = self.store.find(self.states_table)
+        if states is None:
             return set()
         where = f"model_fingerprint = '{self.fingerprint}' AND layer = {layer} AND precision = '{self.precision}'"
-        rows = self.store.read(self.states_table, columns=["sample_id", "zone_k", "stats_count"], filter=where)
+        rows = states.read(columns=["sample_id", "zone_k", "stats_count"], filter=where)
         if self.precision == "zones":
             current = self.stats[layer].count if layer in self.stats else -1
             valid = pc.and_(pc.equal(rows.column("zone_k"), self.zone_k), pc.equal(rows.column("stats_count"), current))
@@ -285,8 +287,7 @@ class _Run:
             }
             if self.topk and position == 0:
                 table.update(self._topk(out, rows, keep, counts[rows]))
-            self.store.create_table(self.states_table, Kind.ACTIVATION_STATES)
-            self.store.merge(self.states_table, pa.table(table), on=STATE_KEYS)
+            self.store.table(self.states_table, create=Kind.ACTIVATION_STATES).merge(pa.table(table), on=STATE_KEYS)
             self.written += len(rows)
 
     def _topk(self, out: Any, rows: list[int], keep: torch.Tensor, counts: np.ndarray) -> dict[str, pa.Array]:

@@ -182,15 +182,16 @@ def load_replay_batch(store: Store, model: torch.nn.Module | str, sample_ids: Se
 
 
 def _states_of(store: Store, table: str, fingerprint: str, layer: int, precision: str | None) -> pa.Table:
-    if not store.exists(table):
+    stored = store.find(table)
+    if stored is None:
         raise NotFoundError(f"no activation states: table '{table}' does not exist (distill first)")
     where = f"model_fingerprint = '{fingerprint}' AND layer = {layer}"
     if precision is not None:
         where += f" AND precision = '{precision}'"
-    states = store.read(table, filter=where)
+    states = stored.read(filter=where)
     if states.num_rows:
         return states.combine_chunks()
-    others = sorted(set(store.read(table, columns=["model_fingerprint"]).column("model_fingerprint").to_pylist()) - {fingerprint})
+    others = sorted(set(stored.read(columns=["model_fingerprint"]).column("model_fingerprint").to_pylist()) - {fingerprint})
     if others:
         raise ModelMismatchError(
             "model",

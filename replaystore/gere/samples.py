@@ -128,9 +128,10 @@ def retokenize(
     old = samples.column("token_ids").to_pylist()
     changed = [i for i, (new, before) in enumerate(zip(ids, old, strict=True)) if new != before]
     changed_ids = [samples.column("sample_id")[i].as_py() for i in changed]
-    if changed and store.exists(states_table):
+    states = store.find(states_table) if changed else None
+    if states is not None:
         wanted = pa.array(changed_ids, type=pa.string())
-        stored = store.read(states_table, columns=["sample_id"]).column("sample_id")
+        stored = states.read(columns=["sample_id"]).column("sample_id")
         distilled = pc.filter(wanted, pc.is_in(wanted, value_set=stored.combine_chunks()))
         if len(distilled):
             raise ValidationError(
@@ -138,8 +139,9 @@ def retokenize(
                 f"{len(distilled)} sample(s) whose tokens would change have distilled states in '{states_table}' "
                 f"(e.g. {distilled[0].as_py()!r}): drop '{states_table}' and the statistics table, then re-tokenize and distill again",
             )
+    target = store.table(table)
     if changed:
-        stored_rows = store.read(table)
+        stored_rows = target.read()
         rows = stored_rows.filter(pc.is_in(stored_rows.column("sample_id"), value_set=pa.array(changed_ids, type=pa.string())))
         fresh = dict(zip(changed_ids, (ids[i] for i in changed), strict=True))
         new_ids = [fresh[sid] for sid in rows.column("sample_id").to_pylist()]
@@ -149,8 +151,8 @@ def retokenize(
             ("tokenizer", pa.array([tokenizer_name(tokenizer)] * len(new_ids), type=pa.string())),
         ):
             rows = rows.set_column(rows.schema.get_field_index(name), name, values)
-        store.merge(table, rows, on="sample_id")
-    return {"retokenized": len(changed), "unchanged": samples.num_rows - len(changed), "max_length": max_length, "version": store.dataset(table).version}
+        target.merge(rows, on="sample_id")
+    return {"retokenized": len(changed), "unchanged": samples.num_rows - len(changed), "max_length": max_length, "version": target.version}
 
 
 def ingest(
@@ -177,13 +179,13 @@ def ingest(
     for i, text in enumerate(every):  # all of it is checked before anything is written
         if not isinstance(text, str) or not text.strip():
             raise ValidationError("text", f"item {i} must be a non-empty string, got {text!r:.60}")
-    store.create_table(table, Kind.GENERAL_SAMPLES)
+    target = store.table(table, create=Kind.GENERAL_SAMPLES)
     added = 0
     for start in range(0, len(every), chunk_size):
         rows = _rows(every[start : start + chunk_size], source, tokenizer, max_length)
-        _, fresh = store.atomically(table, functools.partial(_unstored, rows=rows))
+        _, fresh = target.atomically(functools.partial(_unstored, rows=rows))
         added += fresh
-    return {"added": added, "skipped": len(every) - added, "read": len(every), "version": store.dataset(table).version}
+    return {"added": added, "skipped": len(every) - added, "read": len(every), "version": target.version}
 
 
 def _rows(chunk: list[str], source: str, tokenizer: Any, max_length: int) -> pa.Table:

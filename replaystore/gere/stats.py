@@ -90,17 +90,15 @@ class RunningStats:
 
 def save_stats(store: Store, stats: RunningStats, fingerprint: str, layer: int, table: str = STATS_TABLE) -> int:
     """Upsert the statistics row of (model, layer) as one commit."""
-    store.create_table(table, Kind.ACTIVATION_STATS)
     row = {name: [value] for name, value in stats.to_row(fingerprint, layer).items()}
-    return store.merge(table, row, on=["model_fingerprint", "layer"])
+    return store.table(table, create=Kind.ACTIVATION_STATS).merge(row, on=["model_fingerprint", "layer"])
 
 
 def load_stats(store: Store, fingerprint: str, layer: int, table: str = STATS_TABLE, version: Version | None = None) -> RunningStats:
     """The statistics of (model, layer), or `NotFoundError` when that model was never distilled."""
     check_fingerprint(fingerprint)
-    rows = []
-    if store.exists(table):
-        rows = store.read(table, version, filter=f"model_fingerprint = '{fingerprint}' AND layer = {int(layer)}").to_pylist()
+    stored = store.find(table, version)
+    rows = [] if stored is None else stored.read(filter=f"model_fingerprint = '{fingerprint}' AND layer = {int(layer)}").to_pylist()
     if not rows:
         raise NotFoundError(f"no activation statistics for model {fingerprint} layer {layer} in '{table}'")
     row = rows[0]
