@@ -159,7 +159,7 @@ def test_empty_result_streams_one_empty_batch_with_its_schema(filled: replaystor
 
 
 def test_batches_refuse_when_called_not_when_iterated(filled: replaystore.Store) -> None:
-    with pytest.raises(ValidationError, match="batch_rows: must be a positive integer"):
+    with pytest.raises(ValidationError, match="batch_rows: must be a whole number ≥ 1"):
         filled.sql_batches("SELECT 1", batch_rows=0)
     with pytest.raises(ValidationError, match="refused: DROP"):
         filled.sql_batches("DROP TABLE exemplars")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from replaystore.checks import integer
 from replaystore.errors import ValidationError
 
 # Bytes per stored element for dtypes models are saved in; torch knows them, names are accepted too.
@@ -62,9 +63,7 @@ def model_nbytes(
         raise ValidationError("model", "pass either a torch.nn.Module or a parameter count (params=...), not both or neither")
     per = dtype_nbytes(dtype)
     if params is not None:
-        if isinstance(params, bool) or not isinstance(params, (int, np.integer)) or params < 0:
-            raise ValidationError("params", f"must be a whole number ≥ 0, got {params!r}")
-        return int(params) * per
+        return integer("params", params, minimum=0) * per
     assert model is not None
     if not isinstance(model, torch.nn.Module):
         raise ValidationError("model", f"must be a torch.nn.Module, got {type(model).__name__}")

@@ -15,6 +15,7 @@ import lance
 import polars as pl
 import pyarrow as pa
 
+from replaystore.checks import integer
 from replaystore.errors import NotFoundError, ValidationError
 from replaystore.lance_errors import missing_column
 from replaystore.query.confine import Statement, inspect
@@ -68,8 +69,7 @@ def sql_batches(
     indexes over Lance scans (it panics), so those statements are collected in memory first
     and then cut into batches (see docs/sql.md, "Bounded memory").
     """
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
-        raise ValidationError("batch_rows", f"must be a positive integer, got {batch_rows!r}")
+    integer("batch_rows", batch_rows, minimum=1)
     frame, statement = plan(store, query, versions)  # refusals and syntax errors raise here, not at the first batch
     return _stream(frame, statement, batch_rows)
 
