@@ -2,7 +2,7 @@
 
 An exemplar appender, an experience appender (real MiniLM embeddings), a `retrieve`/`record_use`
 updater, a pruner (budget rebalance and ReMe's utility rule), a compactor (compaction and version
-cleanup) and a streaming reader run together for a bounded time. Each writes a log of what it did;
+cleanup) and a streaming reader run together until each has done a set number of steps. Each writes a log of what it did;
 the audit then checks that every appended row is present exactly once unless a rule removed it,
 that counters equal the sums of increments, that the budget held in every version, and that the
 reader only ever saw whole versions.
@@ -31,27 +31,23 @@ SAMPLE_BYTES = 16
 CLASSES = 6
 QUOTA = 12  # rows per class once every class has arrived
 BUDGET = CLASSES * QUOTA * SAMPLE_BYTES
-MIN_RUN_S = 4.0  # the soak lasts at least this long...
-MIN_STEPS = 3  # ...and until every role has done this many steps (the audit needs two of each)...
-MAX_RUN_S = 60.0  # ...but no longer than this
+STEPS = 8  # the soak lasts until every role has done this many steps (a loaded machine just takes longer; the audit needs two of each)
 WORKSPACE = "soak"
 RETENTION = timedelta(seconds=2)  # longer than any unpinned read; the stream pins its versions
 
 
 class Gate:
-    """Every role waits here after its imports and model loads; the parent then sets one deadline,
-    and brings it forward once every role has done enough steps (a loaded machine just runs longer)."""
+    """Every role waits here after its imports and model loads, so all start together; the parent
+    closes the gate once every role has done `STEPS` steps: a count of steps, not a clock."""
 
-    def __init__(self, barrier: Any, deadline: Any, steps: Any, role: int) -> None:
-        self.barrier, self.deadline, self.steps, self.role = barrier, deadline, steps, role
+    def __init__(self, barrier: Any, stop: Any, steps: Any, role: int) -> None:
+        self.barrier, self.stop, self.steps, self.role = barrier, stop, steps, role
 
     def wait(self) -> None:
         self.barrier.wait()
-        while self.deadline.value == 0.0:
-            time.sleep(0.01)
 
     def open(self) -> bool:
-        return time.time() < self.deadline.value
+        return not self.stop.value
 
     def stepped(self) -> None:
         self.steps[self.role] += 1
@@ -185,17 +181,15 @@ def test_soak_six_processes_then_audit(tmp_path: Path) -> None:
     )
 
     ctx = mp.get_context("spawn")  # Lance is not fork-safe
-    barrier, deadline, steps = ctx.Barrier(len(ROLES) + 1), ctx.Value("d", 0.0), ctx.Array("i", len(ROLES))
+    barrier, stop, steps = ctx.Barrier(len(ROLES) + 1), ctx.Value("b", 0), ctx.Array("i", len(ROLES))
     logs = {role.__name__: str(tmp_path / f"{role.__name__}.json") for role in ROLES}
-    procs = [ctx.Process(target=_run, args=(role, uri, barrier, deadline, steps, i, logs[role.__name__])) for i, role in enumerate(ROLES)]
+    procs = [ctx.Process(target=_run, args=(role, uri, barrier, stop, steps, i, logs[role.__name__])) for i, role in enumerate(ROLES)]
     for proc in procs:
         proc.start()
-    barrier.wait(timeout=120)  # everyone has set up: the soak time starts now, for all at once
-    started = time.time()
-    deadline.value = started + MAX_RUN_S
-    while time.time() < started + MIN_RUN_S or (min(steps[:]) < MIN_STEPS and time.time() < started + MAX_RUN_S):
+    barrier.wait(timeout=120)  # everyone has set up: the soak starts now, for all at once
+    while min(steps[:]) < STEPS:  # roles that are done go on until the slowest catches up
         time.sleep(0.1)
-    deadline.value = time.time()
+    stop.value = 1
     for proc in procs:
         proc.join(timeout=60)
     assert [p.exitcode for p in procs] == [0] * len(ROLES), {r.__name__: p.exitcode for r, p in zip(ROLES, procs)}
@@ -236,5 +230,5 @@ def test_soak_six_processes_then_audit(tmp_path: Path) -> None:
     assert min(log["compactor"].values()) >= 2
 
 
-def _run(role: Callable[[str, Gate, str], None], uri: str, barrier: Any, deadline: Any, steps: Any, index: int, out: str) -> None:
-    role(uri, Gate(barrier, deadline, steps, index), out)
+def _run(role: Callable[[str, Gate, str], None], uri: str, barrier: Any, stop: Any, steps: Any, index: int, out: str) -> None:
+    role(uri, Gate(barrier, stop, steps, index), out)

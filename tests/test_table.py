@@ -149,3 +149,19 @@ def test_creating_a_table_of_another_kind_names_the_existing_kind(store: replays
         store.table("exemplars", create="experiences", params={"embedding_dim": 4})
     with pytest.raises(ValidationError, match=r"^version: "):
         store.table("exemplars", 1, create="exemplars")
+
+
+def test_ingest_and_distill_open_each_table_a_fixed_number_of_times_whatever_the_batches(store: replaystore.Store, opens: collections.Counter[str]) -> None:
+    from replaystore.gere import distill, ingest
+    from replaystore.gere.offline import python_docstrings, tiny_causal_lm, word_tokenizer
+
+    texts = python_docstrings(24)
+    tokenizer = word_tokenizer(texts, vocab_size=800)
+    model = tiny_causal_lm(tokenizer.vocab_size, hidden=32, positions=64).eval()
+    ingest(store, texts, source="docstrings", tokenizer=tokenizer, max_length=64, chunk_size=6)  # 4 commits
+    assert opens == {"general_samples": 1}
+    opens.clear()
+    summary = distill(store, model, batch_size=3)  # 8 batches, each a commit of states and one of statistics
+    assert summary["states_written"] == 24
+    # a lookup of what is stored, then one handle each that its commits move on (before: 2 opens per commit)
+    assert opens == {"general_samples": 1, "activation_states": 2, "activation_stats": 2}

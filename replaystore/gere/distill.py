@@ -26,9 +26,10 @@ from replaystore.extras import require
 from replaystore.gere import codec
 from replaystore.gere.fingerprint import model_fingerprint
 from replaystore.gere.samples import DEFAULT_MAX_LENGTH, SAMPLES_TABLE, capped_length, token_limit, tokenize, tokenizer_name
-from replaystore.gere.stats import STATS_TABLE, RunningStats, check_k, load_stats, save_stats
+from replaystore.gere.stats import STATS_KEYS, STATS_TABLE, RunningStats, check_k, load_stats
 from replaystore.schemas import Kind
 from replaystore.store import Store
+from replaystore.table import Table
 
 STATES_TABLE = Kind.ACTIVATION_STATES.value
 STATE_KEYS = ["sample_id", "model_fingerprint", "layer", "precision"]
@@ -188,6 +189,13 @@ class _Run:
         self.ids = samples.column("sample_id").to_pylist()
         self.stats: dict[int, RunningStats] = {}
         self.written = self.tokens = self.already_stored = 0
+        self._handles: dict[str, Table] = {}
+
+    def _table(self, name: str, kind: str) -> Table:
+        """Each table this run writes, opened (or created) once: its commits move the handle on."""
+        if name not in self._handles:
+            self._handles[name] = self.store.table(name, create=kind)
+        return self._handles[name]
 
     def execute(self) -> None:
         for layer in self.layers:
@@ -262,7 +270,8 @@ class _Run:
             hidden = out.hidden_states[layer][rows]
             stats = self.stats.setdefault(layer, RunningStats.empty(hidden.shape[-1]))
             stats.update(hidden, mask[rows], [ids[i] for i in rows])
-            save_stats(self.store, stats, self.fingerprint, layer, self.stats_table)
+            row = {name: [value] for name, value in stats.to_row(self.fingerprint, layer).items()}
+            self._table(self.stats_table, Kind.ACTIVATION_STATS).merge(row, on=STATS_KEYS)
 
     def _write_states(self, batch: Batch, out: Any, need: dict[int, set[str]]) -> None:
         ids, _, mask, counts = batch
@@ -287,7 +296,7 @@ class _Run:
             }
             if self.topk and position == 0:
                 table.update(self._topk(out, rows, keep, counts[rows]))
-            self.store.table(self.states_table, create=Kind.ACTIVATION_STATES).merge(pa.table(table), on=STATE_KEYS)
+            self._table(self.states_table, Kind.ACTIVATION_STATES).merge(pa.table(table), on=STATE_KEYS)
             self.written += len(rows)
 
     def _topk(self, out: Any, rows: list[int], keep: torch.Tensor, counts: np.ndarray) -> dict[str, pa.Array]:

@@ -88,10 +88,13 @@ class RunningStats:
         }
 
 
+STATS_KEYS = ["model_fingerprint", "layer"]
+
+
 def save_stats(store: Store, stats: RunningStats, fingerprint: str, layer: int, table: str = STATS_TABLE) -> int:
     """Upsert the statistics row of (model, layer) as one commit."""
     row = {name: [value] for name, value in stats.to_row(fingerprint, layer).items()}
-    return store.table(table, create=Kind.ACTIVATION_STATS).merge(row, on=["model_fingerprint", "layer"])
+    return store.table(table, create=Kind.ACTIVATION_STATS).merge(row, on=STATS_KEYS)
 
 
 def load_stats(store: Store, fingerprint: str, layer: int, table: str = STATS_TABLE, version: Version | None = None) -> RunningStats:
