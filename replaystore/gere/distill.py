@@ -25,13 +25,12 @@ from replaystore.errors import NotFoundError, ValidationError
 from replaystore.extras import require
 from replaystore.gere import codec
 from replaystore.gere.fingerprint import model_fingerprint
-from replaystore.gere.samples import DEFAULT_MAX_LENGTH, SAMPLES_TABLE, capped_length, token_limit, tokenize, tokenizer_name
+from replaystore.gere.samples import DEFAULT_MAX_LENGTH, SAMPLES_TABLE, STATES_TABLE, capped_length, token_limit, tokenize, tokenizer_name
 from replaystore.gere.stats import STATS_KEYS, STATS_TABLE, RunningStats, check_k, load_stats
 from replaystore.schemas import Kind
 from replaystore.store import Store
 from replaystore.table import Table
 
-STATES_TABLE = Kind.ACTIVATION_STATES.value
 STATE_KEYS = ["sample_id", "model_fingerprint", "layer", "precision"]
 
 Batch = tuple[list[str], torch.Tensor, torch.Tensor, np.ndarray]

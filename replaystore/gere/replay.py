@@ -20,10 +20,9 @@ import torch
 
 from replaystore.errors import NotFoundError, ValidationError
 from replaystore.gere import codec
-from replaystore.gere.distill import STATES_TABLE
 from replaystore.gere.fingerprint import ModelMismatchError, check_fingerprint, model_fingerprint
 from replaystore.gere.losses import causal_lm_loss, tm_margin_loss
-from replaystore.gere.samples import SAMPLES_TABLE, read_samples
+from replaystore.gere.samples import SAMPLES_TABLE, STATES_TABLE, read_samples
 from replaystore.gere.stats import STATS_TABLE, check_k, load_stats
 from replaystore.gere.zones import zone_codes
 from replaystore.store import Store

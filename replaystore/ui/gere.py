@@ -15,10 +15,11 @@ import polars as pl
 from replaystore.gere.codec import binary_payload
 from replaystore.gere.zones import BETWEEN, HIGH, LOW, unpack_rows
 from replaystore.predicates import literal
+from replaystore.schemas import Kind
 from replaystore.store import Store
 from replaystore.ui import charts
 
-STATES, STATS, SAMPLES = "activation_states", "activation_stats", "general_samples"
+STATES, STATS, SAMPLES = Kind.ACTIVATION_STATES.value, Kind.ACTIVATION_STATS.value, Kind.GENERAL_SAMPLES.value  # the default tables the GeRe functions write
 SAMPLED_ROWS = 200
 DIMS_CHARTED = 128
 
