@@ -105,10 +105,10 @@ def test_budgeted_writers_on_two_machines_never_commit_a_version_over_budget(s3_
 def test_a_change_planned_on_an_old_version_is_refused_by_the_object_store(s3_server: S3Server) -> None:  # noqa: F811
     store = replaystore.open(f"s3://{s3_server.new_bucket()}/store", s3_server.storage_options)
     store.create_table("t", "exemplars")
-    first = store.dataset("t")
+    first = store.table("t")  # a handle on the version before another machine's append
     store.append("t", {"buffer": ["b"], "sample_id": [1], "class_id": [0], "task_id": [0], "rank": [1], "nbytes": [64]})
-    with pytest.raises(VersionMovedError):
-        store._commit_onto(first, Edit(metadata={"x": "1"}))
+    with pytest.raises(VersionMovedError):  # one attempt: the change planned on the handle's version is refused
+        first.atomically(lambda ds: (Edit(metadata={"x": "1"}), None), attempts=1)
     assert store.count("t") == 1 and b"x" not in (store.schema("t").metadata or {})
 
 
