@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 import replaystore.stream.snapshots as snapshots_module
 from replaystore.errors import ValidationError
 from replaystore.stream import Proportions, ReplayStream, Sequential, Source
-from replaystore.stream.batches import chunk_steps, unpack
+from replaystore.stream.batches import chunk_steps
 from replaystore.stream.loader import block_steps
+from replaystore.stream.shipping import unpack
 from replaystore.stream.snapshots import MAX_READ_AHEAD
 from replaystore.stream.sources import CHUNK_BYTES
 from replaystore.stream.tensors import concat, cut, to_arrays
@@ -107,7 +108,7 @@ def test_loader_workers_each_decode_about_their_own_share(big_source: str, worke
     stream = ReplayStream(Source.from_lance("big", big_source), batch)
     stream.set_epoch(0)
     block = block_steps(batch, len(stream), workers)
-    state = WorkerState(1, multiprocessing.get_context("spawn"))
+    state = WorkerState(1, multiprocessing.get_context("spawn"), workers)
     state.store(stream, block)
     decoded, steps = [], []
     scan = lance.LanceDataset.to_batches

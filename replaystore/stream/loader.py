@@ -3,9 +3,10 @@
 A plain DataLoader collects one item per worker in turn, so a deterministic stream must give worker
 w the steps w, w+k, ...: every worker then reads (or skips through) every row of a sequential
 source. This loader instead deals out blocks of consecutive steps, so each worker reads its own
-contiguous share, sends a chunk of batches at a time packed into one tensor per column (a tensor
-crossing processes costs a shared-memory segment) tagged with their steps, and this loader puts them
-back in step order (holding at most about a block, `MAX_BLOCK` steps or fewer, per worker). Workers persist across epochs and learn each epoch from `WorkerState`.
+contiguous share, sends a chunk of batches at a time through shared memory that it reuses once the
+main process has let go of it (`shipping.py`), tagged with their steps, and this loader puts them
+back in step order (holding at most about a block, `MAX_BLOCK` steps or fewer, per worker).
+Workers persist across epochs and learn each epoch from `WorkerState`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from torch.utils.data import DataLoader
 
 from replaystore.errors import ValidationError
-from replaystore.stream.batches import Batch, unpack
+from replaystore.stream.batches import Batch
+from replaystore.stream.shipping import unpack
 from replaystore.stream.snapshots import MAX_READ_AHEAD, SKIP_ROWS
 from replaystore.stream.workers import WorkerState
 
@@ -47,7 +49,7 @@ class StreamLoader(DataLoader):
             raise ValidationError("multiprocessing_context", "Lance is not fork-safe: use 'spawn' (the default) or 'forkserver'")
         context = multiprocessing.get_context(context) if isinstance(context, str) else context
         settings.setdefault("persistent_workers", True)
-        self._state = WorkerState(len(stream.sources), context)
+        self._state = WorkerState(len(stream.sources), context, num_workers)
         self._generation = stream._generation
         super().__init__(stream, batch_size=None, num_workers=num_workers, multiprocessing_context=context, **settings)
 
@@ -67,11 +69,12 @@ class StreamLoader(DataLoader):
             tagged = super().__iter__()
         finally:
             stream._shared = None
-        return self._in_order(stream, tagged, plan.steps)
+        return self._in_order(stream, tagged, plan.steps, self._state)
 
     @staticmethod
-    def _in_order(stream: ReplayStream, tagged: Iterator[Any], steps: int) -> Iterator[Any]:
-        """Yield the workers' (step, batch) pairs in step order, moving the stream along."""
+    def _in_order(stream: ReplayStream, tagged: Iterator[Any], steps: int, state: WorkerState) -> Iterator[Any]:
+        """Yield the workers' (step, batch) pairs in step order, moving the stream along (`state` is
+        held here: chunks that arrive name it, even when the loader itself is no longer referenced)."""
         pending: dict[int, Any] = {}
         expected = stream.step
         for packed in tagged:
