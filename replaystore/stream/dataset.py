@@ -333,6 +333,9 @@ class ReplayStream(IterableDataset):
             self._slots = Slots(self._shared, worker)
         snaps, plan = self._epoch_plan()
         steps = worker_steps(plan.steps, num_workers, worker, start=self.step, block=self._shared.block)
+        for snap in snaps:  # a scan covers this worker's block, not the rest of the file
+            if isinstance(snap, LanceSnapshot):
+                snap.window = self._shared.block * self.batch_size * self.world_size
         for built in self._produce_chunks(plan, snaps, steps):
             yield pack(built, self._slots)
 

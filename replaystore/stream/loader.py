@@ -32,10 +32,13 @@ MAX_BLOCK = 256  # steps: bounds the batches held back for reordering to this ma
 
 def block_steps(global_batch: int, steps: int, workers: int) -> int:
     """Consecutive steps per worker: enough that the rows between a worker's blocks exceed what a scan
-    reads past (`SKIP_ROWS`), so it restarts there instead of decoding other workers' rows, but no more
-    than an even share of the epoch's `steps`, so every worker has work."""
+    reads past (`SKIP_ROWS`), so it restarts there instead of decoding other workers' rows, and sized
+    so that the epoch's `steps` make whole rounds of one block per worker: every worker gets the same
+    share (blocks of a fixed size left 2 blocks to one worker and 1 to the other of a 98-step epoch,
+    which then waited on the first), never more than an even share and at most `MAX_BLOCK`."""
     wanted = min(MAX_BLOCK, max(MAX_READ_AHEAD, -(-(SKIP_ROWS + 1) // global_batch)))
-    return int(max(1, min(wanted, -(-steps // workers))))
+    rounds = max(1, steps // (workers * wanted))
+    return int(max(1, min(MAX_BLOCK, -(-steps // (workers * rounds)))))
 
 
 class StreamLoader(DataLoader):
