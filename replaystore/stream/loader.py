@@ -61,6 +61,8 @@ class StreamLoader(DataLoader):
         if stream._generation != self._generation and self._iterator is not None:  # a checkpoint was loaded
             self._iterator._shutdown_workers()  # type: ignore[attr-defined]
             self._iterator = None  # new workers start from the loaded state
+            # with fresh buffers: chunks the old workers had in flight never arrive to free theirs
+            self._state = WorkerState(len(stream.sources), self.multiprocessing_context, self.num_workers)
         self._generation = stream._generation
         if stream.versions is None:
             stream._pin_versions()
