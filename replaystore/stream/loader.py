@@ -52,7 +52,7 @@ class StreamLoader(DataLoader):
             raise ValidationError("multiprocessing_context", "Lance is not fork-safe: use 'spawn' (the default) or 'forkserver'")
         context = multiprocessing.get_context(context) if isinstance(context, str) else context
         settings.setdefault("persistent_workers", True)
-        self._state = WorkerState(len(stream.sources), context, num_workers)
+        self._state: WorkerState | None = None  # made with each set of workers (`__iter__`)
         self._generation = stream._generation
         super().__init__(stream, batch_size=None, num_workers=num_workers, multiprocessing_context=context, **settings)
 
@@ -61,13 +61,14 @@ class StreamLoader(DataLoader):
         if stream._generation != self._generation and self._iterator is not None:  # a checkpoint was loaded
             self._iterator._shutdown_workers()  # type: ignore[attr-defined]
             self._iterator = None  # new workers start from the loaded state
-            # with fresh buffers: chunks the old workers had in flight never arrive to free theirs
+        if self._iterator is None:  # new workers get fresh buffers: chunks old ones had in flight never arrive to free theirs
             self._state = WorkerState(len(stream.sources), self.multiprocessing_context, self.num_workers)
         self._generation = stream._generation
         if stream.versions is None:
             stream._pin_versions()
         _, plan = stream._epoch_plan()
         stream._current = plan
+        assert self._state is not None
         self._state.store(stream, block_steps(stream.batch_size * stream.world_size, plan.steps - stream.step, self.num_workers))
         stream._shared = self._state  # pickled into workers if this call spawns them
         try:
