@@ -352,6 +352,8 @@ def test_dataloader_with_spawn_workers_yields_the_single_process_sequence(tmp_pa
     assert state["epoch"] == 1 and state["step"] == 10
     assert head + ids_of(list(loader)) == expected[1]
     assert ids_of(list(loader)) == expected[2]
+    ours.load_state_dict(state)  # the same loader: its workers restart from the checkpoint
+    assert head + ids_of(list(loader)) == expected[1]
     resumed = stream()
     resumed.load_state_dict(state)
     assert head + ids_of(list(resumed.loader(num_workers=2))) == expected[1]

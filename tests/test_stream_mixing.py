@@ -18,8 +18,10 @@ from hypothesis import strategies as st
 import replaystore.stream.snapshots as snapshots_module
 from replaystore.errors import ValidationError
 from replaystore.stream import Proportions, ReplayStream, Sequential, Source
-from replaystore.stream.batches import chunk_steps, unpack
-from replaystore.stream.loader import block_steps
+from replaystore.stream.batches import chunk_steps
+from replaystore.stream.loader import MAX_BLOCK, block_steps
+from replaystore.stream.order import worker_steps
+from replaystore.stream.shipping import unpack
 from replaystore.stream.snapshots import MAX_READ_AHEAD
 from replaystore.stream.sources import CHUNK_BYTES
 from replaystore.stream.tensors import concat, cut, to_arrays
@@ -107,7 +109,7 @@ def test_loader_workers_each_decode_about_their_own_share(big_source: str, worke
     stream = ReplayStream(Source.from_lance("big", big_source), batch)
     stream.set_epoch(0)
     block = block_steps(batch, len(stream), workers)
-    state = WorkerState(1, multiprocessing.get_context("spawn"))
+    state = WorkerState(1, multiprocessing.get_context("spawn"), workers)
     state.store(stream, block)
     decoded, steps = [], []
     scan = lance.LanceDataset.to_batches
@@ -134,6 +136,18 @@ def test_loader_workers_each_decode_about_their_own_share(big_source: str, worke
     blocks = -(-200_000 // (block * batch))
     slack = block * batch + blocks * snapshots_module.SCAN_BATCH  # a worker's last block, a scan batch past each block
     assert max(decoded) <= 200_000 / workers + slack  # a plain DataLoader's workers each decode all 200,000
+
+
+@FAST
+@given(st.integers(1, 5000), st.integers(2, 8), st.sampled_from([1, 64, 1024, 8192]))
+def test_loader_blocks_give_every_worker_an_equal_share_and_a_gap_a_scan_restarts_at(steps: int, workers: int, batch: int) -> None:
+    """Blocks come in whole rounds of one per worker, so shares differ by less than a block, and a
+    worker with several blocks skips at least the rows a scan reads past (blocks capped at MAX_BLOCK)."""
+    block = block_steps(batch, steps, workers)
+    shares = [len(worker_steps(steps, workers, w, block=block)) for w in range(workers)]
+    assert sum(shares) == steps and max(shares) - min(shares) <= block and block <= -(-steps // workers)
+    if max(shares) > block and block < MAX_BLOCK:  # a worker with several blocks
+        assert (workers - 1) * block * batch > snapshots_module.SKIP_ROWS
 
 
 @pytest.fixture(scope="module")

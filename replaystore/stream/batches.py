@@ -18,7 +18,6 @@ from replaystore.stream.tensors import as_tensors, concat, cut
 
 Cell = tuple[np.ndarray, np.ndarray | None]  # one (source, step)'s positions and importance weights
 Built = list[tuple[int, dict[str, Any] | None]]  # (step, batch or None where this rank has no rows)
-Packed = tuple[list[int], list[int], Any]  # steps, rows per step, one tensor per column (or the batches)
 
 
 class Batch(dict[str, Any]):
@@ -97,42 +96,3 @@ def finish(parts: list[dict[str, Any]], pin_memory: bool) -> dict[str, Any]:
         lengths = batch[f"{key}_lengths"]
         batch[key] = batch[key][:, : int(lengths.max()) if len(lengths) else 0]
     return as_tensors(batch, pin_memory)
-
-
-def pack(built: Built) -> Packed:
-    """A chunk as (steps, rows per step, columns): each column's batches concatenated into one tensor in
-    shared memory, or the batches themselves where they cannot be (padded widths differ, or non-tensor
-    values)."""
-    steps = [step for step, _ in built]
-    present = [batch for _, batch in built if batch is not None]
-    rows = [0 if batch is None else len(batch["_position"]) for _, batch in built]
-    if len(present) < 2:
-        return steps, rows, present
-    keys = present[0].keys()
-    same = all(
-        batch.keys() == keys and all(isinstance(batch[k], torch.Tensor) and batch[k].shape[1:] == present[0][k].shape[1:] for k in keys) for batch in present
-    )
-    if not same:
-        return steps, rows, present
-    return steps, rows, {k: _shared_cat([batch[k] for batch in present]) for k in keys}
-
-
-def _shared_cat(parts: list[torch.Tensor]) -> torch.Tensor:
-    """`torch.cat` straight into shared memory: what crosses to the main process without another copy."""
-    out = torch.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype).share_memory_()
-    return torch.cat(parts, out=out)
-
-
-def unpack(packed: Packed) -> Built:
-    """The batches `pack` packed, as views of its columns."""
-    steps, rows, columns = packed
-    if isinstance(columns, list):
-        batches = iter(columns)
-        return [(step, next(batches) if n else None) for step, n in zip(steps, rows)]
-    parts = {k: v.split_with_sizes([n for n in rows if n]) for k, v in columns.items()}
-    out: Built = []
-    at = 0
-    for step, n in zip(steps, rows):
-        out.append((step, {k: v[at] for k, v in parts.items()} if n else None))
-        at += bool(n)
-    return out

@@ -31,12 +31,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from replaystore.checks import integer
 from replaystore.errors import ValidationError
-from replaystore.stream.batches import Batch, Built, Cell, Packed, batches, chunk_steps, pack
+from replaystore.stream.batches import Batch, Built, Cell, batches, chunk_steps
 from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import worker_steps
 from replaystore.stream.plan import Plan, draw, epoch_counts, plan_epoch, step_counts
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw
+from replaystore.stream.shipping import Packed, Shipped, Slots, pack
 from replaystore.stream.snapshots import LanceSnapshot, Snapshot
 from replaystore.stream.sources import READ_AHEAD, Source, StoreSource
 from replaystore.stream.workers import WorkerState
@@ -111,6 +112,7 @@ class ReplayStream(IterableDataset):
         self._start = np.zeros(len(self.sources), np.int64)  # rows of each source used before step 0 (elastic resume)
         self._current: Plan | None = None  # the plan the main process iterates
         self._shared: WorkerState | None = None  # set in `stream.loader`'s workers: the epoch to read
+        self._slots: Slots | None = None  # a `stream.loader` worker's reused shared buffers
         self._generation = 0  # checkpoints loaded: a loader's persistent workers restart after one
 
     # -- topology -------------------------------------------------------------------------
@@ -170,7 +172,7 @@ class ReplayStream(IterableDataset):
         self._release()
 
     def __getstate__(self) -> dict[str, Any]:  # pins and locks stay with the process that made them
-        return {**self.__dict__, "_pins": None, "_lock": None, "_active": False, "_current": None}
+        return {**self.__dict__, "_pins": None, "_lock": None, "_active": False, "_current": None, "_slots": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -322,15 +324,20 @@ class ReplayStream(IterableDataset):
             return self._tagged(info.id, info.num_workers)
         return self.iter_worker(info.id, info.num_workers, in_main=False)
 
-    def _tagged(self, worker: int, num_workers: int) -> Iterator[Packed]:
+    def _tagged(self, worker: int, num_workers: int) -> Iterator[Shipped | Packed]:
         """This worker's blocks of steps, a chunk at a time, packed for `StreamLoader` to unpack and
-        put in order: one tensor per column per chunk crosses the process boundary, not one per batch
-        (each costs a shared-memory segment)."""
+        put in order: a chunk crosses the process boundary as one shared buffer, which the worker
+        reuses once the main process lets go of it (`shipping.py`)."""
         assert self._shared is not None
+        if self._slots is None or self._slots.worker != worker:
+            self._slots = Slots(self._shared, worker)
         snaps, plan = self._epoch_plan()
         steps = worker_steps(plan.steps, num_workers, worker, start=self.step, block=self._shared.block)
+        for snap in snaps:  # a scan covers this worker's block, not the rest of the file
+            if isinstance(snap, LanceSnapshot):
+                snap.window = self._shared.block * self.batch_size * self.world_size
         for built in self._produce_chunks(plan, snaps, steps):
-            yield pack(built)
+            yield pack(built, self._slots)
 
     def _epoch_plan(self) -> tuple[list[Snapshot], Plan]:
         """This epoch's snapshots and plan (sources that the epoch wraps around are decoded once)."""

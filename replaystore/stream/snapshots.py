@@ -82,6 +82,7 @@ class LanceSnapshot:
 
     dataset: lance.LanceDataset
     columns: list[str] | None
+    window: int | None = None  # rows a new scan covers at least; None: a scan from row 0 runs to the end
     num_rows: int = field(init=False)
     _flat: bool = field(init=False, repr=False)
     _scan: Iterator[pa.RecordBatch] | None = field(default=None, init=False, repr=False)
@@ -141,10 +142,11 @@ class LanceSnapshot:
         return self._rows(count)
 
     def _open(self, start: int, count: int) -> None:
-        """A new scan from `start`. From row 0 it is a plain scan, Lance's fastest path; from elsewhere it
-        is limited to the rows about to be read (at least `SKIP_ROWS`): an open-ended scan reads ahead
-        to the end of the file in the background, work a worker reading blocks of steps throws away."""
-        window = (start, max(count, SKIP_ROWS)) if start else (None, None)
+        """A new scan from `start`. From row 0 it is a plain scan, Lance's fastest path, unless the reader
+        set a `window` (a loader worker reads only its blocks); from elsewhere it is limited to the rows
+        about to be read (at least `SKIP_ROWS`, or the window): an open-ended scan reads ahead to the end
+        of the file in the background, work a reader of blocks of steps throws away."""
+        window = (start, max(count, self.window or SKIP_ROWS)) if start or self.window else (None, None)
         self._scan = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, offset=window[0], limit=window[1]))
         self._head, self._left, self._next = None, 0, start
 

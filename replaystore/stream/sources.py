@@ -154,7 +154,7 @@ class LanceBacked(Source):
     _: KW_ONLY
     version: Version | None = None  # fixed version or tag; None = the latest at each epoch
     cache: bool | str = False  # True (or a directory): serve reads from a memory-mapped hot tier
-    _opened: Any = field(default=None, init=False, repr=False, compare=False)  # the dataset `resolve` opened
+    _opened: Any = field(default=None, init=False, repr=False, compare=False)  # the dataset `resolve` or `open` opened last
 
     @property
     def location(self) -> str:
@@ -188,6 +188,7 @@ class LanceBacked(Source):
             return HotCache(self, version, None if self.cache is True else Path(str(self.cache))).open()
         opened = self._opened
         ds = opened if opened is not None and version is not None and opened.version == version else self.dataset(version)
+        self._opened = ds  # a loader's worker opens each version once, not once per epoch
         if self.filter or self.rename:
             return ArrowSnapshot(self.renamed(ds.to_table(columns=self._columns(), filter=self.filter)))
         return LanceSnapshot(ds, self._columns())

@@ -8,9 +8,14 @@ the main process writes before it asks them for batches.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import uuid
+import weakref
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
+
+from replaystore.stream.shipping import MAX_SLOTS
 
 if TYPE_CHECKING:
     from replaystore.stream.dataset import ReplayStream
@@ -21,11 +26,32 @@ _NONE = -1  # a source without versions (an Arrow table)
 
 class WorkerState:
     """A few int64 values in shared memory (a `RawArray`: inherited by spawned workers, never pickled
-    otherwise), among them `block`, the consecutive steps each worker produces at a time."""
+    otherwise), among them `block`, the consecutive steps each worker produces at a time; and which of
+    each worker's reused buffers the main process still holds (`shipping.py`)."""
 
-    def __init__(self, sources: int, context: Any) -> None:
+    _live: ClassVar[weakref.WeakValueDictionary[str, WorkerState]] = weakref.WeakValueDictionary()
+
+    def __init__(self, sources: int, context: Any, workers: int = 1) -> None:
         self.sources = sources
         self._values = context.RawArray("q", _HEAD + 2 * sources)
+        self._busy = context.RawArray("q", workers * MAX_SLOTS)
+        self.token = uuid.uuid4().hex  # names this loader's buffers when a chunk arrives in the main process
+        self.received: dict[tuple[int, int], torch.Tensor] = {}  # main process: (worker, slot) → the buffer it sent
+        WorkerState._live[self.token] = self
+
+    @classmethod
+    def live(cls, token: str) -> WorkerState:
+        return cls._live[token]
+
+    def __getstate__(self) -> dict[str, Any]:  # what a spawned worker inherits: no buffers
+        return {**self.__dict__, "received": {}}
+
+    def busy(self, worker: int) -> np.ndarray:
+        """Worker `worker`'s flags, one per slot: 1 from the worker's write until the main process lets go."""
+        return np.frombuffer(self._busy, dtype=np.int64)[worker * MAX_SLOTS : (worker + 1) * MAX_SLOTS]
+
+    def release(self, worker: int, slot: int) -> None:
+        self.busy(worker)[slot] = 0
 
     @property
     def block(self) -> int:

@@ -1,0 +1,152 @@
+"""Where a streaming epoch's time goes, for the "where the time goes" notes of docs/benchmarks.md.
+
+`python -m benchmarks.profile_streaming loader --rows 100000` — `stream.loader(num_workers=2)`: wall
+time and CPU time per epoch of the main process and of each worker (read from /proc, Linux), beside
+the in-process stream's and a memcpy of the epoch's bytes (the copy into shared memory the loader
+adds). On a shared machine CPU time is the steadier figure: it says how many cores an epoch needs.
+
+`python -m benchmarks.profile_streaming epochs --rows 50000` — short epochs of a store table: medians
+of an epoch with and without the per-epoch pin, with and without the prefetch thread, beside a raw
+Lance scan, all interleaved; and the pin's parts timed inside a streaming loop.
+
+Not part of `python -m benchmarks` (no peer rows): these are the measurements behind the notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lance
+import numpy as np
+import torch
+
+import replaystore
+from benchmarks.bench_streaming import BATCH, ROW_BYTES, consume, make_table, raw_lance
+from replaystore.stream import ReplayStream, Source
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loader(rows: int, epochs: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = replaystore.open(folder)
+        lance.write_dataset(make_table(rows), store.table_uri("main"))
+        stream = ReplayStream(Source.from_store(store, "main"), BATCH)
+        batches = stream.loader(num_workers=2)
+        consume(batches)  # spawn and the first epoch, untimed
+        pids = [os.getpid()] + [w.pid for w in batches._iterator._workers]  # type: ignore[union-attr]
+        before, walls = [_cpu_seconds(p) for p in pids], []
+        for _ in range(epochs):
+            start = time.perf_counter()
+            consume(batches)
+            walls.append(time.perf_counter() - start)
+        cpu = [(_cpu_seconds(p) - b) / epochs * 1e3 for p, b in zip(pids, before)]
+        stream.close()
+        inline = ReplayStream(Source.from_store(store, "main"), BATCH)
+        consume(inline)
+        cpu_start, inline_walls = time.process_time(), []
+        for _ in range(epochs):
+            start = time.perf_counter()
+            consume(inline)
+            inline_walls.append(time.perf_counter() - start)
+        inline_cpu = (time.process_time() - cpu_start) / epochs * 1e3
+    data = np.random.default_rng(0).standard_normal(rows * ROW_BYTES // 4, dtype=np.float32)
+    target = np.zeros_like(data)
+    copies = []
+    for _ in range(10):
+        start = time.perf_counter()
+        np.copyto(target, data)
+        copies.append(time.perf_counter() - start)
+    print(
+        f"{rows:,} rows, {epochs} epochs, load {os.getloadavg()[0]:.1f}\n"
+        f"  stream.loader(2): wall median {statistics.median(walls) * 1e3:.1f} ms/epoch (best {min(walls) * 1e3:.1f}); "
+        f"CPU main {cpu[0]:.1f} + workers {cpu[1]:.1f} + {cpu[2]:.1f} = {sum(cpu):.1f} ms/epoch\n"
+        f"  in-process stream: wall median {statistics.median(inline_walls) * 1e3:.1f} ms/epoch (best {min(inline_walls) * 1e3:.1f}); "
+        f"CPU {inline_cpu:.1f} ms/epoch\n"
+        f"  memcpy of the epoch's {rows * ROW_BYTES / 1e6:.0f} MB: median {statistics.median(copies) * 1e3:.2f} ms"
+    )
+
+
+def _medians(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Median ms of each function, run in turns so that all see the same background load."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def epochs(rows: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = replaystore.open(folder)
+        lance.write_dataset(make_table(rows, start=7), store.table_uri("small"))
+        uri = store.table_uri("small")
+
+        def stream(pin: bool, prefetch: int) -> Callable[[], int]:
+            s = ReplayStream(Source.from_store(store, "small", pin=pin), BATCH, prefetch=prefetch)
+            return lambda: consume(s)
+
+        fns = {
+            "pinned, prefetch thread": stream(True, 2),
+            "unpinned, prefetch thread": stream(False, 2),
+            "pinned, in-line": stream(True, 0),
+            "unpinned, in-line": stream(False, 0),
+            "raw lance to_batches(1024)": lambda: consume(raw_lance(uri)),
+        }
+        got = _medians(fns, rounds)
+        raw = got["raw lance to_batches(1024)"]
+        print(f"{rows:,}-row epochs, median of {rounds}, load {os.getloadavg()[0]:.1f}")
+        for name, ms in got.items():
+            print(f"  {name}: {ms:.2f} ms ({raw / ms:.2f}× raw)")
+        parts: dict[str, list[float]] = {"resolve": [], "tag create": [], "tag delete": []}
+        tags = type(store.dataset("small").tags)
+        create, delete = tags.create, tags.delete
+        source = Source.from_store(store, "small")
+        resolve = type(source).resolve
+
+        def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                out = fn(*args, **kwargs)
+                parts[name].append(time.perf_counter() - start)
+                return out
+
+            return run
+
+        try:
+            tags.create, tags.delete = timed("tag create", create), timed("tag delete", delete)  # type: ignore[method-assign]
+            type(source).resolve = timed("resolve", resolve)  # type: ignore[method-assign]
+            looped = ReplayStream(source, BATCH, prefetch=0)
+            for _ in range(rounds):
+                consume(looped)
+        finally:
+            tags.create, tags.delete = create, delete  # type: ignore[method-assign]
+            type(source).resolve = resolve  # type: ignore[method-assign]
+        print("  per source and epoch, inside the loop: " + ", ".join(f"{k} {statistics.median(v) * 1e3:.2f} ms" for k, v in parts.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_streaming")
+    parser.add_argument("case", choices=["loader", "epochs"])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=30, help="epochs timed (loader) or rounds of turns (epochs)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    loader(args.rows, args.rounds) if args.case == "loader" else epochs(args.rows, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
