@@ -292,16 +292,7 @@ class Store:
     def schema_gap(self, name: str, ds: lance.LanceDataset | None = None) -> SchemaGap | None:
         """How the latest stored schema of `name` (or `ds`'s) falls behind its kind's schema file;
         None when it is current (or the table has no kind)."""
-        schema = (ds if ds is not None else self._open(name)).schema  # each `.schema` converts Lance's schema anew
-        kind = schemas.kind_of(schema)
-        if kind is None:
-            return None
-        spec = schemas.load_spec(kind)
-        stored = _schema_version(schema)
-        if stored >= spec.schema_version:
-            return None
-        target = spec.arrow_schema(schemas.params_of(schema))
-        return SchemaGap(name, stored, spec.schema_version, tuple(f.name for f in target if schema.get_field_index(f.name) < 0))
+        return _gap(name, (ds if ds is not None else self._open(name)).schema)
 
     def require_columns(self, name: str, columns: Iterable[str], ds: lance.LanceDataset | None = None) -> None:
         """Refuse, in one line naming `replaystore migrate`, a read of the latest version that needs
@@ -327,12 +318,16 @@ class Store:
                 self.require_columns(name, [column], ds)
             raise
 
-    def _check_writable(self, name: str, ds: lance.LanceDataset) -> None:
+    def _check_writable(self, name: str, ds: lance.LanceDataset) -> pa.Schema:
         """Writes wait for an explicit `migrate` when the table lacks columns of this code's schema:
-        migrating implicitly would make every writer a schema changer (and rows would lack them)."""
-        gap = self.schema_gap(name, ds)
+        migrating implicitly would make every writer a schema changer (and rows would lack them).
+        Returns the schema checked, for the write to validate against: each `ds.schema` converts
+        Lance's schema anew, which a 10,000-row append would otherwise pay twice."""
+        schema = ds.schema
+        gap = _gap(name, schema)
         if gap is not None and gap.missing:
             raise gap.error()
+        return schema
 
     def migrate(self, name: str | None = None) -> dict[str, Migration]:
         """Bring one table (all when `name` is None) up to this code's schema files: add the columns
@@ -409,8 +404,7 @@ class Store:
         except NotFoundError:
             self.create_table(name, kind, params)
             ds = self._open(name)
-        self._check_writable(name, ds)
-        table = schemas.conform(data, ds.schema)
+        table = schemas.conform(data, self._check_writable(name, ds))
         if table.num_rows == 0:
             return ds.version
         opened = [ds]
@@ -440,8 +434,7 @@ class Store:
         that are not in `data`: replacing a whole group of rows (one ordering) atomically.
         """
         ds = self.dataset(name)
-        self._check_writable(name, ds)
-        table = schemas.conform(data, ds.schema)
+        table = schemas.conform(data, self._check_writable(name, ds))
         if table.num_rows == 0:
             return ds.version
 
@@ -461,9 +454,9 @@ class Store:
     def update(self, name: str, values: Mapping[str, str], where: str | None = None) -> int:
         """Set columns to SQL expressions (`{"freq": "freq + 1"}`) for rows matching `where`."""
         ds = self.dataset(name)
-        self._check_writable(name, ds)
+        schema = self._check_writable(name, ds)
         for column in values:
-            if ds.schema.get_field_index(column) < 0:
+            if schema.get_field_index(column) < 0:
                 raise ValidationError(column, f"unknown column of table '{name}'")
         if where is not None:
             with _named("where"):
@@ -471,7 +464,7 @@ class Store:
         # Expressions bypass `conform`, so preview their results and check them before committing.
         with _named("values"):
             preview = ds.to_table(columns=dict(values), filter=where, with_row_id=True).drop_columns(["_rowid"])
-        schemas.check_computed(preview, ds.schema)
+        schemas.check_computed(preview, schema)
 
         def write() -> int:
             ds = self._open(name)
@@ -801,6 +794,19 @@ def _named(argument: str) -> Iterator[None]:
 def _widens(stored: pa.DataType, target: pa.DataType) -> bool:
     """A float column the schema file now keeps wider (the one type change `migrate` makes)."""
     return pa.types.is_floating(stored) and pa.types.is_floating(target) and target.bit_width > stored.bit_width
+
+
+def _gap(name: str, schema: pa.Schema) -> SchemaGap | None:
+    """How `schema` (table `name`'s) falls behind its kind's schema file; None when current or kindless."""
+    kind = schemas.kind_of(schema)
+    if kind is None:
+        return None
+    spec = schemas.load_spec(kind)
+    stored = _schema_version(schema)
+    if stored >= spec.schema_version:
+        return None
+    target = spec.arrow_schema(schemas.params_of(schema))
+    return SchemaGap(name, stored, spec.schema_version, tuple(f.name for f in target if schema.get_field_index(f.name) < 0))
 
 
 def _schema_version(schema: pa.Schema) -> int:

@@ -185,3 +185,17 @@ def test_text_is_refused_exactly_when_arrow_finds_it_invalid(pieces: list[bytes]
             schemas.conform(rows, schema)
     else:
         assert schemas.conform(rows, schema).column("buffer").to_pylist() == texts
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.none() | st.text(max_size=4), max_size=6), min_size=1, max_size=3), st.integers(0, 2))
+def test_byte_screen_agrees_with_arrow(chunks: list[list[str | None]], offset: int) -> None:
+    """The one-pass screen of a string column (nulls, chunks and slices included) gives the fewest
+    bytes of any value and whether all of them are ASCII, as Arrow's own kernels would."""
+    column = pa.chunked_array([pa.array(c, pa.string()) for c in chunks], pa.string())
+    column = column.slice(min(offset, len(column)))
+    screen = schemas._screen_bytes(column)
+    assert screen is not None
+    values = [v for v in column.to_pylist() if v is not None]
+    assert screen.shortest == (min(len(v.encode()) for v in values) if values else None)
+    assert screen.ascii == all(v.isascii() for v in values)  # Arrow leaves a null's slot empty
