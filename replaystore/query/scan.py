@@ -5,14 +5,16 @@ batch's strings to Polars' string views in Python threads. Profiling the SQL joi
 docs/benchmarks.md ("Where the time goes (SQL)") found that conversion and the per-batch overhead
 at about a third of a 1M-row join. This scan asks Lance for batches of about `BATCH_BYTES`,
 casts strings and binaries to Arrow's view types in Arrow's C++ (which Polars then takes without a
-copy), and otherwise behaves as `pl.scan_lance`: Polars pushes the statement's projection and the
+copy) a few batches ahead on a small pool, and otherwise behaves as `pl.scan_lance`: Polars pushes the statement's projection and the
 filters Lance can evaluate into the Lance scanner, and applies the rest itself.
 """
 
 from __future__ import annotations
 
 import operator
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import reduce
 from typing import TYPE_CHECKING
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 BATCH_BYTES = 16 * 2**20  # what one scan batch should hold, about: big enough that per-batch costs vanish
 BATCH_ROWS = (8_192, 131_072)  # the fewest (Lance's default) and most rows per scan batch
 VARIABLE_VALUE_BYTES = 32  # a guess at one string, binary or list value, for sizing batches
+CONVERT_AHEAD = 2  # batches converted while Polars works on the previous one (threads per scan)
 
 
 def scan(dataset: lance.LanceDataset) -> pl.LazyFrame:
@@ -93,9 +96,7 @@ class LanceScan(LazyFrameResolver):
             late_materialization=self.late or False,
         )
         reader = scanner.to_reader()
-        views = pa.schema([f.with_type(_view(f.type)) for f in reader.schema])
-        for batch in reader:
-            frame = pl.DataFrame(batch.cast(views))  # views: Arrow casts in C++ without the GIL, Polars takes them as they are
+        for frame in _converted(reader, pa.schema([f.with_type(_view(f.type)) for f in reader.schema])):
             if predicate is not None:
                 frame = frame.filter(predicate)
             if n_rows is not None:
@@ -112,6 +113,24 @@ class LanceScan(LazyFrameResolver):
         except Exception:  # any planning failure means: let Polars filter
             return False
         return True
+
+
+def _converted(reader: pa.RecordBatchReader, views: pa.Schema) -> Iterator[pl.DataFrame]:
+    """Lance's batches as Polars frames, each converted up to `CONVERT_AHEAD` batches ahead of the
+    one Polars takes (Arrow's cast releases the GIL): reading, converting and Polars' work on the
+    previous frame overlap, as in Polars' own Lance reader, instead of taking turns on one thread."""
+    with ThreadPoolExecutor(CONVERT_AHEAD) as pool:
+        pending: deque[Future[pl.DataFrame]] = deque()
+        for batch in reader:
+            pending.append(pool.submit(_frame, batch, views))
+            if len(pending) > CONVERT_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _frame(batch: pa.RecordBatch, views: pa.Schema) -> pl.DataFrame:
+    return pl.DataFrame(batch.cast(views))  # strings as views, which Polars takes without a copy
 
 
 def _arrow_expression(f: FilterExpr) -> pc.Expression | None:
