@@ -358,8 +358,8 @@ def _default_array(spec: FieldSpec, n: int, target: pa.DataType) -> pa.Array:
     return pa.repeat(pa.scalar(value, type=target), n)  # one value repeated, not a Python list of n
 
 
-def _check_values(spec: FieldSpec, arr: pa.Array | pa.ChunkedArray) -> None:
-    """Apply the schema file's `checks` to one column."""
+def _check_values(spec: FieldSpec, arr: pa.Array | pa.ChunkedArray, screen: _ByteScreen | None) -> None:
+    """Apply the schema file's `checks` to one column (`screen`: its string bytes, when already screened)."""
     checks = spec.checks
     if not checks or len(arr) == 0:
         return
@@ -372,8 +372,8 @@ def _check_values(spec: FieldSpec, arr: pa.Array | pa.ChunkedArray) -> None:
             row = int(pc.index(bad, True).as_py())
             raise ValidationError(name, f"must be finite (no NaN or inf), got {arr[row].as_py()} at row {row}")
     if ("min" in checks or "max" in checks) and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
-        # One pass for the column's extremes; the offending row is looked for only when one is out of range.
-        low, high = (v.as_py() for v in pc.min_max(values).values())
+        # The column's extremes first; the offending row is looked for only when one is out of range.
+        low, high = _extremes(values)
         if "min" in checks and low is not None and low < checks["min"]:
             row = int(pc.index(pc.less(values, checks["min"]).fill_null(False), True).as_py())
             raise ValidationError(name, f"must be ≥ {checks['min']}, got {arr[row].as_py()} at row {row}")
@@ -386,7 +386,7 @@ def _check_values(spec: FieldSpec, arr: pa.Array | pa.ChunkedArray) -> None:
         if pc.any(bad).as_py():
             row = int(pc.index(bad, True).as_py())
             raise ValidationError(name, f"must be one of {list(checks['in'])}, got {arr[row].as_py()!r} at row {row}")
-    if "min_length" in checks and not _long_enough_bytes(arr, checks["min_length"]):
+    if "min_length" in checks and not _long_enough_bytes(screen, checks["min_length"]):
         lengths = pc.utf8_length(values) if pa.types.is_string(arr.type) else pc.list_value_length(values)
         shortest = pc.min(lengths).as_py()
         if shortest is not None and shortest < checks["min_length"]:
@@ -394,14 +394,22 @@ def _check_values(spec: FieldSpec, arr: pa.Array | pa.ChunkedArray) -> None:
             raise ValidationError(name, f"must have length ≥ {checks['min_length']} at row {row}")
 
 
-def _long_enough_bytes(arr: pa.Array | pa.ChunkedArray, least: int) -> bool:
+def _extremes(arr: pa.Array | pa.ChunkedArray) -> tuple[Any, Any]:
+    """A numeric column's smallest and largest value (None for a column without values). Integers
+    without nulls go through numpy: two light calls, where Arrow's `min_max` dispatch costs several
+    times more on the cold caches a commit leaves (floats stay with Arrow, which skips NaN)."""
+    if pa.types.is_integer(arr.type) and arr.null_count == 0 and len(arr):
+        values = arr.to_numpy()  # no copy for a single chunk
+        return values.min().item(), values.max().item()
+    low, high = (v.as_py() for v in pc.min_max(arr).values())
+    return low, high
+
+
+def _long_enough_bytes(screen: _ByteScreen | None, least: int) -> bool:
     """Whether every string has at least `least` characters, told from byte lengths alone (no UTF-8
     decoding): a character takes at most 4 bytes, so 4·least − 3 bytes always hold `least` of them.
     False means "count the characters", not "too short"."""
-    if not pa.types.is_string(arr.type):
-        return False
-    shortest = pc.min(pc.binary_length(arr)).as_py()
-    return shortest is None or shortest >= 4 * least - 3
+    return screen is not None and (screen.shortest is None or screen.shortest >= 4 * least - 3)
 
 
 def conform(data: Any, schema: pa.Schema, kind: str | None = None) -> pa.Table:
@@ -448,20 +456,22 @@ def check_computed(values: pa.Table, schema: pa.Schema) -> None:
 def _conform_column(target_field: pa.Field, fspec: FieldSpec | None, value: Any, *, fill_defaults: bool) -> pa.Array | pa.ChunkedArray:
     name = target_field.name
     arr = _cast(name, _to_arrow(name, value, target_field.type), target_field.type)
-    _check_utf8(name, arr)
+    screen = _screen_bytes(arr)
+    _check_utf8(name, arr, screen)
     if fill_defaults and arr.null_count and fspec is not None and fspec.default is not None:
         arr = pc.if_else(arr.is_null(), _default_array(fspec, len(arr), target_field.type), arr)
+        screen = _screen_bytes(arr)  # the defaults are values now
     if not target_field.nullable and arr.null_count:
         first = int(pc.index(arr.is_null(), True).as_py())
         raise ValidationError(name, f"is not nullable: {arr.null_count} null value(s), first at row {first}")
     if fspec is not None:
-        _check_values(fspec, arr)
+        _check_values(fspec, arr, screen)
     return arr
 
 
-def _check_utf8(name: str, arr: pa.Array | pa.ChunkedArray) -> None:
+def _check_utf8(name: str, arr: pa.Array | pa.ChunkedArray, screen: _ByteScreen | None) -> None:
     """Arrow string arrays built from raw buffers skip UTF-8 checks; Lance would store them and fail every read."""
-    if not _holds_strings(arr.type) or _plain_ascii(arr):
+    if not _holds_strings(arr.type) or (screen is not None and screen.ascii):
         return
     try:
         arr.validate(full=True)
@@ -469,27 +479,39 @@ def _check_utf8(name: str, arr: pa.Array | pa.ChunkedArray) -> None:
         raise ValidationError(name, f"text must be valid UTF-8: {_short(exc)}") from None
 
 
-def _plain_ascii(arr: pa.Array | pa.ChunkedArray) -> bool:
-    """Whether a string column is well-formed and all ASCII, hence valid UTF-8: numpy over the raw
-    buffers, about a tenth of the time of a full validation. False means "validate in full", not
-    "invalid"."""
+@dataclass(frozen=True)
+class _ByteScreen:
+    """What a string column's raw buffers tell without decoding it, in one numpy pass over its
+    offsets and one over its bytes (a commit's checks run once per column, not once per row)."""
+
+    ascii: bool  # every byte < 0x80, so the text is valid UTF-8; False means "validate in full", not "invalid"
+    shortest: int | None  # the fewest bytes of any non-null value (None: no values)
+
+
+def _screen_bytes(arr: pa.Array | pa.ChunkedArray) -> _ByteScreen | None:
+    """None unless `arr` is a `string` column with well-formed offsets (then the full checks run)."""
     if not pa.types.is_string(arr.type):
-        return False
+        return None
+    ascii_only, shortest = True, None
     for chunk in arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]:
         try:
             chunk.validate()  # buffer sizes and the offsets' range, in constant time
         except pa.ArrowInvalid:
-            return False
+            return None
         _, offsets_buffer, data_buffer = chunk.buffers()
-        if offsets_buffer is None:
+        if offsets_buffer is None or chunk.null_count == len(chunk):  # no values: nothing to read
             continue
         offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=len(chunk) + 1, offset=4 * chunk.offset)
-        if not (offsets[1:] >= offsets[:-1]).all():
-            return False
-        data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]] if data_buffer is not None else np.empty(0, np.uint8)
-        if data.size and data.max() >= 0x80:
-            return False
-    return True
+        least = int(np.diff(offsets).min())
+        if least < 0:  # offsets that go backwards: only a full validation can say what is wrong
+            return None
+        if chunk.null_count:  # a null's slot may hold any length: measure the values only
+            least = pc.min(pc.binary_length(chunk)).as_py()
+        if least is not None:
+            shortest = least if shortest is None else min(shortest, least)
+        if ascii_only and data_buffer is not None and offsets[-1] > offsets[0]:
+            ascii_only = int(np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]].max()) < 0x80
+    return _ByteScreen(ascii_only, shortest)
 
 
 @cache

@@ -185,3 +185,35 @@ def test_text_is_refused_exactly_when_arrow_finds_it_invalid(pieces: list[bytes]
             schemas.conform(rows, schema)
     else:
         assert schemas.conform(rows, schema).column("buffer").to_pylist() == texts
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.none() | st.text(max_size=4), max_size=6), min_size=1, max_size=3), st.integers(0, 2))
+def test_byte_screen_agrees_with_arrow(chunks: list[list[str | None]], offset: int) -> None:
+    """The one-pass screen of a string column (nulls, chunks and slices included) gives the fewest
+    bytes of any value and whether all of them are ASCII, as Arrow's own kernels would."""
+    column = pa.chunked_array([pa.array(c, pa.string()) for c in chunks], pa.string())
+    column = column.slice(min(offset, len(column)))
+    screen = schemas._screen_bytes(column)
+    assert screen is not None
+    values = [v for v in column.to_pylist() if v is not None]
+    assert screen.shortest == (min(len(v.encode()) for v in values) if values else None)
+    assert screen.ascii == all(v.isascii() for v in values)  # Arrow leaves a null's slot empty
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.integers(-3, 3), min_size=1, max_size=5), min_size=1, max_size=3), st.booleans())
+def test_range_checks_find_the_first_value_out_of_range(chunks: list[list[int]], floats: bool) -> None:
+    """A column with a minimum is refused exactly when a value is below it, naming the first such
+    row, in one chunk or several: integers (`rank` ≥ 1, numpy's extremes) and floats (`priority` ≥ 0, Arrow's)."""
+    kind, name, least = ("priorities", "priority", 0) if floats else ("exemplars", "rank", 1)
+    column = pa.chunked_array([pa.array(c, pa.float64() if floats else pa.int32()) for c in chunks])
+    values = column.to_pylist()
+    n = len(values)
+    others = {"source": ["s"] * n, "sample_id": ["1"] * n} if floats else exemplar_rows(n)
+    bad = [i for i, v in enumerate(values) if v < least]
+    if bad:
+        with pytest.raises(ValidationError, match=f"{name}: must be ≥ {least}, got {values[bad[0]]} at row {bad[0]}$"):
+            schemas.conform({**others, name: column}, schemas.load_spec(kind).arrow_schema())
+    else:
+        assert schemas.conform({**others, name: column}, schemas.load_spec(kind).arrow_schema()).column(name).to_pylist() == values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lance
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -94,13 +95,23 @@ def test_plan_reads_the_snapshot_it_opened(tmp_path) -> None:
     assert store.sql("SELECT COUNT(*) AS n FROM exemplars")["n"].to_list() == [2 * len(exemplar_rows())]
 
 
-def test_projection_and_filter_reach_the_lance_scan(filled: replaystore.Store) -> None:
+def test_projection_and_filter_reach_the_lance_scan(filled: replaystore.Store, monkeypatch: pytest.MonkeyPatch) -> None:
     frame, _ = plan(filled, "SELECT sample_id FROM exemplars WHERE task_id = 1")
-    text = frame.explain()
-    assert "LanceReaderBuilder" in text
-    assert "filter: (task_id == 1)" in text
-    columns = len(filled.schema("exemplars"))
-    assert f"PROJECT 1/{columns} COLUMNS" in text  # the filter column is read by Lance, not returned
+    assert "columns: sample_id, task_id; filter: (task_id == 1)" in frame.explain()
+    calls: list[dict] = []
+    scanner = lance.LanceDataset.scanner
+
+    def recorded(self: lance.LanceDataset, *args: object, **kwargs: object) -> lance.LanceScanner:
+        calls.append(kwargs)
+        return scanner(self, *args, **kwargs)
+
+    monkeypatch.setattr(lance.LanceDataset, "scanner", recorded)
+    got = frame.collect()
+    reads = [c for c in calls if c.get("columns") is not None]  # the others only ask Lance whether it can plan the filter
+    assert [(c["columns"], str(c["filter"])) for c in reads] == [(["sample_id"], "(task_id == 1)")]  # the filter's column stays in Lance
+    late = reads[0]["late_materialization"]  # fetched only for rows that pass: the wide columns, never strings or numbers
+    assert {"data", "features", "tokens"} <= set(late) and not {"buffer", "sample_id", "task_id"} & set(late)
+    assert sorted(got["sample_id"].to_list()) == sorted(r["sample_id"] for r in exemplar_rows() if r["task_id"] == 1)
 
 
 def test_arrow_variant_matches(filled: replaystore.Store) -> None:

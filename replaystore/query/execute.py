@@ -1,7 +1,7 @@
 """Run a checked statement with Polars SQL over lazy Lance scans of the store's tables.
 
-Each table the statement reads is registered under its name as `pl.scan_lance(dataset)`, so
-Polars pushes projections and filters into the Lance scanner. Each scan is fixed to the version
+Each table the statement reads is registered under its name as a lazy Lance scan
+(`replaystore.query.scan`), so Polars pushes projections and filters into the Lance scanner. Each scan is fixed to the version
 opened when the plan is built (an older one when `versions` asks for it: time travel), so a
 statement reads one consistent snapshot even while writers commit.
 """
@@ -9,9 +9,8 @@ statement reads one consistent snapshot even while writers commit.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-import lance
 import polars as pl
 import pyarrow as pa
 
@@ -19,6 +18,7 @@ from replaystore.checks import integer
 from replaystore.errors import NotFoundError, ValidationError
 from replaystore.lance_errors import missing_column
 from replaystore.query.confine import Statement, inspect
+from replaystore.query.scan import scan
 
 if TYPE_CHECKING:
     from replaystore.store import Store, Version
@@ -104,34 +104,8 @@ def _collect(frame: pl.LazyFrame, statement: Statement) -> pl.DataFrame:
 
 
 def _scan(store: Store, name: str, version: Version | None) -> pl.LazyFrame:
-    """Scan the version opened now: without `version=`, scan_lance would read the latest at collect time.
-
-    The scan decodes narrow columns together with the columns a pushed-down filter reads (early
-    materialization) and fetches only wide ones (binary, lists, vectors) for the rows that pass.
-    Lance's own default assumes a filter keeps ~0.1% of the rows and takes every column wider than
-    10 bytes (strings included) row by row afterwards: for the broad filters of SQL over a buffer
-    (`task_id < 8` keeps 80%) that doubled the scan (docs/benchmarks.md, "SQL")."""
-    opened = store.dataset(name, version)
-    wide = [f.name for f in opened.schema if _is_wide(f.type)]
-    dataset = lance.dataset(
-        opened.uri,
-        version=opened.version,
-        storage_options=store.storage_options or None,
-        session=store.session,  # the manifest just read is not read again
-        default_scan_options=cast(dict[str, str], {"late_materialization": wide or False}),  # typed as str values, takes any
-    )
-    return pl.scan_lance(dataset, version=dataset.version)
-
-
-def _is_wide(dtype: pa.DataType) -> bool:
-    """Columns whose values run to many bytes each: worth fetching only for rows a filter keeps."""
-    return (
-        pa.types.is_binary(dtype)
-        or pa.types.is_large_binary(dtype)
-        or pa.types.is_list(dtype)
-        or pa.types.is_large_list(dtype)
-        or pa.types.is_fixed_size_list(dtype)
-    )
+    """Scan the version opened now, so the statement reads it even if a writer commits meanwhile."""
+    return scan(store.dataset(name, version))
 
 
 def _check_versions(store: Store, tables: list[str], versions: Mapping[str, Version] | None) -> dict[str, Version]:
