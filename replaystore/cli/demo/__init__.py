@@ -100,7 +100,7 @@ class Plan:
         text_cfg = text.TextConfig(sweep=options.full)
         if options.small:
             cfg.epochs, cfg.tasks = 15, cfg.tasks[:3]
-            text_cfg.general, text_cfg.replay_samples, text_cfg.pretrain_steps, text_cfg.task_steps, text_cfg.task_texts = 400, 200, 150, 40, 60
+            text_cfg.general, text_cfg.replay_samples, text_cfg.pretrain_steps, text_cfg.task_steps, text_cfg.task_texts = 400, 400, 150, 40, 60
         check(options, len(cfg.tasks))
         if options.tasks is not None:
             cfg.tasks = cfg.tasks[: options.tasks]
