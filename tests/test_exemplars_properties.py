@@ -1,4 +1,4 @@
-"""Invariants under random inputs: herding equals its brute-force definition, plans never exceed a budget,
+"""Invariants under random inputs: herding and k-center equal their brute-force definitions, plans never exceed a budget,
 and no sequence of adds ever commits a version over budget or with a gap in a class's ranks."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import replaystore
-from replaystore.exemplars import Quota, closest_to_centre_order, herding_order
+from replaystore.exemplars import Quota, closest_to_centre_order, herding_order, k_center_order
 from replaystore.exemplars.plan import plan_keep
 
 
@@ -55,6 +55,33 @@ def test_closest_to_centre_matches_brute_force(seed: int, n: int, d: int, k: int
     np.testing.assert_allclose(dist[order], np.sort(dist)[:k], atol=1e-5)  # the k nearest, nearest first
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 30), d=st.integers(1, 12), k=st.integers(0, 40))
+def test_k_center_matches_brute_force(seed: int, n: int, d: int, k: int) -> None:
+    """The first pick is nearest the class mean; each next one is farthest from all picks so far."""
+    feats = np.random.default_rng(seed).standard_normal((n, d)) * 3 + 1
+    v = feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-8)
+    order = k_center_order(feats, k).tolist()
+    assert len(set(order)) == len(order) == min(k, n)
+    for step, pick in enumerate(order):
+        if step == 0:
+            score = -np.linalg.norm(v - v.mean(axis=0), axis=1)
+        else:
+            score = np.min(np.linalg.norm(v[:, None, :] - v[None, order[:step], :], axis=2), axis=1)
+            score[order[:step]] = -np.inf
+        assert score[pick] >= score.max() - 1e-5  # float32 ties may go either way
+
+
+def test_k_center_keeps_the_far_cases_herding_leaves_out() -> None:
+    """A tight cluster with two far outliers: k-center's first three picks cover both outliers,
+    herding's stay in the cluster (its picks keep the mean, which the outliers barely move)."""
+    rng = np.random.default_rng(0)
+    cluster = np.array([1.0, 0.0, 0.0]) + 0.05 * rng.standard_normal((40, 3))
+    feats = np.vstack([cluster, [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    assert set(k_center_order(feats, 3).tolist()[1:]) == {40, 41}
+    assert not {40, 41} & set(herding_order(feats, 3).tolist())
+
+
 rows_strategy = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40)), max_size=60)
 
 
@@ -95,7 +122,7 @@ adds = st.lists(
 @given(
     steps=adds,
     policy=st.sampled_from([("fixed_total", None), ("fixed_per_class", 4)]),
-    selector=st.sampled_from(["herding", "random", "reservoir", "closest_to_centre"]),
+    selector=st.sampled_from(["herding", "random", "reservoir", "closest_to_centre", "k_center"]),
     slots=st.integers(0, 25),
 )
 def test_no_add_sequence_ever_commits_a_version_over_budget(steps, policy, selector, slots) -> None:

@@ -16,7 +16,7 @@ from replaystore.exemplars.budget import (
 )
 from replaystore.exemplars.buffer import Change, ExemplarBuffer, ExemplarSet
 from replaystore.exemplars.policies import FixedPerClass, FixedTotal, Quota
-from replaystore.exemplars.selectors import SELECTORS, closest_to_centre_order, herding_order
+from replaystore.exemplars.selectors import SELECTORS, closest_to_centre_order, herding_order, k_center_order
 
 __all__ = [
     "SELECTORS",
@@ -34,6 +34,7 @@ __all__ = [
     "exemplars_in",
     "fair_budget",
     "herding_order",
+    "k_center_order",
     "model_nbytes",
     "sample_nbytes",
 ]

@@ -111,7 +111,7 @@ class ExemplarBuffer:
 
         Settings: `budget` (bytes, model included), `model` (a torch.nn.Module) or `model_params`
         with `model_dtype`, `count_buffers`, `policy` ('fixed_total' | 'fixed_per_class' with
-        `memory_per_class`), `selector` ('herding' | 'closest_to_centre' | 'random' | 'reservoir'),
+        `memory_per_class`), `selector` ('herding' | 'closest_to_centre' | 'k_center' | 'random' | 'reservoir'),
         `seed`, `on_over_budget` ('evict' | 'refuse'), optionally `sample_shape`/`sample_dtype`.
         Reopening with settings that differ from the stored ones is refused; use `configure`.
         """

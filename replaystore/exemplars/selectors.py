@@ -1,8 +1,9 @@
 """Selectors rank the candidates of one class: the first of the order is kept first and cut last.
 
 Each is a small named part (as in Avalanche's storage policies and Reverb's selectors), chosen by
-name in a buffer's settings: herding (iCaRL), closest-to-centre, random (seeded) and reservoir
-(a uniform sample of everything a stream ever offered, however it was batched).
+name in a buffer's settings: herding (iCaRL), closest-to-centre, k-center (coverage of the class),
+random (seeded) and reservoir (a uniform sample of everything a stream ever offered, however it
+was batched).
 """
 
 from __future__ import annotations
@@ -101,6 +102,35 @@ def closest_to_centre_order(features: np.ndarray | torch.Tensor, k: int) -> np.n
     return np.argsort(dist, kind="stable")[: max(0, int(k))]
 
 
+def k_center_order(features: np.ndarray | torch.Tensor, k: int, threads: int | None = 1) -> np.ndarray:
+    """Greedy k-center (farthest-first traversal, the core-set of Sener & Savarese 2018).
+
+    Features are L2-normalised first. The first pick lies nearest the class mean; each next pick is
+    the sample farthest from everything picked so far, so every prefix of the order covers the
+    class (its boundary cases too) as well as greedy can, and a cut keeps a covering set. Herding
+    instead keeps the samples whose mean matches the class mean: typical ones, which is what a
+    nearest-mean classifier needs but leaves a trained head few of the cases near other classes.
+    One mat-vec per pick: O(N·D) memory, O(k·N·D) time; ties go to the lowest index.
+    """
+    v = _normalised(features)
+    n = v.shape[0]
+    k = max(0, min(int(k), n))
+    order = np.empty(k, dtype=np.int64)
+    if k == 0:
+        return order
+    sq_norms = torch.linalg.vector_norm(v, dim=1).square_()
+    with _torch_threads(threads):
+        centre = v.mean(dim=0)
+        nearest = torch.full((n,), torch.inf)  # squared distance to the closest pick so far
+        i = int(torch.argmin(sq_norms - 2.0 * torch.mv(v, centre)))  # ‖v − μ‖² up to a constant
+        for step in range(k):
+            order[step] = i
+            torch.minimum(nearest, (sq_norms - 2.0 * torch.mv(v, v[i]) + sq_norms[i]).clamp_(min=0.0), out=nearest)
+            nearest[i] = -1.0  # picked: never the farthest again
+            i = int(torch.argmax(nearest))
+    return order
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """A fast, well-mixed 64-bit hash (SplitMix64 finaliser), vectorised; wraps modulo 2**64 by design."""
     x = x.astype(np.uint64, copy=True)
@@ -138,6 +168,17 @@ class ClosestToCentre:
 
 
 @dataclass(frozen=True)
+class KCenter:
+    name: ClassVar[str] = "k_center"
+    needs_features: ClassVar[bool] = True
+    seed: int = 0
+
+    def order(self, candidates: Candidates, k: int) -> np.ndarray:
+        assert candidates.features is not None
+        return k_center_order(candidates.features, k)
+
+
+@dataclass(frozen=True)
 class Random:
     """A seeded permutation of the candidates offered together (per class, so classes differ)."""
 
@@ -168,8 +209,8 @@ class Reservoir:
         return np.argsort(keys, kind="stable")[: max(0, int(k))]
 
 
-SELECTORS: dict[str, type[Herding] | type[ClosestToCentre] | type[Random] | type[Reservoir]] = {
-    s.name: s for s in (Herding, ClosestToCentre, Random, Reservoir)
+SELECTORS: dict[str, type[Herding] | type[ClosestToCentre] | type[KCenter] | type[Random] | type[Reservoir]] = {
+    s.name: s for s in (Herding, ClosestToCentre, KCenter, Random, Reservoir)
 }
 
 

@@ -1,7 +1,7 @@
 """`replaystore demo`: the whole system doing real work on real data, measured honestly.
 
 Digits class-incremental learning (Ray Train workers streaming from the store, MEMO-budgeted
-exemplars with herding, curriculum pacing, Prefect flows between tasks) beside fine-tuning, the
+exemplars selected by k-center, curriculum pacing, Prefect flows between tasks) beside fine-tuning, the
 plain loop a user would write and joint training, over seeds; `full` adds one ablation per part.
 Then GeRe general replay on text: no replay, CE replay and CE + TM replay (`full`: a sweep of the
 TM weight). Results go to the terminal, a markdown report, results.json and PNG plots.
@@ -75,7 +75,7 @@ def _flows_between_tasks(store: Store, folder: Path, log: Callable[[str], None])
         prefix = table.rsplit("-task", 1)[0]
         tables = [n for n in store.table_names() if n.startswith(prefix + "-")]
         if buffer is not None:
-            log(f"flows after task {task + 1}: distill (exemplar candidates → herding)")
+            log(f"flows after task {task + 1}: distill (exemplar candidates → {buffer.settings.selector})")
             features = export_features(model, str(folder / f"features-task{task}.pt2"))
             distill(store_uri=store.uri, exemplars={"buffer": buffer.name, "task_id": task, "model": features, "source": table, "batch_size": 4096})
         log(f"flows after task {task + 1}: index, prune")
@@ -100,7 +100,7 @@ class Plan:
         text_cfg = text.TextConfig(sweep=options.full)
         if options.small:
             cfg.epochs, cfg.tasks = 15, cfg.tasks[:3]
-            text_cfg.general, text_cfg.replay_samples, text_cfg.pretrain_steps, text_cfg.task_steps, text_cfg.task_texts = 400, 200, 150, 40, 60
+            text_cfg.general, text_cfg.replay_samples, text_cfg.pretrain_steps, text_cfg.task_steps, text_cfg.task_texts = 400, 400, 150, 40, 60
         check(options, len(cfg.tasks))
         if options.tasks is not None:
             cfg.tasks = cfg.tasks[: options.tasks]

@@ -4,8 +4,8 @@ Each task's images go into a `task_samples` table; the current model scores them
 curriculum ordering that paces the start of the task; Ray Train workers (one worker group for every
 run, see `training`) stream the task data mixed with a class-balanced share of replay exemplars
 from a MEMO-budgeted buffer, and distil the previous model's answers on the old classes; after the
-task the distill flow offers the task's images to the buffer (herding on the model's features) and
-the prune flow keeps it inside its byte budget. Each `Variant` switches one of those parts off (the
+task the distill flow offers the task's images to the buffer (k-center selection on the model's
+features, so the kept rows cover each class) and the prune flow keeps it inside its byte budget. Each `Variant` switches one of those parts off (the
 ablations); fine-tuning switches replay off.
 """
 
@@ -58,7 +58,7 @@ class Variant:
     name: str
     slug: str  # table prefix
     replay: bool = True
-    selector: str = "herding"
+    selector: str = "k_center"  # coverage: measured above herding and random (docs/demo.md)
     pacing: bool = True
     proportional: bool = False
     distill: bool = True
@@ -67,6 +67,7 @@ class Variant:
 FULL = Variant("replay", "replay")
 FINE_TUNING = Variant("fine-tuning", "finetune", replay=False, distill=False)
 ABLATIONS = (
+    Variant("replay, herding selection", "herding", selector="herding"),
     Variant("replay, random selection", "random", selector="random"),
     Variant("replay, no pacing", "nopacing", pacing=False),
     Variant("replay, proportional mixing", "proportional", proportional=True),

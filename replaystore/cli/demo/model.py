@@ -1,4 +1,4 @@
-"""The demo's classifier: small enough to train in seconds, its penultimate layer feeds herding."""
+"""The demo's classifier: small enough to train in seconds, its penultimate layer feeds exemplar selection."""
 
 from __future__ import annotations
 
