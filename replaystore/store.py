@@ -38,6 +38,7 @@ from replaystore.lance_errors import (
     is_not_found,
     is_unknown_version,
     is_vanished_tag,
+    is_version_gone,
 )
 from replaystore.retry import MAX_ATTEMPTS, with_retries
 from replaystore.table import PAGE_BYTES as PAGE_BYTES
@@ -437,12 +438,16 @@ class Store:
         """
         tag = f"{PIN_PREFIX}{datetime.now(UTC):{PIN_TIME}}-{uuid.uuid4().hex[:8]}"
         ds = opened if opened is not None and (version is None or opened.version == version) else self._open(name, version)
-        ds.tags.create(tag, ds.version)
-        try:
-            self._open(name, ds.version)  # still there once tagged: cleanup from now on skips it
-        except NotFoundError:
-            ds.tags.delete(tag)
-            raise
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                self._hold(name, ds, tag)
+                break
+            except NotFoundError:
+                # "The latest" was superseded and cleaned up between resolving and tagging it (a
+                # cleanup with a retention near zero): pin the version that is the latest now.
+                if version is not None or attempt == MAX_ATTEMPTS - 1:
+                    raise
+                ds = self._open(name)
         try:
             yield ds.version
         finally:
@@ -450,6 +455,20 @@ class Store:
                 ds.tags.delete(tag)  # tags belong to the table, not to the version `ds` reads
             except (ValueError, OSError) as exc:  # e.g. cleanup dropped it as stale; the version is no longer held
                 _log.warning("could not release pin %s of table %r: %s", tag, name, exc)
+
+    def _hold(self, name: str, ds: lance.LanceDataset, tag: str) -> None:
+        """Tag `ds`'s version, or raise `NotFoundError` when cleanup removed it first."""
+        try:
+            ds.tags.create(tag, ds.version)
+        except (ValueError, OSError) as exc:
+            if is_unknown_version(exc) or is_version_gone(exc):
+                raise NotFoundError(f"table '{name}' has no version {ds.version} any more (cleaned up)") from None
+            raise
+        try:
+            self._open(name, ds.version)  # still there once tagged: cleanup from now on skips it
+        except NotFoundError:
+            ds.tags.delete(tag)
+            raise
 
     # -- maintenance --------------------------------------------------------------------------
 

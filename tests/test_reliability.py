@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import replaystore
 import replaystore.store as store_module
+from replaystore.errors import NotFoundError
 
 BATCH = 50
 BATCHES = 8
@@ -216,6 +217,25 @@ def test_cleanup_counts_age_from_when_a_version_was_superseded(store: replaystor
         assert store.count("exemplars", version=pinned) == BATCH, "the pin held"
     store.cleanup("exemplars", older_than=hour)
     assert [v.version for v in store.versions("exemplars")] == [second]
+
+
+def test_pinning_the_latest_after_cleanup_removed_it_pins_the_latest_now(store: replaystore.Store) -> None:
+    """The race a pinner of "the latest" meets: the version it resolved is superseded and cleaned up
+    before its tag lands. A pin of the latest pins the version that is the latest now; a pin of a
+    named version says it is gone, in one line, and leaves no tag behind."""
+    store.append("exemplars", batch_rows(0))
+    resolved = store.dataset("exemplars")  # "the latest", as a reader resolved it a moment ago
+    newer = store.append("exemplars", batch_rows(1))
+    store.cleanup("exemplars", older_than=timedelta(0))  # removes the resolved version before it is tagged
+    with store.pin("exemplars", opened=resolved) as pinned:
+        assert pinned == newer and store.count("exemplars", version=pinned) == 2 * BATCH
+        assert [v for t, v in store.tags("exemplars").items() if t.startswith("pin-")] == [newer]
+    with (
+        pytest.raises(NotFoundError, match=f"table 'exemplars' has no version {resolved.version} any more"),
+        store.pin("exemplars", resolved.version, opened=resolved),
+    ):
+        pass
+    assert store.tags("exemplars") == {}
 
 
 LISTING_ROUNDS = 20
