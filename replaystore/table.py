@@ -204,17 +204,13 @@ class Table:
 
     def append(self, data: Any) -> int:
         """Validate `data` against the table's schema and append it as one new version; returns it."""
-        self.check_writable()
-        table = schemas.conform(data, self.schema)
+        table = self._conformed(data)
         if table.num_rows == 0:
             return self.version
-        first = [self._ds]
+        start = self._tries()
 
         def write() -> int:
-            # The first try writes through the dataset already open (Lance reuses its session and
-            # manifest); a retry after a conflict writes to the latest version.
-            target = first.pop() if first else self.store.table_uri(self.name)
-            self._moved_to(lance.write_dataset(in_pages(table), target, mode="append", storage_options=self.store.storage_options or None))
+            self._moved_to(lance.write_dataset(in_pages(table), start(), mode="append", storage_options=self.store.storage_options or None))
             return self.version
 
         return self.store._commit(self.name, write)
@@ -233,14 +229,13 @@ class Table:
         `delete_unmatched` (a SQL predicate) also deletes, in the same commit, the rows it matches
         that are not in `data`: replacing a whole group of rows (one ordering) atomically.
         """
-        self.check_writable()
-        table = schemas.conform(data, self.schema)
+        table = self._conformed(data)
         if table.num_rows == 0:
             return self.version
-        first = [self._ds]
+        start = self._tries()
 
         def write() -> int:
-            ds = first.pop() if first else self.store._open(self.name)
+            ds = start()
             builder = ds.merge_insert(on)
             if update:
                 builder = builder.when_matched_update_all()
@@ -267,10 +262,10 @@ class Table:
         with named("values"):
             preview = self._ds.to_table(columns=dict(values), filter=where, with_row_id=True).drop_columns(["_rowid"])
         schemas.check_computed(preview, self.schema)
-        first = [self._ds]
+        start = self._tries()
 
         def write() -> int:
-            ds = first.pop() if first else self.store._open(self.name)
+            ds = start()
             ds.update(dict(values), where=where)
             self._moved_to(ds)
             return self.version
@@ -282,16 +277,27 @@ class Table:
         if not where or not where.strip():
             raise ValidationError("where", "a delete needs a predicate; use drop() to remove a whole table")
         self.check_writable()
-        first = [self._ds]
+        start = self._tries()
 
         def write() -> int:
-            ds = first.pop() if first else self.store._open(self.name)
+            ds = start()
             ds.delete(where)
             self._moved_to(ds)
             return self.version
 
         with named("where"):
             return self.store._commit(self.name, write)
+
+    def _conformed(self, data: Any) -> pa.Table:
+        """`data` validated against this version's schema, once writes to it are allowed."""
+        self.check_writable()
+        return schemas.conform(data, self.schema)
+
+    def _tries(self) -> Callable[[], lance.LanceDataset]:
+        """Where each try of a write starts: the first from this handle's dataset (no open, Lance
+        reuses its session and manifest), a retry after a conflict from the latest version."""
+        first = [self._ds]
+        return lambda: first.pop() if first else self.store._open(self.name)
 
     def atomically(self, plan: Callable[[lance.LanceDataset], tuple[Edit | None, T]], attempts: int = MAX_ATTEMPTS) -> tuple[int, T]:
         """Read-plan-write that no concurrent writer can interleave, on any machine.
