@@ -461,7 +461,7 @@ class Store:
         try:
             ds.tags.create(tag, ds.version)
         except (ValueError, OSError) as exc:
-            if is_unknown_version(exc) or is_version_gone(exc):
+            if not is_denied(exc) and (is_not_found(exc) or is_version_gone(exc)):  # a refused write stays what it is: the stream reads unpinned then
                 raise NotFoundError(f"table '{name}' has no version {ds.version} any more (cleaned up)") from None
             raise
         try:
