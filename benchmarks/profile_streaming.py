@@ -95,9 +95,11 @@ def epochs(rows: int, rounds: int) -> None:
         lance.write_dataset(make_table(rows, start=7), store.table_uri("small"))
         uri = store.table_uri("small")
 
+        streams: list[ReplayStream] = []
+
         def stream(pin: bool, prefetch: int) -> Callable[[], int]:
-            s = ReplayStream(Source.from_store(store, "small", pin=pin), BATCH, prefetch=prefetch)
-            return lambda: consume(s)
+            streams.append(ReplayStream(Source.from_store(store, "small", pin=pin), BATCH, prefetch=prefetch))
+            return lambda s=streams[-1]: consume(s)
 
         fns = {
             "pinned, prefetch thread": stream(True, 2),
@@ -111,6 +113,8 @@ def epochs(rows: int, rounds: int) -> None:
         print(f"{rows:,}-row epochs, median of {rounds}, load {os.getloadavg()[0]:.1f}")
         for name, ms in got.items():
             print(f"  {name}: {ms:.2f} ms ({raw / ms:.2f}× raw)")
+        for s in streams:
+            s.close()
         parts: dict[str, list[float]] = {"resolve": [], "tag create": [], "tag delete": []}
         tags = type(store.dataset("small").tags)
         create, delete = tags.create, tags.delete
@@ -132,10 +136,14 @@ def epochs(rows: int, rounds: int) -> None:
             looped = ReplayStream(source, BATCH, prefetch=0)
             for _ in range(rounds):
                 consume(looped)
+            looped.close()
         finally:
             tags.create, tags.delete = create, delete  # type: ignore[method-assign]
             type(source).resolve = resolve  # type: ignore[method-assign]
-        print("  per source and epoch, inside the loop: " + ", ".join(f"{k} {statistics.median(v) * 1e3:.2f} ms" for k, v in parts.items()))
+        print(
+            f"  per source, inside a loop of {rounds} epochs of one version: "
+            + ", ".join(f"{k} {len(v)}× (median {statistics.median(v) * 1e3:.2f} ms)" for k, v in parts.items() if v)
+        )
 
 
 def main() -> None:

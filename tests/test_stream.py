@@ -285,6 +285,64 @@ def test_store_table_epoch_is_pinned_against_cleanup_and_released_after(store: r
     assert sum(len(b["sample_id"]) for b in stream) == 35
 
 
+def pins(store: replaystore.Store) -> dict[str, int]:
+    return {tag: version for tag, version in store.tags("exemplars").items() if tag.startswith("pin-")}
+
+
+def test_a_pin_on_the_latest_version_carries_over_to_the_next_epoch_and_moves_with_the_table(store: replaystore.Store) -> None:
+    """Short epochs of a replay table take one pin, not two writes per epoch: the next epoch takes over
+    a pin whose version is still the latest, and a commit between epochs moves it (new pin first)."""
+    store.append("exemplars", exemplar_rows(30))
+    stream = ReplayStream(Source.from_store(store, "exemplars", columns=["sample_id"]), 8)
+    held = []
+    for _ in range(3):
+        assert sum(len(b["sample_id"]) for b in stream) == 30
+        held.append(pins(store))
+    first = store.dataset("exemplars").version
+    assert held == [held[0]] * 3 and list(held[0].values()) == [first], "one pin, the same tag, across the epochs"
+    store.append("exemplars", exemplar_rows(5, start=100))
+    assert sum(len(b["sample_id"]) for b in stream) == 35
+    moved = pins(store)
+    assert list(moved.values()) == [first + 1] and moved.keys() != held[0].keys(), "the pin followed the table"
+    stream.close()
+    assert pins(store) == {}
+
+
+def test_a_held_pin_is_released_by_close_by_garbage_collection_and_is_renewed_when_old(store: replaystore.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    import replaystore.stream.pins
+
+    store.append("exemplars", exemplar_rows(30))
+    stream = ReplayStream(Source.from_store(store, "exemplars", columns=["sample_id"]), 8)
+    list(stream)
+    assert len(pins(store)) == 1
+    del stream
+    gc.collect()
+    assert pins(store) == {}, "a dropped stream keeps nothing pinned"
+    monkeypatch.setattr(replaystore.stream.pins, "RENEW_AFTER", 0.0)  # every held pin counts as old
+    stream = ReplayStream(Source.from_store(store, "exemplars", columns=["sample_id"]), 8)
+    seen = []
+    for _ in range(3):
+        list(stream)
+        seen.append(pins(store))
+    assert [len(p) for p in seen] == [1, 1, 1] and len({tag for p in seen for tag in p}) == 3, "taken again each epoch, one at a time"
+    stream.close()
+
+
+def test_a_process_that_ends_without_close_leaves_no_pin(store: replaystore.Store) -> None:
+    store.append("exemplars", exemplar_rows(30))
+    reader = (
+        "import replaystore; from replaystore.stream import ReplayStream, Source\n"
+        f"store = replaystore.open({store.uri!r})\n"
+        "stream = ReplayStream(Source.from_store(store, 'exemplars', columns=['sample_id']), 8)\n"
+        "assert sum(len(b['sample_id']) for b in stream) == 30\n"
+        "assert any(t.startswith('pin-') for t in store.tags('exemplars'))\n"
+    )
+    subprocess.run([sys.executable, "-c", reader], check=True, cwd=ROOT, timeout=300)
+    assert pins(store) == {}
+
+
 def test_filtered_projected_renamed_sources_mix_into_one_schema(store: replaystore.Store) -> None:
     store.append("exemplars", exemplar_rows(30))
     task = pa.table({"label": np.arange(50) % 3, "sample_id": np.arange(50) + 500})

@@ -9,7 +9,8 @@ Guarantees, before knobs (after Mosaic Streaming):
   exactly the batches k+1, ... of the uninterrupted run — mixtures and prioritized sources included,
   at another world size too (another global batch size: one without-replacement source only).
 - Snapshot isolation: each epoch reads every table at one version, pinned (`store.pin`) while the epoch
-  runs; writers committing meanwhile are seen by the next epoch.
+  runs; writers committing meanwhile are seen by the next epoch. A pin whose version is still the
+  latest when its epoch ends is kept for the next epoch (`pins.py`); `close()` releases it.
 
 Use it directly (`for batch in stream`: background prefetch in a thread) or through `stream.loader(...)`
 (a DataLoader with spawn workers; Lance is not fork-safe). Each batch carries `_source` (source index),
@@ -34,6 +35,7 @@ from replaystore.errors import ValidationError
 from replaystore.stream.batches import Batch, Built, Cell, batches, chunk_steps
 from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import worker_steps
+from replaystore.stream.pins import Pins
 from replaystore.stream.plan import Plan, draw, epoch_counts, plan_epoch, step_counts
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw
@@ -105,7 +107,7 @@ class ReplayStream(IterableDataset):
         self.epoch, self.step, self.global_base = 0, 0, 0
         self.versions: list[int | None] | None = None
         self._sampler_epoch = -1
-        self._pins: contextlib.ExitStack | None = None
+        self._pins = Pins()
         self._lock = threading.Lock()
         self._active = False
         self._pre_state: dict[int, dict[int, Any]] = {}  # step → step-sequential samplers' state before it
@@ -147,36 +149,30 @@ class ReplayStream(IterableDataset):
             if self.versions is not None:  # the previous epoch ran in workers: count its steps once
                 self.global_base += self._plan().steps
             self.epoch, self.step, self._start, self._current = epoch, 0, np.zeros_like(self._start), None
-        self._release()
         self._pin_versions()
 
     def _pin_versions(self) -> None:
-        """Resolve each source's version for this epoch (rank 0's choice wins) and pin it."""
+        """Resolve each source's version for this epoch (rank 0's choice wins) and pin it (a pin the
+        last epoch kept on the same version is taken over)."""
         versions = [s.resolve() for s in self.sources]
         if _distributed() is not None and self.world_size > 1:
             shared: list[Any] = [versions]
             torch.distributed.broadcast_object_list(shared, src=0)
             versions = shared[0]
-        self._pins = contextlib.ExitStack()
-        for source, version in zip(self.sources, versions):
-            self._pins.enter_context(source.pinned(version))
+        self._pins.hold(self.sources, versions)
         self.versions = versions
 
-    def _release(self) -> None:
-        if self._pins is not None:
-            self._pins.close()
-            self._pins = None
-
     def close(self) -> None:
-        """Release the epoch's pins (also done when an epoch completes)."""
-        self._release()
+        """Release the pins this stream holds (an epoch's end releases those of superseded versions;
+        garbage collection and interpreter exit release the rest)."""
+        self._pins.release()
 
     def __getstate__(self) -> dict[str, Any]:  # pins and locks stay with the process that made them
         return {**self.__dict__, "_pins": None, "_lock": None, "_active": False, "_current": None, "_slots": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock, self._pins = threading.Lock(), Pins()
 
     # -- the plan ------------------------------------------------------------------------
 
@@ -378,8 +374,9 @@ class ReplayStream(IterableDataset):
                 source.sampler.consumed(self.global_base + step)
 
     def _end_epoch(self, steps: int) -> None:
-        """The epoch is complete: release its pins; the next one resolves and pins again."""
-        self._release()
+        """The epoch is complete: release the pins of versions since superseded; the next epoch
+        resolves again and takes over those still on its versions."""
+        self._pins.keep_latest(self.sources)
         self.global_base += steps
         self.epoch, self.step, self.versions, self._pre_state = self.epoch + 1, 0, None, {}
         self._start, self._current = np.zeros_like(self._start), None
@@ -459,17 +456,16 @@ class ReplayStream(IterableDataset):
                 f"checkpoint has {state.get('global_batch')!r}, this stream {g}: only a single source sampled without "
                 f"replacement (no steps_per_epoch) resumes at another global batch size; keep batch_size × world_size = {state.get('global_batch')!r}",
             )
-        self._release()
         self._generation += 1
         self.epoch, self.global_base = int(state["epoch"]), int(state["global_base"])
         self.step = 0 if elastic else int(state["step"])
         self._start = np.asarray(state["rows"] if elastic else state.get("start", self._start * 0), dtype=np.int64)
         self._current = None
         self.versions = state["versions"]
-        if self.versions is not None:
-            self._pins = contextlib.ExitStack()
-            for source, version in zip(self.sources, self.versions):
-                self._pins.enter_context(source.pinned(version))
+        if self.versions is None:
+            self._pins.release()
+        else:
+            self._pins.hold(self.sources, self.versions)
         for source, sampler_state in zip(self.sources, state["samplers"]):
             source.sampler.load_state_dict(sampler_state)
         loaded = any(len(st.get("base", ())) for st in state["samplers"])

@@ -108,6 +108,11 @@ class Source:
         """The version the next epoch reads (None where the source has no versions)."""
         return None
 
+    @property
+    def holds_versions(self) -> bool:
+        """Whether `pinned` holds anything against cleanup (a store table's pin)."""
+        return False
+
     def pinned(self, version: int | None) -> contextlib.AbstractContextManager[Any]:
         """Hold `version` against cleanup while an epoch reads it (only store tables can be held)."""
         return contextlib.nullcontext(version)
@@ -242,6 +247,10 @@ class StoreSource(LanceBacked):
 
     def dataset(self, version: Version | None = None) -> lance.LanceDataset:
         return self.store.dataset(self.table, version)
+
+    @property
+    def holds_versions(self) -> bool:
+        return self.pin
 
     def pinned(self, version: int | None) -> contextlib.AbstractContextManager[Any]:
         """Hold `version` against store cleanup while an epoch reads it (unless `pin=False`)."""
