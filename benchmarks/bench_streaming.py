@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ def layout(store: replaystore.Store, n: int) -> list[Result]:
     ]  # fmt: skip
 
 
-def copied(sources: list[Source]) -> int:
+def copied(sources: Sequence[Source]) -> int:
     """Rows of each source streamed alone, every batch copied once into a reused buffer: the reads
     and the one copy per row a read-once mixture cannot avoid, without the mixing."""
     rows = 0
