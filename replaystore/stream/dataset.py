@@ -278,8 +278,12 @@ class ReplayStream(IterableDataset):
         The queue holds whole chunks (`_chunks`; `prefetch / read_ahead` of them, at least one):
         handing batches over one by one made the consumer wake and take the GIL from the Python-busy
         reader once per batch, which cost a 3-source mixture ~10% of its throughput."""
+        chunks = self._chunks(plan, snaps, steps)
         if self.prefetch == 0:
-            yield from self._chunks(plan, snaps, steps)
+            yield from chunks
+            return
+        first = next(chunks, None)
+        if first is None:
             return
         out: queue.Queue[Any] = queue.Queue(maxsize=max(1, -(-self.prefetch // self.read_ahead)))
         stop = threading.Event()
@@ -293,7 +297,7 @@ class ReplayStream(IterableDataset):
 
         def work() -> None:
             try:
-                for built in self._chunks(plan, snaps, steps):
+                for built in chunks:
                     if not put(built):
                         return
                 put(_END)
@@ -303,6 +307,7 @@ class ReplayStream(IterableDataset):
         thread = threading.Thread(target=work, name="replaystore-prefetch", daemon=True)
         thread.start()
         try:
+            yield first
             while (item := out.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
