@@ -55,7 +55,7 @@ class Pins:
     def keep_latest(self, sources: Sequence[Source]) -> None:
         """At an epoch's end: release the pins whose version is no longer what the source resolves to."""
         for i, held in list(self._held.items()):
-            if sources[i].resolve() != held.version:
+            if not sources[i].resolves_to(held.version):
                 held.release()
                 del self._held[i]
 

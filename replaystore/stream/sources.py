@@ -108,6 +108,10 @@ class Source:
         """The version the next epoch reads (None where the source has no versions)."""
         return None
 
+    def resolves_to(self, version: int | None) -> bool:
+        """Whether the next epoch would read `version` again (a pin on it is worth keeping)."""
+        return self.resolve() == version
+
     @property
     def holds_versions(self) -> bool:
         """Whether `pinned` holds anything against cleanup (a store table's pin)."""
@@ -182,6 +186,12 @@ class LanceBacked(Source):
         version, which saves an open (~1 ms) per source per epoch."""
         self._opened = self.dataset(self.version)
         return int(self._opened.version)
+
+    def resolves_to(self, version: int | None) -> bool:
+        """For "the latest", asked of the dataset already open (its latest version number, no open)."""
+        if self.version is None and self._opened is not None:
+            return int(self._opened.latest_version) == version
+        return self.resolve() == version
 
     def __getstate__(self) -> dict[str, Any]:  # an open dataset stays in the process that opened it
         return {**self.__dict__, "_opened": None}
