@@ -61,6 +61,7 @@ def loader(rows: int, epochs: int) -> None:
             consume(inline)
             inline_walls.append(time.perf_counter() - start)
         inline_cpu = (time.process_time() - cpu_start) / epochs * 1e3
+        inline.close()
     data = np.random.default_rng(0).standard_normal(rows * ROW_BYTES // 4, dtype=np.float32)
     target = np.zeros_like(data)
     copies = []
