@@ -9,6 +9,11 @@ adds). On a shared machine CPU time is the steadier figure: it says how many cor
 of an epoch with and without the per-epoch pin, with and without the prefetch thread, beside a raw
 Lance scan, all interleaved; and the pin's parts timed inside a streaming loop.
 
+`python -m benchmarks.profile_streaming malloc --rows 1000000` — epochs of a compacted store table
+(and of raw Lance scans of it) in a process where replaystore raised glibc's malloc thresholds
+(`replaystore/stream/memory.py`) and in one left at glibc's defaults (`REPLAYSTORE_MALLOC=default`):
+median ms per epoch and minor page faults per epoch.
+
 Not part of `python -m benchmarks` (no peer rows): these are the measurements behind the notes.
 """
 
@@ -16,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -99,8 +107,9 @@ def epochs(rows: int, rounds: int) -> None:
         streams: list[ReplayStream] = []
 
         def stream(pin: bool, prefetch: int) -> Callable[[], int]:
-            streams.append(ReplayStream(Source.from_store(store, "small", pin=pin), BATCH, prefetch=prefetch))
-            return lambda s=streams[-1]: consume(s)
+            made = ReplayStream(Source.from_store(store, "small", pin=pin), BATCH, prefetch=prefetch)
+            streams.append(made)
+            return lambda: consume(made)
 
         fns = {
             "pinned, prefetch thread": stream(True, 2),
@@ -147,14 +156,49 @@ def epochs(rows: int, rounds: int) -> None:
         )
 
 
+def malloc(rows: int, rounds: int) -> None:
+    """Each setting in a fresh process: the thresholds are process-wide and set once."""
+    for setting in ("raised by replaystore", "glibc's defaults"):
+        env = {k: v for k, v in os.environ.items() if k != "REPLAYSTORE_MALLOC"}
+        if setting == "glibc's defaults":
+            env["REPLAYSTORE_MALLOC"] = "default"
+        print(f"malloc thresholds {setting}:", flush=True)
+        subprocess.run([sys.executable, "-m", "benchmarks.profile_streaming", "malloc-one", f"--rows={rows}", f"--rounds={rounds}"], env=env, check=True)
+
+
+def malloc_one(rows: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = replaystore.open(folder)
+        lance.write_dataset(make_table(rows), store.table_uri("main"), max_rows_per_file=10_000)
+        store.compact("main")
+        uri = store.table_uri("main")
+        stream = ReplayStream(Source.from_store(store, "main"), BATCH)
+        consume(stream)
+        fns = {"stream": lambda: consume(stream), "raw lance to_batches(1024)": lambda: consume(raw_lance(uri))}
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        faults = dict.fromkeys(fns, 0)
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                before, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+                faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        stream.close()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        for name in fns:
+            print(f"  {name}: {statistics.median(times[name]) * 1e3:.1f} ms/epoch, {faults[name] / rounds:,.0f} page faults/epoch ({rows:,} rows)")
+        print(f"  peak resident memory {peak:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_streaming")
-    parser.add_argument("case", choices=["loader", "epochs"])
+    parser.add_argument("case", choices=["loader", "epochs", "malloc", "malloc-one"])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=30, help="epochs timed (loader) or rounds of turns (epochs)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    loader(args.rows, args.rounds) if args.case == "loader" else epochs(args.rows, args.rounds)
+    cases = {"loader": loader, "epochs": epochs, "malloc": malloc, "malloc-one": malloc_one}
+    cases[args.case](args.rows, args.rounds)
 
 
 if __name__ == "__main__":

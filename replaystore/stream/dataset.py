@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from replaystore.checks import integer
 from replaystore.errors import ValidationError
 from replaystore.stream.batches import Batch, Built, Cell, batches, chunk_steps
+from replaystore.stream.memory import keep_freed_memory
 from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import worker_steps
 from replaystore.stream.pins import Pins
@@ -74,6 +75,7 @@ class ReplayStream(IterableDataset):
     ) -> None:
         """`transform`: applied to every batch where it is made (the prefetch thread, or each DataLoader
         worker of `loader(num_workers=k)`, which is where per-row decoding such as images pays off)."""
+        keep_freed_memory()
         self.sources = [sources] if isinstance(sources, Source) else list(sources)
         if not self.sources or not all(isinstance(s, Source) for s in self.sources):
             raise ValidationError("sources", "need at least one Source")
@@ -170,7 +172,8 @@ class ReplayStream(IterableDataset):
     def __getstate__(self) -> dict[str, Any]:  # pins and locks stay with the process that made them
         return {**self.__dict__, "_pins": None, "_lock": None, "_active": False, "_current": None, "_slots": None}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:  # a DataLoader or Ray worker's copy
+        keep_freed_memory()
         self.__dict__.update(state)
         self._lock, self._pins = threading.Lock(), Pins()
 
