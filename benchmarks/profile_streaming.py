@@ -11,7 +11,7 @@ Lance scan, all interleaved; and the pin's parts timed inside a streaming loop.
 
 `python -m benchmarks.profile_streaming malloc --rows 1000000` — epochs of a compacted store table
 (and of raw Lance scans of it) in a process where replaystore raised glibc's malloc thresholds
-(`replaystore/stream/memory.py`) and in one left at glibc's defaults (`REPLAYSTORE_MALLOC=default`):
+(`replaystore/memory.py`) and in one left at glibc's defaults (`REPLAYSTORE_MALLOC=default`):
 median ms per epoch and minor page faults per epoch.
 
 Not part of `python -m benchmarks` (no peer rows): these are the measurements behind the notes.

@@ -1,5 +1,6 @@
-"""A stream keeps freed buffers for reuse (glibc's thresholds raised once per process), unless the
-user opts out or tuned malloc already: measured as page faults of a real allocate-and-free cycle."""
+"""A stream or an SQL statement keeps freed buffers for reuse (glibc's thresholds raised once per
+process), unless the user opts out or tuned malloc already: measured as page faults of a real
+allocate-and-free cycle."""
 
 from __future__ import annotations
 
@@ -16,11 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # Four 8 MiB buffers allocated and freed, ten times: the minor page faults of one cycle. Untuned,
 # glibc trims the 32 MiB off its heap at each free and the next cycle faults it all in again.
 PROBE = """
-import resource
+import resource, sys
 import pyarrow as pa
-from replaystore.stream import ReplayStream, Source
+import replaystore
 
-ReplayStream(Source.from_arrow("t", pa.table({"x": [1, 2, 3]})), 2)
+if sys.argv[1] == "stream":
+    from replaystore.stream import ReplayStream, Source
+
+    ReplayStream(Source.from_arrow("t", pa.table({"x": [1, 2, 3]})), 2)
+elif sys.argv[1] == "sql":
+    replaystore.open(sys.argv[2]).sql("SELECT 1 AS one")
 
 def cycle():
     held = [bytearray(8 * 2**20) for _ in range(4)]
@@ -35,14 +41,17 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 10)
 PAGES = 4 * 8 * 2**20 // 4096
 
 
-def faults_per_cycle(**env: str) -> int:
+def faults_per_cycle(reader: str, store: Path, **env: str) -> int:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "REPLAYSTORE_MALLOC")}
-    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    run = [sys.executable, "-c", PROBE, reader, str(store)]
+    out = subprocess.run(run, env={**clean, **env}, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the thresholds are glibc's")
-def test_a_stream_process_reuses_freed_buffers_unless_told_not_to_or_already_tuned() -> None:
-    assert faults_per_cycle() < PAGES // 20, "freed buffers went back to the kernel"
-    assert faults_per_cycle(REPLAYSTORE_MALLOC="default") > PAGES // 2, "the opt-out left malloc as it was"
-    assert faults_per_cycle(GLIBC_TUNABLES="glibc.malloc.trim_threshold=1000") > PAGES // 2, "the user's own tuning stands"
+def test_a_reader_process_reuses_freed_buffers_unless_told_not_to_or_already_tuned(tmp_path: Path) -> None:
+    assert faults_per_cycle("nothing", tmp_path) > PAGES // 2, "glibc alone keeps nothing: the probe cannot tell"
+    assert faults_per_cycle("stream", tmp_path) < PAGES // 20, "a stream's freed buffers went back to the kernel"
+    assert faults_per_cycle("sql", tmp_path) < PAGES // 20, "an SQL statement's freed buffers went back to the kernel"
+    assert faults_per_cycle("stream", tmp_path, REPLAYSTORE_MALLOC="default") > PAGES // 2, "the opt-out left malloc as it was"
+    assert faults_per_cycle("stream", tmp_path, GLIBC_TUNABLES="glibc.malloc.trim_threshold=1000") > PAGES // 2, "the user's own tuning stands"

@@ -17,6 +17,7 @@ import pyarrow as pa
 from replaystore.checks import integer
 from replaystore.errors import NotFoundError, ValidationError
 from replaystore.lance_errors import missing_column
+from replaystore.memory import keep_freed_memory
 from replaystore.query.confine import Statement, inspect
 from replaystore.query.scan import scan
 
@@ -28,6 +29,7 @@ DEFAULT_BATCH_ROWS = 65_536
 
 def plan(store: Store, query: str, versions: Mapping[str, Version] | None = None) -> tuple[pl.LazyFrame, Statement]:
     """Check `query` and build its lazy Polars plan; nothing is read yet beyond table metadata."""
+    keep_freed_memory()
     tables = store.table_names()
     statement = inspect(query, tables)
     pinned = _check_versions(store, tables, versions)

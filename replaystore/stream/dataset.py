@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from replaystore.checks import integer
 from replaystore.errors import ValidationError
+from replaystore.memory import keep_freed_memory
 from replaystore.stream.batches import Batch, Built, Cell, batches, chunk_steps
-from replaystore.stream.memory import keep_freed_memory
 from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import worker_steps
 from replaystore.stream.pins import Pins
