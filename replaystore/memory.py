@@ -10,7 +10,8 @@ threshold to 128 MiB lets freed buffers be reused: those epochs run about twice 
 process keeps what it cycles through resident (about 250 MB more at the peak there).
 
 A stream and an SQL statement ask for it. The setting is process-wide, so it is made once, only on glibc, only where nobody tuned malloc
-already (`GLIBC_TUNABLES=glibc.malloc.…`, `MALLOC_*_` variables), and never with
+either threshold already (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…` or `trim_threshold`,
+`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`), and never with
 `REPLAYSTORE_MALLOC=default`.
 """
 
@@ -49,4 +50,6 @@ def _tune() -> bool:
 
 
 def _user_tuned() -> bool:
-    return "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "") or any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ)
+    """Whether the user set either threshold (huge pages and other tunables combine with ours)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(f"malloc.{name}_threshold" in tunables or f"MALLOC_{name.upper()}_THRESHOLD_" in os.environ for name in ("mmap", "trim"))
