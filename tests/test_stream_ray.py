@@ -98,6 +98,10 @@ def test_torch_trainer_trains_on_a_mixture_and_writes_priorities_back(ray_cluste
     assert draws // 2 < replayed.num_rows <= draws  # distinct replayed exemplars, drawn with replacement
     assert pa.compute.min(replayed["priority"]).as_py() > 0
     assert set(replayed["sample_id"].to_pylist()) <= {str(i) for i in store.read("exemplars")["sample_id"].to_pylist()}
+    pins = lambda: [t for t in store.tags("exemplars") if t.startswith("pin-")]  # noqa: E731
+    assert len(pins()) == 1, "each worker released its pins when its loop returned; the driver's stream holds one"
+    stream.close()
+    assert pins() == []
 
 
 def regression_loop(stream: ReplayStream, log: LossLog, config: dict[str, Any]) -> dict[str, float]:

@@ -69,7 +69,11 @@ def stream_trainer(
         context = ray.train.get_context()
         rank = context.get_world_rank()
         log = LossLog()
-        metrics = train_loop(stream.for_rank(rank, context.get_world_size()), log, config) or {}
+        mine = stream.for_rank(rank, context.get_world_size())
+        try:
+            metrics = train_loop(mine, log, config) or {}
+        finally:
+            mine.close()  # the pins of later epochs: Ray may end this process without running exit hooks
         with tempfile.TemporaryDirectory() as folder:
             log.save(Path(folder) / LOSS_FILE.format(rank=rank))
             ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(folder))
