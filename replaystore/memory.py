@@ -1,17 +1,17 @@
 """Keep glibc's malloc from handing freed scan buffers back to the kernel after every batch.
 
-Lance decodes each scan batch (a stream's, an SQL statement's) into fresh buffers of a few MB. By default glibc returns such memory
-to the kernel as soon as it is freed (an `munmap`, or a trim of its heap's free top once that is
-larger than twice the largest buffer freed so far), so the next batch's buffers are new pages that
-the kernel faults in and zeroes one by one: 40,000-70,000 page faults per epoch of a 1M-row
+Lance decodes each scan batch (a stream's, an SQL statement's) into fresh buffers of a few MB. By
+default glibc returns such memory to the kernel as soon as it is freed (an `munmap`, or a trim of
+its heap's free top once that is larger than twice the largest buffer freed so far), so the next
+batch's buffers are new pages that the kernel faults in and zeroes one by one: 40,000-70,000 page faults per epoch of a 1M-row
 compacted table, more than half of the epoch's time (`python -m benchmarks.profile_streaming
 malloc`, docs/benchmarks.md). Raising the mmap threshold to its maximum (32 MiB) and the trim
 threshold to 128 MiB lets freed buffers be reused: those epochs run about twice as fast, and the
 process keeps what it cycles through resident (about 250 MB more at the peak there).
 
-A stream and an SQL statement ask for it. The setting is process-wide, so it is made once, only on glibc, only where nobody tuned malloc
-either threshold already (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…` or `trim_threshold`,
-`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`), and never with
+A stream and an SQL statement ask for it. The setting is process-wide, so it is made once, only on
+glibc, only where nobody set either threshold already (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…`
+or `…trim_threshold=…`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`), and never with
 `REPLAYSTORE_MALLOC=default`.
 """
 

@@ -38,8 +38,9 @@ class Pins:
         self._held: dict[int, _Held] = {}
 
     def hold(self, sources: Sequence[Source], versions: Sequence[int | None]) -> None:
-        """Pin `versions` (one per source that can hold one), keeping the pins already held on those versions. A new pin
-        is taken before the old one is released, so a renewed version is never unheld."""
+        """Pin `versions` (one per source that can hold one), keeping the pins already held on those
+        versions. A new pin is taken before the old one is released, so a renewed version is never
+        unheld."""
         for i, (source, version) in enumerate(zip(sources, versions)):
             if not source.holds_versions or version is None:
                 continue
@@ -63,8 +64,3 @@ class Pins:
         for held in self._held.values():
             held.release()
         self._held.clear()
-
-    @property
-    def versions(self) -> dict[int, int | None]:
-        """Source index → the version its pin holds."""
-        return {i: held.version for i, held in self._held.items()}
