@@ -5,9 +5,10 @@ default glibc returns such memory to the kernel as soon as it is freed (an `munm
 its heap's free top once that is larger than twice the largest buffer freed so far), so the next
 batch's buffers are new pages that the kernel faults in and zeroes one by one: 40,000-70,000 page
 faults per epoch of a 1M-row compacted table, more than half of the epoch's time
-(`python -m benchmarks.profile_streaming malloc`, docs/benchmarks.md). Raising the mmap threshold to its maximum (32 MiB) and the trim
-threshold to 128 MiB lets freed buffers be reused: those epochs run about twice as fast, and the
-process keeps what it cycles through resident (about 250 MB more at the peak there).
+(`python -m benchmarks.profile_streaming malloc`, docs/benchmarks.md). Raising the mmap threshold
+to its maximum (32 MiB) and the trim threshold to 128 MiB lets freed buffers be reused: those
+epochs run about twice as fast, and the process keeps what it cycles through resident (about
+250 MB more at the peak there).
 
 A stream and an SQL statement ask for it. The setting is process-wide, so it is made once, only on
 glibc, only where nobody set either threshold already (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…`
