@@ -303,12 +303,12 @@ class ExperienceMemory:
         Returns the names of the indexes loaded. `ds`: the version a search already resolved.
         """
         ds = ds or self._dataset()
-        todo = [i for i in ds.list_indices() if set(i["fields"]) & SEARCH_INDEXED and i["uuid"] not in self._warm_uuids]
-        for info in todo:
-            ds.prewarm_index(info["name"])
-            self._warm_uuids.add(info["uuid"])
+        todo = [d for d in ds.describe_indices() if set(d.field_names) & SEARCH_INDEXED and {s.uuid for s in d.segments} - self._warm_uuids]
+        for index in todo:
+            ds.prewarm_index(index.name)
+            self._warm_uuids |= {s.uuid for s in index.segments}
         self._warm_version = ds.version
-        return [i["name"] for i in todo]
+        return [d.name for d in todo]
 
     def search(self, vector: np.ndarray, workspace: str, k: int = 5, where: str | None = None, columns: Sequence[str] | str | None = None) -> pa.Table:
         """Top-k active experiences of `workspace` by cosine similarity to `vector`; read-only.
