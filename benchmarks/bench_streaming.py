@@ -141,11 +141,8 @@ def layout(store: replaystore.Store, n: int) -> list[Result]:
     file whose columns are cut into pages of a few MB. The benchmark's own tables are written in one
     batch (the issue's setup), which leaves one page per column: a scan reads and decodes a column's
     whole page before its first row, out of the CPU caches. `Store.append` writes pages of ~4 MB."""
-    for table, rows, start in (("main", n, 0), ("replay_a", n // 4, n), ("replay_b", n // 10, 2 * n)):
-        lance.write_dataset(make_table(rows, start=start), store.table_uri(f"{table}_c"), max_rows_per_file=10_000)
-        store.compact(f"{table}_c")
+    sources = [Source.from_store(store, name) for name in write_compacted(store, n)]
     uri = store.table_uri("main_c")
-    sources = [Source.from_store(store, f"{name}_c") for name in ("main", "replay_a", "replay_b")]
 
     alone, one_page_stream = ReplayStream(sources[0], BATCH), ReplayStream(Source.from_store(store, "main"), BATCH)
     wraps, read_once = (ReplayStream(sources, BATCH, mixing=Proportions(w)) for w in ([0.6, 0.3, 0.1], [1.0, 0.25, 0.1]))
@@ -175,6 +172,17 @@ def layout(store: replaystore.Store, n: int) -> list[Result]:
                "the same three tables streamed one after another, each batch copied once", True, "report",
                "the least a mixture must do: read every row and copy it into its batch"),
     ]  # fmt: skip
+
+
+def write_compacted(store: replaystore.Store, n: int) -> list[str]:
+    """`main_c`, `replay_a_c`, `replay_b_c` (n, n/4, n/10 rows) as the store leaves tables: 10,000-row
+    files merged by `Store.compact`. Returns their names."""
+    names = []
+    for table, rows, start in (("main", n, 0), ("replay_a", n // 4, n), ("replay_b", n // 10, 2 * n)):
+        lance.write_dataset(make_table(rows, start=start), store.table_uri(f"{table}_c"), max_rows_per_file=10_000)
+        store.compact(f"{table}_c")
+        names.append(f"{table}_c")
+    return names
 
 
 def copied(streams: Sequence[ReplayStream]) -> int:

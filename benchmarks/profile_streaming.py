@@ -14,6 +14,13 @@ Lance scan, all interleaved; and the pin's parts timed inside a streaming loop.
 (`replaystore/memory.py`) and in one left at glibc's defaults (`REPLAYSTORE_MALLOC=default`):
 median ms per epoch and minor page faults per epoch.
 
+`python -m benchmarks.profile_streaming mixtures --rows 1000000` — the compacted tables of the
+benchmark's mixture rows: per epoch of a single source, the two mixtures and the floor (the three
+tables one after another, each batch copied once), median wall time and CPU time of the whole
+process (all threads, Lance's included), and the ratios to the single source each would reach
+with as many cores busy as the single source (its CPU per row against the single source's) and at
+best (its CPU time spread over every core, none idle).
+
 Not part of `python -m benchmarks` (no peer rows): these are the measurements behind the notes.
 """
 
@@ -28,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +44,8 @@ import numpy as np
 import torch
 
 import replaystore
-from benchmarks.bench_streaming import BATCH, ROW_BYTES, consume, make_table, raw_lance
-from replaystore.stream import ReplayStream, Source
+from benchmarks.bench_streaming import BATCH, ROW_BYTES, consume, copied, make_table, raw_lance, write_compacted
+from replaystore.stream import Proportions, ReplayStream, Source
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -156,6 +164,45 @@ def epochs(rows: int, rounds: int) -> None:
         )
 
 
+def mixtures(rows: int, rounds: int) -> None:
+    """Whether a mixture could reach 0.9× a single source if it kept every core busy: its CPU time per
+    epoch (work that cannot be avoided by scheduling) divided by the cores is the least wall time."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = replaystore.open(folder)
+        sources = [Source.from_store(store, name) for name in write_compacted(store, rows)]
+        alone = ReplayStream(sources[0], BATCH)
+        apart = [alone, *(ReplayStream(source, BATCH) for source in sources[1:])]
+        streams = {
+            "single source": alone,
+            "mixture 60/30/10": ReplayStream(sources, BATCH, mixing=Proportions([0.6, 0.3, 0.1])),
+            "mixture 74/18.5/7.4 (read once)": ReplayStream(sources, BATCH, mixing=Proportions([1.0, 0.25, 0.1])),
+        }
+        fns: dict[str, Callable[[], int]] = {name: partial(consume, s) for name, s in streams.items()}
+        fns["floor: the three one after another, each batch copied once"] = lambda: copied(apart)
+        got: dict[str, list[tuple[float, float, int]]] = {name: [] for name in fns}
+        for fn in fns.values():
+            fn()  # first epochs (opens, first pass of the tables) untimed
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                cpu, start = time.process_time(), time.perf_counter()
+                n = fn()
+                got[name].append((time.perf_counter() - start, time.process_time() - cpu, n))
+        for s in apart[1:] + list(streams.values()):
+            s.close()
+    cores = os.cpu_count() or 1
+    single_wall = statistics.median(w for w, _, _ in got["single source"])
+    single_rate = got["single source"][0][2] / single_wall
+    single_cpu = statistics.median(c for _, c, _ in got["single source"]) / got["single source"][0][2]  # CPU seconds per row
+    print(f"compacted tables of {rows:,}, {rows // 4:,} and {rows // 10:,} rows, median of {rounds}, {cores} cores, load {os.getloadavg()[0]:.1f}")
+    for name, runs in got.items():
+        wall, cpu, n = statistics.median(w for w, _, _ in runs), statistics.median(c for _, c, _ in runs), runs[0][2]
+        print(
+            f"  {name}: {n:,} rows, wall {wall * 1e3:.1f} ms, CPU {cpu * 1e3:.1f} ms ({cpu / n * 1e9:.0f} ns/row, {cpu / wall:.2f} cores busy); "
+            f"{n / wall / single_rate:.2f}× the single source; {single_cpu / (cpu / n):.2f}× with as many cores busy as it, "
+            f"at best {n / (cpu / cores) / single_rate:.2f}× with all {cores} (CPU over the cores)"
+        )
+
+
 def malloc(rows: int, rounds: int) -> None:
     """Each setting in a fresh process: the thresholds are process-wide and set once."""
     for setting in ("raised by replaystore", "glibc's defaults"):
@@ -192,12 +239,12 @@ def malloc_one(rows: int, rounds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_streaming")
-    parser.add_argument("case", choices=["loader", "epochs", "malloc", "malloc-one"])
+    parser.add_argument("case", choices=["loader", "epochs", "mixtures", "malloc", "malloc-one"])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=30, help="epochs timed (loader) or rounds of turns (epochs)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cases = {"loader": loader, "epochs": epochs, "malloc": malloc, "malloc-one": malloc_one}
+    cases = {"loader": loader, "epochs": epochs, "mixtures": mixtures, "malloc": malloc, "malloc-one": malloc_one}
     cases[args.case](args.rows, args.rounds)
 
 
