@@ -130,9 +130,15 @@ def test_any_file_reading_function_is_refused(word: str, suffix: str, in_from: b
 @given(name=st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True))
 def test_only_store_tables_and_ctes_are_read(name: str) -> None:
     tables = ["exemplars", "experiences"]
+    table = f'"{name}"'  # quoted: a name such as `as` is a keyword bare
     if name in tables:
-        assert inspect(f"SELECT * FROM {name}", tables).tables == {name}
+        assert inspect(f"SELECT * FROM {table}", tables).tables == {name}
     else:
         with pytest.raises(NotFoundError, match=f"unknown table '{name}'"):
-            inspect(f"SELECT * FROM {name}", tables)
-    assert inspect(f"WITH {name} AS (SELECT 1 AS a) SELECT * FROM {name}", tables).tables == set()
+            inspect(f"SELECT * FROM {table}", tables)
+    assert inspect(f"WITH {table} AS (SELECT 1 AS a) SELECT * FROM {table}", tables).tables == set()
+
+
+def test_a_keyword_as_a_bare_table_name_is_a_syntax_error_that_says_where() -> None:
+    with pytest.raises(QuerySyntaxError, match="column 16 near 'as'"):
+        inspect("SELECT * FROM as", ["exemplars"])
