@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 import replaystore
-from benchmarks.bench_streaming import BATCH, ROW_BYTES, consume, copied, make_table, raw_lance, write_compacted
+from benchmarks.bench_streaming import BATCH, ROW_BYTES, WRAPPING, consume, copied, make_table, raw_lance, read_once, write_compacted
 from replaystore.stream import Proportions, ReplayStream, Source
 
 
@@ -174,8 +174,8 @@ def mixtures(rows: int, rounds: int) -> None:
         apart = [alone, *(ReplayStream(source, BATCH) for source in sources[1:])]
         streams = {
             "single source": alone,
-            "mixture 60/30/10": ReplayStream(sources, BATCH, mixing=Proportions([0.6, 0.3, 0.1])),
-            "mixture 74/18.5/7.4 (read once)": ReplayStream(sources, BATCH, mixing=Proportions([1.0, 0.25, 0.1])),
+            "mixture 60/30/10": ReplayStream(sources, BATCH, mixing=Proportions(WRAPPING)),
+            "mixture 74.2/18.4/7.3 (read once)": ReplayStream(sources, BATCH, mixing=read_once(rows)),
         }
         fns: dict[str, Callable[[], int]] = {name: partial(consume, s) for name, s in streams.items()}
         fns["floor: the three one after another, each batch copied once"] = lambda: copied(apart)

@@ -211,3 +211,69 @@ def test_chunks_hold_about_chunk_bytes_so_wide_rows_are_read_a_few_steps_at_a_ti
     assert chunk_steps(built(256)) == CHUNK_BYTES // (1024 * 256 * 4 + 2048)  # ~1 MB a step: 7 steps
     assert chunk_steps(built(4096)) == 1  # 16 MB a step: one at a time
     assert chunk_steps([(0, None)]) == MAX_READ_AHEAD  # a rank with no rows in a step
+
+
+def _count_calls(patch: pytest.MonkeyPatch, method: str) -> Counter[str]:
+    """Calls of a real `LanceDataset` method, per table URI (the call goes through unchanged)."""
+    calls: Counter[str] = Counter()
+    real = getattr(lance.LanceDataset, method)
+
+    def counted(ds: lance.LanceDataset, *args: Any, **kwargs: Any) -> Any:
+        calls[ds.uri] += 1
+        return real(ds, *args, **kwargs)
+
+    patch.setattr(lance.LanceDataset, method, counted)
+    return calls
+
+
+def _ids(k: int, n: int, start: int = 0) -> pa.Table:
+    ids = np.arange(k * 1000 + start, k * 1000 + start + n, dtype=np.int64)
+    return pa.table({"id": ids, "x": ids.astype(np.float32)})
+
+
+def test_a_wrapping_source_is_decoded_in_its_first_epoch_only_while_its_version_stays(tmp_path: Any) -> None:
+    uris = [str(tmp_path / "main.lance"), str(tmp_path / "replay.lance")]
+    lance.write_dataset(_ids(0, 200), uris[0], max_rows_per_file=50)
+    lance.write_dataset(_ids(1, 37), uris[1], max_rows_per_file=10)
+
+    def stream() -> ReplayStream:  # the replay table (37 rows) gives half of 400 rows an epoch: it wraps
+        return ReplayStream([Source.from_lance("main", uris[0]), Source.from_lance("replay", uris[1])], 10, mixing=Proportions([1, 1]), prefetch=0)
+
+    def fresh(epoch: int) -> list[list[int]]:  # what a stream that kept nothing yields in that epoch
+        made = stream()
+        made.set_epoch(epoch)
+        return [b["id"].tolist() for b in made]
+
+    before = [fresh(epoch) for epoch in range(3)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(snapshots_module, "SCAN_BATCH", 16)
+        scans = _count_calls(patch, "to_batches")
+        looped = stream()
+        assert [[b["id"].tolist() for b in looped] for _ in range(3)] == before
+        assert scans[uris[1]] == 1 and scans[uris[0]] == 3  # the replay table once, the main table every epoch
+        lance.write_dataset(_ids(1, 5, start=37), uris[1], mode="append")  # a new version of the replay table
+        changed = [b["id"].tolist() for b in looped]
+        assert scans[uris[1]] == 2  # decoded again, once
+        assert set(range(1037, 1042)) <= {i for batch in changed for i in batch}  # the new rows are in the mix
+        again = [b["id"].tolist() for b in looped]
+        assert scans[uris[1]] == 2
+        looped.close()  # lets go of the kept rows: the next epoch decodes again
+        after_close = [b["id"].tolist() for b in looped]
+        assert scans[uris[1]] == 3
+    assert changed == fresh(3) and again == fresh(4) and after_close == fresh(5)
+
+
+def test_a_filtered_source_is_read_and_filtered_once_per_version(tmp_path: Any) -> None:
+    uri = str(tmp_path / "t.lance")
+    lance.write_dataset(_ids(0, 100), uri)
+    with pytest.MonkeyPatch.context() as patch:
+        reads = _count_calls(patch, "to_table")
+        stream = ReplayStream(Source.from_lance("even", uri, filter="id % 2 = 0"), 8, prefetch=0)
+        assert len(stream) == 7
+        epochs = [[i for b in stream for i in b["id"].tolist()] for _ in range(3)]
+        assert sum(reads.values()) == 1
+        lance.write_dataset(_ids(0, 20, start=100), uri, mode="append")
+        assert len(stream) == 8  # the next epoch's version (len pins it)
+        grown = [i for b in stream for i in b["id"].tolist()]
+        assert sum(reads.values()) == 2
+    assert epochs == [list(range(0, 100, 2))] * 3 and grown == list(range(0, 120, 2))

@@ -41,7 +41,7 @@ from replaystore.stream.plan import Plan, draw, epoch_counts, plan_epoch, step_c
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw
 from replaystore.stream.shipping import Packed, Shipped, Slots, pack
-from replaystore.stream.snapshots import LanceSnapshot, Snapshot
+from replaystore.stream.snapshots import Kept, LanceSnapshot, Snapshot
 from replaystore.stream.sources import READ_AHEAD, Source, StoreSource
 from replaystore.stream.workers import WorkerState
 
@@ -118,6 +118,8 @@ class ReplayStream(IterableDataset):
         self._shared: WorkerState | None = None  # set in `stream.loader`'s workers: the epoch to read
         self._slots: Slots | None = None  # a `stream.loader` worker's reused shared buffers
         self._generation = 0  # checkpoints loaded: a loader's persistent workers restart after one
+        self._kept = [Kept() for _ in self.sources]  # passes decoded whole, for later epochs of their version
+        self._held: list[tuple[int | None, Snapshot] | None] = [None] * len(self.sources)  # immutable snapshots by version
 
     # -- topology -------------------------------------------------------------------------
 
@@ -166,11 +168,15 @@ class ReplayStream(IterableDataset):
 
     def close(self) -> None:
         """Release the pins this stream holds (an epoch's end releases those of superseded versions;
-        garbage collection and interpreter exit release the rest)."""
+        garbage collection and interpreter exit release the rest) and the rows it keeps for later epochs."""
         self._pins.release()
+        for kept in self._kept:
+            kept.clear()
+        self._held = [None] * len(self.sources)
 
-    def __getstate__(self) -> dict[str, Any]:  # pins and locks stay with the process that made them
-        return {**self.__dict__, "_pins": None, "_lock": None, "_active": False, "_current": None, "_slots": None}
+    def __getstate__(self) -> dict[str, Any]:  # pins, locks and kept rows stay with the process that made them
+        fresh = {"_kept": [Kept() for _ in self.sources], "_held": [None] * len(self.sources)}
+        return {**self.__dict__, **fresh, "_pins": None, "_lock": None, "_active": False, "_current": None, "_slots": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # a DataLoader or Ray worker's copy
         keep_freed_memory()
@@ -181,7 +187,7 @@ class ReplayStream(IterableDataset):
 
     def _snapshots(self) -> list[Snapshot]:
         assert self.versions is not None
-        snaps = [s.open(v) for s, v in zip(self.sources, self.versions)]
+        snaps = [self._open(i, v) for i, v in enumerate(self.versions)]
         if self._sampler_epoch != self.epoch:
             for source, snap, version in zip(self.sources, snaps, self.versions):
                 stored = None
@@ -193,6 +199,18 @@ class ReplayStream(IterableDataset):
             if snap.num_rows == 0:
                 raise ValidationError("sources", f"source '{source.name}' has no rows at version {self.versions}")
         return snaps
+
+    def _open(self, i: int, version: int | None) -> Snapshot:
+        """Source `i` at `version`. A snapshot without read state (an in-memory or filtered table, the hot
+        tier) is opened once per version and reused by every epoch and `len()`: a filtered source is
+        read and filtered once, not once per epoch. A Lance snapshot carries its scan, so each call gets
+        its own (what it decodes whole is shared through `Kept`)."""
+        held = self._held[i]
+        if held is not None and held[0] == version:
+            return held[1]
+        snap = self.sources[i].open(version)
+        self._held[i] = None if isinstance(snap, LanceSnapshot) else (version, snap)
+        return snap
 
     def _plan(self, sizes: Sequence[int] | None = None) -> Plan:
         g, k = self.batch_size * self.world_size, len(self.sources)
@@ -346,12 +364,16 @@ class ReplayStream(IterableDataset):
             yield pack(built, self._slots)
 
     def _epoch_plan(self) -> tuple[list[Snapshot], Plan]:
-        """This epoch's snapshots and plan (sources that the epoch wraps around are decoded once)."""
+        """This epoch's snapshots and plan. A source the epoch wraps around is decoded once, and not again
+        in later epochs while its version stays the same (the rows it holds are held during every epoch
+        anyway); the rows kept for a source that no longer wraps are let go."""
         snaps = self._snapshots()
         plan = self._plan([s.num_rows for s in snaps])
         for i, snap in enumerate(snaps):
             if isinstance(snap, LanceSnapshot) and plan.counts[:, i].sum() > snap.num_rows:
-                snap.retain()
+                snap.retain(self._kept[i])
+            else:
+                self._kept[i].clear()
         return snaps, plan
 
     def iter_worker(self, worker: int, num_workers: int, in_main: bool = True) -> Iterator[Batch]:

@@ -23,6 +23,19 @@ MAX_READ_AHEAD = 32  # steps one read covers at most; later chunks hold about CH
 RETAIN_BYTES = 512 * 1024 * 1024  # a source read more than once per epoch is kept in memory up to this size
 
 
+@dataclass
+class Kept:
+    """Where a stream keeps a source's pass decoded whole between epochs. A snapshot that completes its
+    pass from row 0 leaves (version, converted batches, their first positions) here; the next epoch's
+    snapshot of the same version reads them instead of decoding the source again. What is left here is
+    never changed, only replaced as one tuple, so snapshots of concurrent iterations can share it."""
+
+    whole: tuple[int, list[Any], list[int]] | None = None
+
+    def clear(self) -> None:
+        self.whole = None
+
+
 class Snapshot(Protocol):
     num_rows: int
 
@@ -78,7 +91,8 @@ class LanceSnapshot:
     Each scanned batch is converted to numpy once and sliced into the pieces reads ask for
     (columns padded to a batch-wide width, variable-length lists, are converted piece by piece).
     A source the epoch reads more than once (a replay buffer smaller than its share) is kept in
-    memory after its first pass from row 0 (`retain`), so later passes are views, not new decodes."""
+    memory after its first pass from row 0 (`retain`), so later passes are views, not new decodes;
+    and, through the stream's `Kept`, so are the passes of later epochs of the same version."""
 
     dataset: lance.LanceDataset
     columns: list[str] | None
@@ -92,6 +106,7 @@ class LanceSnapshot:
     _kept: list[Any] | None = field(default=None, init=False, repr=False)  # converted batches of the first pass
     _kept_rows: list[int] = field(default_factory=list, init=False, repr=False)  # their first positions
     _kept_bytes: int = field(default=0, init=False, repr=False)
+    _shelf: Kept | None = field(default=None, init=False, repr=False)  # where a completed pass is left for later epochs
 
     def __post_init__(self) -> None:
         self.num_rows = self.dataset.count_rows()
@@ -112,9 +127,18 @@ class LanceSnapshot:
             parts += self._run(int(first), int(b - a))
         return parts if self._flat else [to_arrays(p) for p in parts]
 
-    def retain(self) -> None:
+    def retain(self, shelf: Kept | None = None) -> None:
         """Keep what the first pass from row 0 decodes (up to `RETAIN_BYTES`): a source smaller than its
-        share of the epoch wraps around, and later passes are then served from memory, not decoded again."""
+        share of the epoch wraps around, and later passes are then served from memory, not decoded again.
+        `shelf`: a pass of this version an earlier epoch completed is read from it (no decoding at all),
+        and this one's is left there once complete; a pass of another version is dropped first."""
+        if shelf is not None:
+            whole = shelf.whole
+            if whole is not None and whole[0] == self.dataset.version and whole[2][-1] == self.num_rows:
+                _, self._kept, self._kept_rows = whole
+                return
+            shelf.clear()
+            self._shelf = shelf
         if self._kept is None and self._next <= 0:
             self._kept, self._kept_rows, self._kept_bytes = [], [0], 0
 
@@ -178,6 +202,8 @@ class LanceSnapshot:
             return
         self._kept.append(self._head)
         self._kept_rows.append(self._kept_rows[-1] + batch.num_rows)
+        if self._shelf is not None and self._kept_rows[-1] == self.num_rows:  # complete: later epochs start from it
+            self._shelf.whole = (self.dataset.version, self._kept, self._kept_rows)
 
     def _from_memory(self, start: int, count: int) -> list[Any]:
         """Rows [start, start+count) as views of the kept batches."""
@@ -190,7 +216,7 @@ class LanceSnapshot:
         return parts
 
     def __getstate__(self) -> dict[str, Any]:  # an open scan cannot cross a process boundary
-        return {**self.__dict__, "_scan": None, "_head": None, "_left": 0, "_next": -1, "_kept": None, "_kept_rows": []}
+        return {**self.__dict__, "_scan": None, "_head": None, "_left": 0, "_next": -1, "_kept": None, "_kept_rows": [], "_shelf": None}
 
 
 def _cut(piece: Any, start: int, stop: int) -> Any:
