@@ -478,3 +478,26 @@ def test_a_prioritized_sampler_unpickled_with_read_only_arrays_still_folds_its_p
     received.__setstate__(state)
     received.consumed(1)
     assert received.base.tolist() == [1.0, 2.0 + sampler.eps, 1.0, 5.0 + sampler.eps] and received.log == []
+
+
+draws = st.builds(
+    Draw, n=st.integers(1, 500), seed=st.integers(0, 3), epoch=st.integers(0, 3), source=st.integers(0, 2), step=st.integers(0, 50),
+    global_step=st.integers(0, 500), cursor=st.integers(0, 2000), total=st.integers(0, 64), offset=st.integers(0, 32), count=st.integers(0, 32),
+)  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from([Sequential, Shuffled, Uniform]), st.lists(draws, min_size=1, max_size=6))
+def test_samplers_that_claim_pure_draws_draw_from_the_draw_alone(kind: type, cells: list[Draw]) -> None:
+    """What lets the stream draw them without its lock: no state that drawing, consuming or
+    checkpointing could see half-changed."""
+    assert kind.pure_draws
+    used, fresh = kind(), None
+    for cell in cells:
+        used.positions(cell)  # draws before, in any order, change nothing
+        used.consumed(cell.global_step)
+    for cell in reversed(cells):
+        fresh = kind()
+        assert np.array_equal(used.positions(cell)[0], fresh.positions(cell)[0])
+    assert used.state_dict() == {} == (fresh.state_dict() if fresh else {})
+    assert not Prioritized.pure_draws and not Curriculum.pure_draws

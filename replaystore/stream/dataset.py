@@ -110,7 +110,8 @@ class ReplayStream(IterableDataset):
         self.versions: list[int | None] | None = None
         self._sampler_epoch = -1
         self._pins = Pins()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # samplers' state, shared by the prefetch thread and the consumer
+        self._pure = all(s.sampler.pure_draws for s in self.sources)  # no sampler state: no lock needed
         self._active = False
         self._pre_state: dict[int, dict[int, Any]] = {}  # step → step-sequential samplers' state before it
         self._start = np.zeros(len(self.sources), np.int64)  # rows of each source used before step 0 (elastic resume)
@@ -267,16 +268,18 @@ class ReplayStream(IterableDataset):
         """Each step's (positions, weights) per source; step-sequential samplers are fed the steps other
         workers read first, and their state before each step is kept for checkpoints."""
         drawn: list[list[Cell]] = [[] for _ in steps]
-        with self._lock:
+        cursors, totals, offsets, rows = (a[steps].tolist() for a in (plan.cursors, plan.counts, plan.offsets, plan.rows))
+        with contextlib.nullcontext() if self._pure else self._lock:
             for k, step in enumerate(steps):
                 for i, (source, snap) in enumerate(zip(self.sources, snaps)):
                     if source.sampler.step_sequential:
                         self._catch_up(plan, snap.num_rows, i, step)
                         self._pre_state.setdefault(step, {})[i] = source.sampler.state_dict()
-                    if plan.rows[step, i] == 0:
+                    if rows[k][i] == 0:
                         drawn[k].append((np.empty(0, np.int64), None))
                         continue
-                    drawn[k].append(source.sampler.positions(self._draw(plan, snap.num_rows, i, step)))
+                    cell = Draw(snap.num_rows, self.seed, self.epoch, i, step, self.global_base + step, cursors[k][i], totals[k][i], offsets[k][i], rows[k][i])
+                    drawn[k].append(source.sampler.positions(cell))
         return drawn
 
     @staticmethod
@@ -400,6 +403,8 @@ class ReplayStream(IterableDataset):
     def _consumed_step(self, step: int) -> None:
         """`step` has been handed to the training loop: checkpoints and samplers move past it."""
         self.step = step + 1
+        if self._pure:  # nothing drawn ahead depends on what was consumed, and no state to fold in
+            return
         with self._lock:
             self._pre_state = {k: v for k, v in self._pre_state.items() if k >= self.step}
             for source in self.sources:

@@ -60,6 +60,7 @@ class Sampler:
     step_sequential: bool = False  # must be fed every global step in order (curriculum)
     draws_ahead: bool = True  # steps may be drawn before earlier ones are consumed
     keeps_priorities: bool = False  # starts epochs from stored priorities, takes updates
+    pure_draws: bool = False  # positions depend on the draw alone (no state to checkpoint or update): drawn without the stream's lock
 
     def reset(self, n: int, priorities: np.ndarray | None = None) -> None:
         """Start an epoch over a snapshot of `n` rows (with stored priorities, if it keeps any)."""
@@ -144,6 +145,8 @@ class Sequential(_Passes):
     """Rows in storage order; each epoch reads every row once. A single rank reads one forward scan;
     several ranks read interleaved slices of it, so every global batch is the same at any world size."""
 
+    pure_draws = True
+
     def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
         start = (draw.cursor + draw.offset) % draw.n if draw.n else 0
         if start + draw.count <= draw.n:  # the common case: no wrap-around, no order array
@@ -158,6 +161,7 @@ class Sequential(_Passes):
 class Shuffled(_Passes):
     """A seeded permutation per epoch (and per pass); every row exactly once per pass."""
 
+    pure_draws = True  # the cached permutation is a function of the draw
     _cache: dict[tuple[int, int, int, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     def order(self, draw: Draw, pass_: int) -> np.ndarray:
@@ -171,6 +175,8 @@ class Shuffled(_Passes):
 @dataclass
 class Uniform(Sampler):
     """Uniform with replacement: each step's rows drawn independently."""
+
+    pure_draws = True
 
     def positions(self, draw: Draw) -> tuple[np.ndarray, None]:
         rows = rng(draw.seed, draw.epoch, draw.source, draw.step, _UNIFORM).integers(0, draw.n, draw.total)
