@@ -37,7 +37,7 @@ from replaystore.stream.batches import Batch, Built, Cell, batches, chunk_steps
 from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import worker_steps
 from replaystore.stream.pins import Pins
-from replaystore.stream.plan import Plan, draw, epoch_counts, plan_epoch, step_counts
+from replaystore.stream.plan import Plan, cell_plans, draw, epoch_counts, plan_epoch, step_counts
 from replaystore.stream.priorities import load_priorities
 from replaystore.stream.samplers import Draw
 from replaystore.stream.shipping import Packed, Shipped, Slots, pack
@@ -231,7 +231,7 @@ class ReplayStream(IterableDataset):
     # -- batches ---------------------------------------------------------------------------
 
     def _draw(self, plan: Plan, n: int, source: int, step: int) -> Draw:
-        return draw(plan, n=n, seed=self.seed, epoch=self.epoch, source=source, step=step, global_step=self.global_base + step)
+        return draw(cell_plans(plan, [step])[0][source], n=n, seed=self.seed, epoch=self.epoch, source=source, step=step, global_step=self.global_base + step)
 
     def _catch_up(self, plan: Plan, n: int, source: int, step: int) -> None:
         """Feed a step-sequential sampler the steps other workers read, so all workers agree."""
@@ -268,17 +268,17 @@ class ReplayStream(IterableDataset):
         """Each step's (positions, weights) per source; step-sequential samplers are fed the steps other
         workers read first, and their state before each step is kept for checkpoints."""
         drawn: list[list[Cell]] = [[] for _ in steps]
-        cursors, totals, offsets, rows = (a[steps].tolist() for a in (plan.cursors, plan.counts, plan.offsets, plan.rows))
+        chunk = cell_plans(plan, steps)
         with contextlib.nullcontext() if self._pure else self._lock:
             for k, step in enumerate(steps):
                 for i, (source, snap) in enumerate(zip(self.sources, snaps)):
                     if source.sampler.step_sequential:
                         self._catch_up(plan, snap.num_rows, i, step)
                         self._pre_state.setdefault(step, {})[i] = source.sampler.state_dict()
-                    if rows[k][i] == 0:
+                    if chunk[k][i][3] == 0:  # no rows of this source for this rank
                         drawn[k].append((np.empty(0, np.int64), None))
                         continue
-                    cell = Draw(snap.num_rows, self.seed, self.epoch, i, step, self.global_base + step, cursors[k][i], totals[k][i], offsets[k][i], rows[k][i])
+                    cell = draw(chunk[k][i], n=snap.num_rows, seed=self.seed, epoch=self.epoch, source=i, step=step, global_step=self.global_base + step)
                     drawn[k].append(source.sampler.positions(cell))
         return drawn
 

@@ -68,10 +68,16 @@ def plan_epoch(counts: np.ndarray, world_size: int, rank: int, start: np.ndarray
     return Plan(counts, before, rows, offsets)
 
 
-def draw(plan: Plan, *, n: int, seed: int, epoch: int, source: int, step: int, global_step: int) -> Draw:
-    """The (source, step) cell of `plan` as a sampler sees it."""
-    return Draw(
-        n=n, seed=seed, epoch=epoch, source=source, step=step, global_step=global_step,
-        cursor=int(plan.cursors[step, source]), total=int(plan.counts[step, source]),
-        offset=int(plan.offsets[step, source]), count=int(plan.rows[step, source]),
-    )  # fmt: skip
+CellPlan = tuple[int, int, int, int]  # a (step, source) cell's cursor, total, offset and count
+
+
+def cell_plans(plan: Plan, steps: list[int]) -> list[list[CellPlan]]:
+    """Each of `steps`' cells per source, as Python ints converted once for all of them (four numpy
+    scalars per cell cost the stream's producer more than the sampler's own work)."""
+    columns = (plan.cursors[steps].tolist(), plan.counts[steps].tolist(), plan.offsets[steps].tolist(), plan.rows[steps].tolist())
+    return [list(zip(*per_step)) for per_step in zip(*columns)]
+
+
+def draw(cell: CellPlan, *, n: int, seed: int, epoch: int, source: int, step: int, global_step: int) -> Draw:
+    """A (source, step) cell of a plan as a sampler sees it."""
+    return Draw(n, seed, epoch, source, step, global_step, *cell)
