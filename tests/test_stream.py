@@ -501,3 +501,12 @@ def test_samplers_that_claim_pure_draws_draw_from_the_draw_alone(kind: type, cel
         assert np.array_equal(used.positions(cell)[0], fresh.positions(cell)[0])
     assert used.state_dict() == {} == (fresh.state_dict() if fresh else {})
     assert not Prioritized.pure_draws and not Curriculum.pure_draws
+
+
+def test_a_shuffled_sampler_shared_by_streams_of_different_seeds_gives_each_its_own_order() -> None:
+    """Its cached permutation is keyed by the seed too: one instance in two streams seeded apart
+    handed the second stream the first one's order."""
+    shared = Shuffled()
+    for seed in (0, 1, 0):
+        cell = Draw(n=50, seed=seed, epoch=0, source=0, step=0, global_step=0, cursor=0, total=50, offset=0, count=50)
+        assert shared.positions(cell)[0].tolist() == Shuffled().positions(cell)[0].tolist()

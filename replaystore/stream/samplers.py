@@ -162,10 +162,10 @@ class Shuffled(_Passes):
     """A seeded permutation per epoch (and per pass); every row exactly once per pass."""
 
     pure_draws = True  # the cached permutation is a function of the draw
-    _cache: dict[tuple[int, int, int, int], np.ndarray] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[int, int, int, int, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     def order(self, draw: Draw, pass_: int) -> np.ndarray:
-        key = (draw.n, draw.epoch, draw.source, pass_)
+        key = (draw.n, draw.seed, draw.epoch, draw.source, pass_)
         if key not in self._cache:
             self._cache.clear()  # one epoch at a time; a wrapped source needs two passes at most
             self._cache[key] = permutation(draw.n, draw.seed, draw.epoch, draw.source, pass_)
