@@ -28,6 +28,7 @@ from replaystore.stream import (
     Source,
     Uniform,
 )
+from replaystore.stream.plan import draw, forward_runs
 from replaystore.stream.samplers import Curriculum, Draw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -484,6 +485,25 @@ draws = st.builds(
     Draw, n=st.integers(1, 500), seed=st.integers(0, 3), epoch=st.integers(0, 3), source=st.integers(0, 2), step=st.integers(0, 50),
     global_step=st.integers(0, 500), cursor=st.integers(0, 2000), total=st.integers(0, 64), offset=st.integers(0, 32), count=st.integers(0, 32),
 )  # fmt: skip
+
+
+cell_plan = st.tuples(st.integers(0, 2000), st.integers(0, 64), st.integers(0, 32), st.integers(0, 32))  # cursor, total, offset, count
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 300), st.lists(cell_plan, min_size=1, max_size=8), st.booleans())
+def test_forward_runs_are_what_the_sequential_sampler_draws(n: int, cells: list[tuple[int, int, int, int]], one_rank: bool) -> None:
+    """The stream's shortcut for a chunk of `Sequential` cells gives the sampler's own positions for
+    each cell, and declines exactly when a cell wraps past the end (the sampler's passes apply)."""
+    if one_rank:  # each cell starts where the one before ended, as one rank's steps do
+        cursor = cells[0][0]
+        cells = [(cursor + sum(c[3] for c in cells[:k]), count, 0, count) for k, (_, _, _, count) in enumerate(cells)]
+    runs = forward_runs(cells, n)
+    wraps = any((cursor + offset) % n + count > n for cursor, _, offset, count in cells)
+    assert (runs is None) == wraps
+    for k, cell in enumerate(runs or []):
+        expected, _ = Sequential().positions(draw(cells[k], n=n, seed=0, epoch=0, source=0, step=k, global_step=k))
+        assert cell.dtype == np.int64 and cell.tolist() == expected.tolist()
 
 
 @settings(max_examples=80, deadline=None)

@@ -72,6 +72,12 @@ def test_concat_copies_once_widens_padded_lists_and_joins_strings() -> None:
         concat([a, {"other": np.zeros(1)}])
 
 
+def test_a_mixture_of_sources_with_different_columns_is_refused_naming_them() -> None:
+    sources = [Source.from_arrow("a", pa.table({"x": np.arange(8.0)})), Source.from_arrow("b", pa.table({"y": np.arange(8.0)}))]
+    with pytest.raises(ValidationError, match=r"columns.*\['x'\] vs \['y'\]"):
+        next(iter(ReplayStream(sources, 4, mixing=Proportions([0.5, 0.5]), prefetch=0)))
+
+
 def test_mixed_batches_hold_the_planned_rows_of_every_source_in_source_order() -> None:
     def table(start: int, n: int) -> pa.Table:
         ids = np.arange(start, start + n, dtype=np.int64)

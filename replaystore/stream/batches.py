@@ -14,7 +14,7 @@ import torch
 
 from replaystore.stream.snapshots import MAX_READ_AHEAD
 from replaystore.stream.sources import CHUNK_BYTES
-from replaystore.stream.tensors import as_tensors, concat, cut
+from replaystore.stream.tensors import as_tensors, concat, cut, join, rows_of, same_columns, spans
 
 Cell = tuple[np.ndarray, np.ndarray | None]  # one (source, step)'s positions and importance weights
 Built = list[tuple[int, dict[str, Any] | None]]  # (step, batch or None where this rank has no rows)
@@ -62,13 +62,13 @@ def batches(steps: list[int], drawn: list[list[Cell]], pieces: list[list[dict[st
     """The batches of `steps` from each source's pieces (read in step order) and the cells drawn."""
     sources = len(pieces)
     sizes = [[len(d[i][0]) for d in drawn] for i in range(sources)]
-    runs = [cut(pieces[i], sizes[i]) for i in range(sources)]  # per source: each step's views
-    first = next((view for run in runs for step in run for view in step), {})
-    rows = [sum(len(cell[0]) for cell in step) for step in drawn]
+    rows = [sum(step) for step in zip(*sizes)]
     cells = [(i, *cell) for step in drawn for i, cell in enumerate(step)]
     columns = {key: split(value, rows) for key, value in as_tensors(meta(cells), pin_memory).items()}
+    first = next((p for source in pieces for p in source), {})
     if sources > 1 and not any(key.endswith("_lengths") for key in first):  # padded widths stay per batch
-        return _mixture(steps, runs, rows, columns, pin_memory)
+        return _mixture(steps, pieces, sizes, rows, columns, pin_memory)
+    runs = [cut(pieces[i], sizes[i]) for i in range(sources)]  # per source: each step's views
     out: Built = []
     for k, step in enumerate(steps):
         parts = [view for i in range(sources) for view in runs[i][k]]
@@ -76,15 +76,24 @@ def batches(steps: list[int], drawn: list[list[Cell]], pieces: list[list[dict[st
     return out
 
 
-def _mixture(steps: list[int], runs: list[list[list[dict[str, Any]]]], rows: list[int], meta_columns: dict[str, Sequence[Any]], pin_memory: bool) -> Built:
+def _mixture(
+    steps: list[int], pieces: list[list[dict[str, Any]]], sizes: list[list[int]], rows: list[int], meta_columns: dict[str, Sequence[Any]], pin_memory: bool
+) -> Built:
     """A mixture's chunk with fixed-width columns: every column copied once for the whole chunk,
     batch after batch and source after source, and each batch a slice of it (few large copies
-    instead of one small copy per batch, source and column)."""
-    views = [view for k in range(len(steps)) for run in runs for view in run[k]]
-    if not views:
+    instead of one small copy per batch, source and column). The runs are worked out once per source
+    and applied to each column's arrays (a dict of views per run cost more than the slicing)."""
+    runs = [spans([rows_of(p) for p in pieces[i]], sizes[i]) for i in range(len(pieces))]
+    order = [(i, j, a, b) for k in range(len(steps)) for i, run in enumerate(runs) for j, a, b in run[k]]
+    if not order:
         return [(step, None) for step in steps]
-    columns = as_tensors(concat(views, pin_memory) if len(views) > 1 else dict(views[0]), pin_memory)
-    parts = {**{key: split(value, rows) for key, value in columns.items()}, **meta_columns}
+    keys = same_columns([source[0] for source in pieces if source])
+    if len(order) == 1:
+        i, j, a, b = order[0]
+        data = {key: pieces[i][j][key][a:b] for key in keys}
+    else:
+        data = {key: join([pieces[i][j][key][a:b] for i, j, a, b in order], pin_memory) for key in keys}
+    parts = {**{key: split(value, rows) for key, value in as_tensors(data, pin_memory).items()}, **meta_columns}
     return [(step, {key: value[k] for key, value in parts.items()} if rows[k] else None) for k, step in enumerate(steps)]
 
 

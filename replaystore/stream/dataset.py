@@ -37,9 +37,9 @@ from replaystore.stream.batches import Batch, Built, Cell, batches, chunk_steps
 from replaystore.stream.mixing import Mixing
 from replaystore.stream.order import worker_steps
 from replaystore.stream.pins import Pins
-from replaystore.stream.plan import Plan, cell_plans, draw, epoch_counts, plan_epoch, step_counts
+from replaystore.stream.plan import Plan, cell_plans, draw, epoch_counts, forward_runs, plan_epoch, step_counts
 from replaystore.stream.priorities import load_priorities
-from replaystore.stream.samplers import Draw
+from replaystore.stream.samplers import Draw, Sequential
 from replaystore.stream.shipping import Packed, Shipped, Slots, pack
 from replaystore.stream.snapshots import Kept, LanceSnapshot, Snapshot
 from replaystore.stream.sources import READ_AHEAD, Source, StoreSource
@@ -269,9 +269,16 @@ class ReplayStream(IterableDataset):
         workers read first, and their state before each step is kept for checkpoints."""
         drawn: list[list[Cell]] = [[] for _ in steps]
         chunk = cell_plans(plan, steps)
+        runs = [
+            forward_runs([cells[i] for cells in chunk], snap.num_rows) if type(s.sampler) is Sequential else None
+            for i, (s, snap) in enumerate(zip(self.sources, snaps))
+        ]
         with contextlib.nullcontext() if self._pure else self._lock:
             for k, step in enumerate(steps):
                 for i, (source, snap) in enumerate(zip(self.sources, snaps)):
+                    if runs[i] is not None:
+                        drawn[k].append((runs[i][k], None))  # type: ignore[index]
+                        continue
                     if source.sampler.step_sequential:
                         self._catch_up(plan, snap.num_rows, i, step)
                         self._pre_state.setdefault(step, {})[i] = source.sampler.state_dict()

@@ -145,45 +145,64 @@ def to_tensors(table: pa.Table | pa.RecordBatch, pin_memory: bool = False) -> di
 
 def concat(parts: list[dict[str, Any]], pin_memory: bool = False) -> dict[str, Any]:
     """One batch of arrays from several (per-source pieces): one copy per column, padded lists widened,
-    string lists joined. The copy lands in recycled memory (`buffers.OUTPUT`), or with `pin_memory` in
-    page-locked memory (no second copy)."""
+    string lists joined (see `join`)."""
+    keys = same_columns(parts)
+    out: dict[str, Any] = {}
+    for key in keys:
+        arrays = [part[key] for part in parts]
+        if f"{key}_lengths" in parts[0]:  # padded variable-length rows: widen to the widest part
+            width = max(a.shape[1] for a in arrays)
+            arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) if a.shape[1] < width else a for a in arrays]
+        out[key] = join(arrays, pin_memory)
+    return out
+
+
+def same_columns(parts: list[dict[str, Any]]) -> list[str]:
+    """The columns every part has, refused unless all parts have the same ones."""
     keys = list(parts[0])
     for part in parts[1:]:
         if part.keys() != parts[0].keys():
             raise ValidationError("columns", f"sources of one stream must yield the same columns: {keys} vs {list(part)}")
-    out: dict[str, Any] = {}
-    for key in keys:
-        arrays = [part[key] for part in parts]
-        if not isinstance(arrays[0], np.ndarray):
-            out[key] = [item for value in arrays for item in value]
-            continue
-        if f"{key}_lengths" in parts[0]:  # padded variable-length rows: widen to the widest part
-            width = max(a.shape[1] for a in arrays)
-            arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) if a.shape[1] < width else a for a in arrays]
-        # numpy, not torch.cat: one single-threaded memcpy; torch's intra-op pool stalls on a busy CPU
-        shape = (sum(len(a) for a in arrays), *arrays[0].shape[1:])
-        dtype = np.result_type(*arrays)
-        if pin_memory:  # torch's caching host allocator recycles pinned blocks
-            out[key] = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True)
-            np.concatenate(arrays, out=out[key].numpy())
-        else:
-            out[key] = np.concatenate(arrays, out=OUTPUT.empty(shape, dtype))
+    return keys
+
+
+def join(arrays: list[Any], pin_memory: bool = False) -> Any:
+    """Arrays of equal trailing shape one after another, copied once into recycled memory
+    (`buffers.OUTPUT`), or with `pin_memory` into page-locked memory (no second copy); lists joined."""
+    if not isinstance(arrays[0], np.ndarray):
+        return [item for value in arrays for item in value]
+    # numpy, not torch.cat: one single-threaded memcpy; torch's intra-op pool stalls on a busy CPU
+    shape = (sum(len(a) for a in arrays), *arrays[0].shape[1:])
+    dtype = np.result_type(*arrays)
+    if pin_memory:  # torch's caching host allocator recycles pinned blocks
+        out = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True)
+        np.concatenate(arrays, out=out.numpy())
+        return out
+    return np.concatenate(arrays, out=OUTPUT.empty(shape, dtype))
+
+
+def spans(lengths: list[int], sizes: list[int]) -> list[list[tuple[int, int, int]]]:
+    """Consecutive runs of `sizes` rows out of pieces of `lengths` rows, as (piece, start, stop) per run:
+    a run that spans two pieces has two."""
+    out: list[list[tuple[int, int, int]]] = []
+    j, at = 0, 0
+    for size in sizes:
+        run: list[tuple[int, int, int]] = []
+        while size > 0:
+            while at >= lengths[j]:
+                j, at = j + 1, 0
+            take = min(size, lengths[j] - at)
+            run.append((j, at, at + take))
+            at, size = at + take, size - take
+        out.append(run)
     return out
+
+
+def rows_of(piece: dict[str, Any]) -> int:
+    return len(next(iter(piece.values()))) if piece else 0
 
 
 def cut(pieces: list[dict[str, Any]], sizes: list[int]) -> list[list[dict[str, Any]]]:
     """Consecutive runs of `sizes` rows out of a sequence of column dicts (record batches), as views:
     a run that spans two pieces comes back as two views."""
-    out: list[list[dict[str, Any]]] = []
-    lengths = [len(next(iter(p.values()))) if p else 0 for p in pieces]
-    j, at = 0, 0
-    for size in sizes:
-        run: list[dict[str, Any]] = []
-        while size > 0:
-            while at >= lengths[j]:
-                j, at = j + 1, 0
-            take = min(size, lengths[j] - at)
-            run.append({k: v[at : at + take] for k, v in pieces[j].items()})
-            at, size = at + take, size - take
-        out.append(run)
-    return out
+    return [[{k: v[a:b] for k, v in pieces[j].items()} for j, a, b in run] for run in spans([rows_of(p) for p in pieces], sizes)]
