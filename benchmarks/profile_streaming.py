@@ -21,6 +21,12 @@ process (all threads, Lance's included), and the ratios to the single source eac
 with as many cores busy as the single source (its CPU per row against the single source's) and at
 best (its CPU time spread over every core, none idle).
 
+`python -m benchmarks.profile_streaming readahead --rows 1000000` — the compacted tables of the
+mixture rows streamed with Lance's read-ahead bounded by the stream (local files) and at Lance's
+default (`LANCE_DEFAULT_IO_BUFFER_SIZE` set to it), each stream in a fresh process: the first batch's
+latency, median wall, CPU and page faults per epoch, and how much the process's peak resident memory
+grew while streaming.
+
 Not part of `python -m benchmarks` (no peer rows): these are the measurements behind the notes.
 """
 
@@ -46,6 +52,7 @@ import torch
 import replaystore
 from benchmarks.bench_streaming import BATCH, ROW_BYTES, WRAPPING, consume, copied, make_table, raw_lance, read_once, write_compacted
 from replaystore.stream import Proportions, ReplayStream, Source
+from replaystore.stream.snapshots import LANCE_IO_BUFFER_ENV
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -237,14 +244,59 @@ def malloc_one(rows: int, rounds: int) -> None:
         print(f"  peak resident memory {peak:.0f} MB")
 
 
+def readahead(rows: int, rounds: int) -> None:
+    """Each (setting, stream) in a fresh process, since peak memory is per process; the tables are
+    written once, here."""
+    with tempfile.TemporaryDirectory() as folder:
+        write_compacted(replaystore.open(folder), rows)
+        for setting in ("bounded by the stream", "Lance's default (2 GiB)"):
+            env = {k: v for k, v in os.environ.items() if k != LANCE_IO_BUFFER_ENV}
+            if setting.startswith("Lance"):
+                env[LANCE_IO_BUFFER_ENV] = str(2 * 2**30)  # what Lance uses unset; set, the stream leaves scans to it
+            for which in ("single", "read-once mixture"):
+                print(f"Lance read-ahead {setting}, {which}:", flush=True)
+                command = [sys.executable, "-m", "benchmarks.profile_streaming", "readahead-one", f"--rows={rows}", f"--rounds={rounds}"]
+                subprocess.run([*command, f"--folder={folder}", f"--stream={which}"], env=env, check=True)
+
+
+def readahead_one(rows: int, rounds: int, folder: str, which: str) -> None:
+    store = replaystore.open(folder)
+    sources = [Source.from_store(store, name) for name in ("main_c", "replay_a_c", "replay_b_c")]
+    stream = ReplayStream(sources[0], BATCH) if which == "single" else ReplayStream(sources, BATCH, mixing=read_once(rows))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    batches = iter(stream)
+    next(batches)
+    first = time.perf_counter() - start
+    consume(batches)
+    walls, cpus, faults = [], [], []
+    for _ in range(rounds):
+        flt, cpu, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time(), time.perf_counter()
+        n = consume(stream)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt)
+    stream.close()
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    print(
+        f"  {n:,} rows/epoch: first batch of the first epoch {first * 1e3:.1f} ms; median of {rounds} epochs: wall {statistics.median(walls) * 1e3:.1f} ms, "
+        f"CPU {statistics.median(cpus) * 1e3:.1f} ms, {statistics.median(faults):,.0f} page faults; peak resident memory +{grown:.0f} MB from streaming"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_streaming")
-    parser.add_argument("case", choices=["loader", "epochs", "mixtures", "malloc", "malloc-one"])
+    parser.add_argument("case", choices=["loader", "epochs", "mixtures", "malloc", "malloc-one", "readahead", "readahead-one"])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=30, help="epochs timed (loader) or rounds of turns (epochs)")
+    parser.add_argument("--folder", help="readahead-one: the store readahead wrote")
+    parser.add_argument("--stream", choices=["single", "read-once mixture"], help="readahead-one: which stream")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cases = {"loader": loader, "epochs": epochs, "mixtures": mixtures, "malloc": malloc, "malloc-one": malloc_one}
+    if args.case == "readahead-one":
+        readahead_one(args.rows, args.rounds, args.folder, args.stream)
+        return
+    cases = {"loader": loader, "epochs": epochs, "mixtures": mixtures, "malloc": malloc, "malloc-one": malloc_one, "readahead": readahead}
     cases[args.case](args.rows, args.rounds)
 
 

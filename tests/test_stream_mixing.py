@@ -22,7 +22,7 @@ from replaystore.stream.batches import chunk_steps
 from replaystore.stream.loader import MAX_BLOCK, block_steps
 from replaystore.stream.order import worker_steps
 from replaystore.stream.shipping import unpack
-from replaystore.stream.snapshots import MAX_READ_AHEAD
+from replaystore.stream.snapshots import LANCE_IO_BUFFER_ENV, LOCAL_IO_BUFFER, MAX_READ_AHEAD, io_buffer_size
 from replaystore.stream.sources import CHUNK_BYTES
 from replaystore.stream.tensors import concat, cut, to_arrays
 from replaystore.stream.workers import WorkerState
@@ -283,3 +283,28 @@ def test_a_filtered_source_is_read_and_filtered_once_per_version(tmp_path: Any) 
         grown = [i for b in stream for i in b["id"].tolist()]
         assert sum(reads.values()) == 2
     assert epochs == [list(range(0, 100, 2))] * 3 and grown == list(range(0, 120, 2))
+
+
+def test_scans_of_local_tables_bound_lances_read_ahead(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lance's default read-ahead (2 GiB, sized for object stores) let a scan of local files buffer the
+    whole table; the stream bounds it there, leaves object stores to Lance, and defers to a user's
+    `LANCE_DEFAULT_IO_BUFFER_SIZE`."""
+    uri = str(tmp_path / "t.lance")
+    lance.write_dataset(_ids(0, 5000), uri)
+    asked: list[Any] = []
+    real = lance.LanceDataset.to_batches
+
+    def recorded(ds: lance.LanceDataset, *args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs.get("io_buffer_size"))
+        return real(ds, *args, **kwargs)
+
+    monkeypatch.setattr(lance.LanceDataset, "to_batches", recorded)
+    monkeypatch.delenv(LANCE_IO_BUFFER_ENV, raising=False)
+    assert [int(i) for b in ReplayStream(Source.from_lance("t", uri), 1000, prefetch=0) for i in b["id"]] == list(range(5000))
+    assert asked and set(asked) == {LOCAL_IO_BUFFER}
+    asked.clear()
+    monkeypatch.setenv(LANCE_IO_BUFFER_ENV, str(1 << 20))
+    assert sum(len(b["id"]) for b in ReplayStream(Source.from_lance("t", uri), 1000, prefetch=0)) == 5000
+    assert asked and set(asked) == {None}
+    monkeypatch.delenv(LANCE_IO_BUFFER_ENV)
+    assert io_buffer_size("file://" + uri) == LOCAL_IO_BUFFER and io_buffer_size("s3://bucket/t.lance") is None

@@ -7,6 +7,7 @@ ones use `take`. The hot tier's memory-mapped snapshot lives in `cache.py`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +22,21 @@ SCAN_BATCH = 8192  # rows per Lance batch when continuing a scan: large enough t
 SKIP_ROWS = 4 * SCAN_BATCH  # a gap a scan reads past rather than restarting (DataLoader workers interleave steps)
 MAX_READ_AHEAD = 32  # steps one read covers at most; later chunks hold about CHUNK_BYTES of batches (sources.py)
 RETAIN_BYTES = 512 * 1024 * 1024  # a source read more than once per epoch is kept in memory up to this size
+LOCAL_IO_BUFFER = 32 * 1024 * 1024  # bytes Lance may read ahead of a scan of local files (see `io_buffer_size`)
+LANCE_IO_BUFFER_ENV = "LANCE_DEFAULT_IO_BUFFER_SIZE"
+
+
+def io_buffer_size(uri: str) -> int | None:
+    """How far ahead of the stream Lance may read a table at `uri`; None leaves it to Lance.
+
+    Lance's default, 2 GiB per scan, is sized for 256 concurrent object-store reads. Local reads keep
+    up with it, so a scan of local files reads the whole table ahead into fresh buffers that the kernel
+    faults in: a training process's memory grew by the table's size per source each epoch and each
+    epoch's first batch waited on that reading (`python -m benchmarks.profile_streaming readahead`).
+    Local files get `LOCAL_IO_BUFFER`, several pages ahead; object stores keep Lance's default, and
+    `LANCE_DEFAULT_IO_BUFFER_SIZE`, where the user set it, decides for every scan."""
+    remote = "://" in uri and not uri.startswith("file://")
+    return None if remote or LANCE_IO_BUFFER_ENV in os.environ else LOCAL_IO_BUFFER
 
 
 @dataclass
@@ -107,9 +123,11 @@ class LanceSnapshot:
     _kept_rows: list[int] = field(default_factory=list, init=False, repr=False)  # their first positions
     _kept_bytes: int = field(default=0, init=False, repr=False)
     _shelf: Kept | None = field(default=None, init=False, repr=False)  # where a completed pass is left for later epochs
+    _io_buffer: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.num_rows = self.dataset.count_rows()
+        self._io_buffer = io_buffer_size(self.dataset.uri)
         schema = self.dataset.schema
         self._flat = _flat(pa.schema([schema.field(c) for c in self.columns]) if self.columns else schema)
 
@@ -171,7 +189,9 @@ class LanceSnapshot:
         about to be read (at least `SKIP_ROWS`, or the window): an open-ended scan reads ahead to the end
         of the file in the background, work a reader of blocks of steps throws away."""
         window = (start, max(count, self.window or SKIP_ROWS)) if start or self.window else (None, None)
-        self._scan = iter(self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, offset=window[0], limit=window[1]))
+        self._scan = iter(
+            self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, offset=window[0], limit=window[1], io_buffer_size=self._io_buffer)
+        )
         self._head, self._left, self._next = None, 0, start
 
     def _rows(self, count: int) -> list[Any]:
