@@ -186,8 +186,8 @@ class LanceSnapshot:
     def _open(self, start: int, count: int) -> None:
         """A new scan from `start`. From row 0 it is a plain scan, Lance's fastest path, unless the reader
         set a `window` (a loader worker reads only its blocks); from elsewhere it is limited to the rows
-        about to be read (at least `SKIP_ROWS`, or the window): an open-ended scan reads ahead to the end
-        of the file in the background, work a reader of blocks of steps throws away."""
+        about to be read (at least `SKIP_ROWS`, or the window): an open-ended scan reads ahead in the
+        background (`io_buffer_size`), work a reader of blocks of steps throws away."""
         window = (start, max(count, self.window or SKIP_ROWS)) if start or self.window else (None, None)
         self._scan = iter(
             self.dataset.to_batches(columns=self.columns, batch_size=SCAN_BATCH, offset=window[0], limit=window[1], io_buffer_size=self._io_buffer)
