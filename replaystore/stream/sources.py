@@ -209,7 +209,10 @@ class LanceBacked(Source):
         return LanceSnapshot(ds, self._columns())
 
     def to_ray(self, data: ModuleType, version: int | None) -> Any:
-        dataset = data.read_lance(self.location, version=version, columns=self._columns(), filter=self.filter, storage_options=self.options or None)
+        # the filter as a scanner option: read_lance's own `filter` argument is deprecated (Ray 2.60), and
+        # Ray's expression filters reach Lance as pyarrow's rendering of them, not as the SQL users wrote
+        scan = {"filter": self.filter} if self.filter else None
+        dataset = data.read_lance(self.location, version=version, columns=self._columns(), scanner_options=scan, storage_options=self.options or None)
         # The stream's column names; a map, since Ray's rename_columns plans over read_lance's full schema.
         return dataset.map_batches(self.renamed, batch_format="pyarrow") if self.rename else dataset
 
