@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from replaystore.stream.snapshots import arrays_of, contiguous
+from replaystore.stream.snapshots import arrays_of, contiguous, gather
 
 if TYPE_CHECKING:
     from replaystore.stream.sources import LanceBacked
@@ -82,6 +82,8 @@ class MemmapSnapshot:
         return pa.Table.from_arrays(columns, schema=self.schema)
 
     def read_arrays(self, positions: np.ndarray) -> list[dict[str, Any]]:
+        if self.rest is None:  # every column is in a memmap: no Arrow table to build and convert back
+            return [gather(self.arrays, positions)]
         return arrays_of(self.read(positions))
 
     def gather(self, name: str, positions: np.ndarray) -> np.ndarray:
