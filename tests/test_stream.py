@@ -28,6 +28,7 @@ from replaystore.stream import (
     Source,
     Uniform,
 )
+from replaystore.stream.order import rng
 from replaystore.stream.plan import draw, forward_runs
 from replaystore.stream.samplers import Curriculum, Draw
 
@@ -245,6 +246,27 @@ def test_priority_updates_take_effect_after_the_prefetched_batches() -> None:
     lag = stream.priority_lag
     assert not (np.concatenate(drawn[1 : 1 + lag - 1]) == 0).all()  # still the old priorities
     assert (np.concatenate(drawn[1 + lag - 1 :]) == 0).all()  # only row 0 has mass now
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**40), min_size=1, max_size=6))
+def test_a_step_generator_is_numpys_generator_seeded_with_the_same_key(key: list[int]) -> None:
+    """Stream orders stay what they were: the same bits as numpy's SeedSequence of the key's ints,
+    small words and words past 2**32 alike."""
+    reference = np.random.Generator(np.random.PCG64(np.random.SeedSequence(key)))
+    assert np.array_equal(rng(*key).random(8), reference.random(8))
+
+
+def test_a_pending_priority_update_keeps_its_rows_when_the_batch_is_changed_afterwards() -> None:
+    stream = ReplayStream(Source.from_arrow("p", rows(50), sampler=Prioritized(alpha=1.0)), 20, steps_per_epoch=12, prefetch=0)
+    drawn = []
+    for step, batch in enumerate(stream):
+        drawn.append(batch["_position"].numpy().copy())
+        if step == 0:  # row 0 gets all the mass, then the training loop reuses the batch's tensors
+            everything = {"_source": torch.zeros(50, dtype=torch.int16), "_position": torch.arange(50)}
+            stream.update_priorities(everything, np.r_[1000.0, np.zeros(49)])
+            everything["_position"].fill_(7)
+    assert (np.concatenate(drawn[1:]) == 0).all()
 
 
 def test_store_source_pins_each_epoch_and_ignores_concurrent_appends(store: replaystore.Store) -> None:

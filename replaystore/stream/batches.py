@@ -64,6 +64,9 @@ def batches(steps: list[int], drawn: list[list[Cell]], pieces: list[list[dict[st
     sizes = [[len(d[i][0]) for d in drawn] for i in range(sources)]
     rows = [sum(step) for step in zip(*sizes)]
     cells = [(i, *cell) for step in drawn for i, cell in enumerate(step)]
+    if len(steps) == 1 and len(pieces) == 1 and len(pieces[0]) == 1 and rows[0]:  # prioritized and curriculum
+        # steps come one per chunk: the one piece read is the batch, with nothing to cut or split
+        return [(steps[0], {**finish(pieces[0], pin_memory), **as_tensors(meta(cells), pin_memory)})]
     columns = {key: split(value, rows) for key, value in as_tensors(meta(cells), pin_memory).items()}
     first = next((p for source in pieces for p in source), {})
     if sources > 1 and not any(key.endswith("_lengths") for key in first):  # padded widths stay per batch

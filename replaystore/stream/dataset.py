@@ -441,11 +441,15 @@ class ReplayStream(IterableDataset):
         if loss.shape != index.shape:
             raise ValidationError("losses", f"need one loss per row: batch has {len(index)} rows, got {len(loss)} losses")
         at = self.global_base + self.step - 1 + self.priority_lag
+        positions = batch["_position"].numpy()
         with self._lock:
+            if len(self.sources) == 1:  # every row is the one source's: no masks (a prioritized step's own cost)
+                self.sources[0].sampler.update_priority(positions, loss, at)
+                return
             for i, source in enumerate(self.sources):
                 mask = index == i
                 if mask.any():
-                    source.sampler.update_priority(batch["_position"].numpy()[mask], loss[mask], at)
+                    source.sampler.update_priority(positions[mask], loss[mask], at)
 
     def state_dict(self, step: int | None = None) -> dict[str, Any]:
         """Where the stream stands. `step`: batches this rank consumed this epoch, when a DataLoader

@@ -18,8 +18,13 @@ import numpy as np
 
 
 def rng(seed: int, *key: int) -> np.random.Generator:
-    """An independent generator for one (seed, epoch, source, step, ...) key."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), *map(int, key)])))
+    """An independent generator for one (seed, epoch, source, step, ...) key.
+
+    numpy seeds a list of ints below 2**32 with one uint32 word each; given those words as an array,
+    it makes the same generator at a third of the cost (prioritized draws make one every step)."""
+    words = [int(seed), *map(int, key)]
+    entropy = np.array(words, np.uint32) if min(words) >= 0 and max(words) < 2**32 else words
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
 
 
 def permutation(n: int, seed: int, epoch: int, source: int, pass_: int = 0) -> np.ndarray:

@@ -237,7 +237,7 @@ class Prioritized(Sampler):
 
     def update_priority(self, positions: np.ndarray, losses: np.ndarray, at_step: int) -> None:
         """Queue new priorities |loss| + eps for rows, effective from global step `at_step`."""
-        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        positions = np.array(positions, dtype=np.int64).reshape(-1)  # a copy: the log outlives the caller's batch
         values = np.abs(np.asarray(losses, dtype=np.float64).reshape(-1)) + self.eps
         if positions.shape != values.shape:
             raise ValidationError("losses", f"need one loss per row: {len(positions)} rows, {len(values)} losses")
