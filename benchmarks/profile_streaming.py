@@ -27,6 +27,12 @@ default (`LANCE_DEFAULT_IO_BUFFER_SIZE` set to it), each stream in a fresh proce
 latency, median wall, CPU and page faults per epoch, and how much the process's peak resident memory
 grew while streaming.
 
+`python -m benchmarks.profile_streaming prioritized --rows 100000` — CPU time per step (best of
+`--rounds` epochs of 2,000 steps) of the benchmark's prioritized replay through the public API (a
+`ReplayStream` over a `Prioritized` in-memory source, 256 rows with their data, then
+`update_priorities`) beside cpprb's `PrioritizedReplayBuffer` doing the same, in one process; run it
+from an older checkout's package (`PYTHONPATH`) for a before/after.
+
 Not part of `python -m benchmarks` (no peer rows): these are the measurements behind the notes.
 """
 
@@ -210,6 +216,46 @@ def mixtures(rows: int, rounds: int) -> None:
         )
 
 
+def prioritized(rows: int, rounds: int) -> None:
+    """CPU time per step, not wall time: a step is ~0.2 ms, so a shared core's other work shows in wall time."""
+    from cpprb import PrioritizedReplayBuffer
+
+    from replaystore.stream import Prioritized
+
+    steps, batch = 2000, 256
+    table = make_table(rows)
+    losses = np.random.default_rng(3).random((steps, batch))
+    source = Source.from_arrow("replay", table, sampler=Prioritized(alpha=0.6, beta=0.4))
+
+    def ours() -> None:
+        stream = ReplayStream(source, batch, steps_per_epoch=steps, prefetch=0)
+        for step, got in enumerate(stream):
+            stream.update_priorities(got, losses[step])
+
+    columns = {"vector": table.column("vector").combine_chunks().flatten().to_numpy().reshape(rows, 64)}
+    columns |= {name: table.column(name).to_numpy() for name in ("label", "id")}
+    buffer = PrioritizedReplayBuffer(rows, {"vector": {"shape": 64, "dtype": np.float32}, "label": {"dtype": np.int64}, "id": {"dtype": np.int64}}, alpha=0.6)
+    buffer.add(**columns)
+
+    def peer() -> None:
+        for step in range(steps):
+            sample = buffer.sample(batch, beta=0.4)
+            {k: torch.from_numpy(v) for k, v in sample.items()}
+            buffer.update_priorities(sample["indexes"], losses[step])
+
+    best = {"ours": float("inf"), "cpprb": float("inf")}
+    for fn in (ours, peer):
+        fn()  # first epoch (numba's kernels, the tree) untimed
+    for _ in range(rounds):
+        for name, fn in (("ours", ours), ("cpprb", peer)):
+            cpu = time.process_time()
+            fn()
+            best[name] = min(best[name], (time.process_time() - cpu) / steps)
+    print(f"prioritized batch of {batch} with data + priority update, {rows:,} rows, best of {rounds} epochs of {steps} steps, package {replaystore.__file__}")
+    for name, seconds in best.items():
+        print(f"  {name}: {seconds * 1e6:.1f} µs of CPU per step")
+
+
 def malloc(rows: int, rounds: int) -> None:
     """Each setting in a fresh process: the thresholds are process-wide and set once."""
     for setting in ("raised by replaystore", "glibc's defaults"):
@@ -286,7 +332,7 @@ def readahead_one(rows: int, rounds: int, folder: str, which: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_streaming")
-    parser.add_argument("case", choices=["loader", "epochs", "mixtures", "malloc", "malloc-one", "readahead", "readahead-one"])
+    parser.add_argument("case", choices=["loader", "epochs", "mixtures", "prioritized", "malloc", "malloc-one", "readahead", "readahead-one"])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=30, help="epochs timed (loader) or rounds of turns (epochs)")
     parser.add_argument("--folder", help="readahead-one: the store readahead wrote")
@@ -296,7 +342,15 @@ def main() -> None:
     if args.case == "readahead-one":
         readahead_one(args.rows, args.rounds, args.folder, args.stream)
         return
-    cases = {"loader": loader, "epochs": epochs, "mixtures": mixtures, "malloc": malloc, "malloc-one": malloc_one, "readahead": readahead}
+    cases = {
+        "loader": loader,
+        "epochs": epochs,
+        "mixtures": mixtures,
+        "prioritized": prioritized,
+        "malloc": malloc,
+        "malloc-one": malloc_one,
+        "readahead": readahead,
+    }
     cases[args.case](args.rows, args.rounds)
 
 
