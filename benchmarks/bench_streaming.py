@@ -32,6 +32,7 @@ from replaystore.stream.plan import epoch_counts
 
 BATCH = 1024
 RANDOM_BATCH = 256
+RAY_EPOCHS = 3  # epochs each Ray Train worker runs, ours and the peer; the best counts
 ROW_BYTES = 64 * 4 + 8 + 8
 NAME = "streaming"
 
@@ -430,18 +431,25 @@ def ray_workers(store: replaystore.Store, uri: str, n: int) -> list[Result]:
 
     from replaystore.stream.ray_train import ray_datasets, stream_trainer
 
+    def best_epoch(epoch: Any) -> dict[str, float]:
+        """The fastest of `RAY_EPOCHS` epochs (rows, seconds): a single epoch per worker swung between
+        ~3.5× and ~10× the peer from run to run."""
+        runs = []
+        for _ in range(RAY_EPOCHS):
+            start = time.perf_counter()
+            rows = epoch()
+            runs.append((rows / (time.perf_counter() - start), rows))
+        rate, rows = max(runs)
+        return {"rows": rows, "seconds": rows / rate}
+
     def ours_loop(stream: ReplayStream, log: Any, config: dict[str, Any]) -> dict[str, float]:
-        start = time.perf_counter()
-        rows = consume(stream)
-        return {"rows": rows, "seconds": time.perf_counter() - start}
+        return best_epoch(lambda: consume(stream))
 
     def ray_data_loop(config: dict[str, Any]) -> None:
         shard = ray.train.get_dataset_shard("main")
-        start = time.perf_counter()
-        rows = consume(shard.iter_torch_batches(batch_size=BATCH))
-        seconds = time.perf_counter() - start
+        best = best_epoch(lambda: consume(shard.iter_torch_batches(batch_size=BATCH)))
         with tempfile.TemporaryDirectory() as empty:  # Ray Train v2 keeps metrics only with a checkpoint
-            ray.train.report({"rows": rows, "seconds": seconds}, checkpoint=ray.train.Checkpoint.from_directory(empty))
+            ray.train.report(best, checkpoint=ray.train.Checkpoint.from_directory(empty))
 
     scaling = ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5})
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -464,7 +472,8 @@ def ray_workers(store: replaystore.Store, uri: str, n: int) -> list[Result]:
     return [
         Result(NAME, "sequential stream inside 2 Ray Train workers (0.5 CPU each)", "GB/s (2 workers)",
                2 * ours["rows"] / ours["seconds"] * ROW_BYTES / 1e9, 2 * peer["rows"] / peer["seconds"] * ROW_BYTES / 1e9,
-               "Ray Data read_lance().iter_torch_batches()", True, "≥ 1.0× (stock path 8–10× slower)"),
+               "Ray Data read_lance().iter_torch_batches()", True, "≥ 1.0× (stock path 8–10× slower)",
+               f"best of {RAY_EPOCHS} epochs in each worker, ours and the peer alike"),
     ]  # fmt: skip
 
 
