@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
@@ -250,6 +250,9 @@ def test_priority_updates_take_effect_after_the_prefetched_batches() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 2**40), min_size=1, max_size=6))
+@example([0])
+@example([2**32 - 1, 0, 3])  # the largest word an array holds
+@example([7, 2**32 - 1, 2**32])  # one past it: the list, as numpy splits it
 def test_a_step_generator_is_numpys_generator_seeded_with_the_same_key(key: list[int]) -> None:
     """Stream orders stay what they were: the same bits as numpy's SeedSequence of the key's ints,
     small words and words past 2**32 alike."""
