@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -310,21 +310,20 @@ def prioritized_draws(n: int, steps: int = 2000) -> list[Result]:
     return results + [Result(NAME, case, "samples/s", mine, torchrl, "TorchRL PrioritizedSampler (C++ sum tree)", True, "≥ 1.0×")]
 
 
-def prioritized_replay(store: replaystore.Store, n: int, steps: int = 2000) -> list[Result]:
-    """Through the public API: a `ReplayStream` over a `Prioritized` source yields 256 rows with their
-    data, then `update_priorities` feeds their losses back — beside cpprb's `PrioritizedReplayBuffer`
-    (a C++ sum tree) sampling 256 rows with their data and updating their priorities, on the same rows."""
+PER_ALPHA, PER_BETA = 0.6, 0.4
+
+
+def prioritized_loops(table: pa.Table, steps: int) -> tuple[Callable[[Source], Callable[[], int]], Callable[[], int]]:
+    """(ours, peer) for `steps` steps over `table`: `ours(source)` runs a `ReplayStream` over a
+    `Prioritized` source (256 rows with their data, then `update_priorities`); `peer` has cpprb's
+    `PrioritizedReplayBuffer` (a C++ sum tree) sample 256 rows with their data and update their
+    priorities, with the same losses. Each returns the rows it drew."""
     from cpprb import PrioritizedReplayBuffer
 
-    from replaystore.stream import Prioritized
-
-    alpha, beta = 0.6, 0.4
-    table = make_table(n)
-    vectors = table.column("vector").combine_chunks().flatten().to_numpy().reshape(n, 64)
-    labels, ids = table.column("label").to_numpy(), table.column("id").to_numpy()
+    n = table.num_rows
     losses = np.random.default_rng(3).random((steps, RANDOM_BATCH))
 
-    def ours(source: Source) -> Any:
+    def ours(source: Source) -> Callable[[], int]:
         def run() -> int:
             stream = ReplayStream(source, RANDOM_BATCH, steps_per_epoch=steps, prefetch=0)
             for step, batch in enumerate(stream):
@@ -333,18 +332,34 @@ def prioritized_replay(store: replaystore.Store, n: int, steps: int = 2000) -> l
 
         return run
 
-    buffer = PrioritizedReplayBuffer(n, {"vector": {"shape": 64, "dtype": np.float32}, "label": {"dtype": np.int64}, "id": {"dtype": np.int64}}, alpha=alpha)
-    buffer.add(vector=vectors, label=labels, id=ids)
+    buffer = PrioritizedReplayBuffer(
+        n, {"vector": {"shape": 64, "dtype": np.float32}, "label": {"dtype": np.int64}, "id": {"dtype": np.int64}}, alpha=PER_ALPHA
+    )
+    buffer.add(
+        vector=table.column("vector").combine_chunks().flatten().to_numpy().reshape(n, 64),
+        label=table.column("label").to_numpy(),
+        id=table.column("id").to_numpy(),
+    )
 
     def peer() -> int:
         for step in range(steps):
-            sample = buffer.sample(RANDOM_BATCH, beta=beta)
+            sample = buffer.sample(RANDOM_BATCH, beta=PER_BETA)
             {k: torch.from_numpy(v) for k, v in sample.items()}  # the same tensors a training step receives
             buffer.update_priorities(sample["indexes"], losses[step])
         return steps * RANDOM_BATCH
 
-    memory = Source.from_arrow("replay", table, sampler=Prioritized(alpha=alpha, beta=beta))
-    hot = Source.from_store(store, "main", cache=True, sampler=Prioritized(alpha=alpha, beta=beta))
+    return ours, peer
+
+
+def prioritized_replay(store: replaystore.Store, n: int, steps: int = 2000) -> list[Result]:
+    """Through the public API, beside cpprb doing the same on the same rows (`prioritized_loops`):
+    from an in-memory Arrow source and from a store table through the hot tier."""
+    from replaystore.stream import Prioritized
+
+    table = make_table(n)
+    ours, peer = prioritized_loops(table, steps)
+    memory = Source.from_arrow("replay", table, sampler=Prioritized(alpha=PER_ALPHA, beta=PER_BETA))
+    hot = Source.from_store(store, "main", cache=True, sampler=Prioritized(alpha=PER_ALPHA, beta=PER_BETA))
     in_memory, cpprb = paired(ours(memory), peer, repeat=3)
     tiered, cpprb_tiered = paired(ours(hot), peer, repeat=3)
     case = f"prioritized batch of {RANDOM_BATCH} with data + priority update, {n:,} rows (public API)"

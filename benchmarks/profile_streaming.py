@@ -56,7 +56,21 @@ import numpy as np
 import torch
 
 import replaystore
-from benchmarks.bench_streaming import BATCH, ROW_BYTES, WRAPPING, consume, copied, make_table, raw_lance, read_once, write_compacted
+from benchmarks.bench_streaming import (
+    BATCH,
+    PER_ALPHA,
+    PER_BETA,
+    RANDOM_BATCH,
+    ROW_BYTES,
+    WRAPPING,
+    consume,
+    copied,
+    make_table,
+    prioritized_loops,
+    raw_lance,
+    read_once,
+    write_compacted,
+)
 from replaystore.stream import Proportions, ReplayStream, Source
 from replaystore.stream.snapshots import LANCE_IO_BUFFER_ENV
 
@@ -218,30 +232,12 @@ def mixtures(rows: int, rounds: int) -> None:
 
 def prioritized(rows: int, rounds: int) -> None:
     """CPU time per step, not wall time: a step is ~0.2 ms, so a shared core's other work shows in wall time."""
-    from cpprb import PrioritizedReplayBuffer
-
     from replaystore.stream import Prioritized
 
-    steps, batch = 2000, 256
+    steps, batch = 2000, RANDOM_BATCH
     table = make_table(rows)
-    losses = np.random.default_rng(3).random((steps, batch))
-    source = Source.from_arrow("replay", table, sampler=Prioritized(alpha=0.6, beta=0.4))
-
-    def ours() -> None:
-        stream = ReplayStream(source, batch, steps_per_epoch=steps, prefetch=0)
-        for step, got in enumerate(stream):
-            stream.update_priorities(got, losses[step])
-
-    columns = {"vector": table.column("vector").combine_chunks().flatten().to_numpy().reshape(rows, 64)}
-    columns |= {name: table.column(name).to_numpy() for name in ("label", "id")}
-    buffer = PrioritizedReplayBuffer(rows, {"vector": {"shape": 64, "dtype": np.float32}, "label": {"dtype": np.int64}, "id": {"dtype": np.int64}}, alpha=0.6)
-    buffer.add(**columns)
-
-    def peer() -> None:
-        for step in range(steps):
-            sample = buffer.sample(batch, beta=0.4)
-            {k: torch.from_numpy(v) for k, v in sample.items()}
-            buffer.update_priorities(sample["indexes"], losses[step])
+    loops, peer = prioritized_loops(table, steps)
+    ours = loops(Source.from_arrow("replay", table, sampler=Prioritized(alpha=PER_ALPHA, beta=PER_BETA)))
 
     best = {"ours": float("inf"), "cpprb": float("inf")}
     for fn in (ours, peer):
