@@ -84,3 +84,33 @@ def test_demo_refuses_a_task_count_it_does_not_have_and_leaves_the_store_alone(t
     assert proc.stderr.strip().splitlines()[-1] == "error: ValidationError: tasks: must be between 1 and 3, got 4"
     assert store.table_names() == ["digits-replay-task0"] and store.count("digits-replay-task0") == 1
     assert not (tmp_path / "out").exists()
+
+
+LOCAL_MODE = """
+import json, os
+from replaystore.cli.prefect_home import private_prefect_home
+with private_prefect_home() as home:
+    from prefect.settings import PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+    seen = {"home": home, "prefect_home": str(PREFECT_HOME.value()), "timeout": PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()}
+seen["after"] = {k: os.environ.get(k) for k in ("PREFECT_HOME", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")}
+seen["home_left"] = os.path.exists(seen["home"]) if seen["home"] else None
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("user_timeout", [None, "45"])
+def test_local_mode_gives_prefects_temporary_server_time_to_start_and_a_home_of_its_own(user_timeout: str | None) -> None:
+    """What Prefect itself reads inside the block (a fresh interpreter: Prefect reads its settings at
+    import): a private home, removed afterwards, and a startup timeout of 120 s unless the user set one."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    if user_timeout:
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = user_timeout
+    proc = subprocess.run([sys.executable, "-c", LOCAL_MODE], capture_output=True, text=True, env=env, check=True)
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["home"] and seen["prefect_home"] == seen["home"] and seen["home_left"] is False
+    assert seen["timeout"] == int(user_timeout or 120)
+    assert seen["after"] == {"PREFECT_HOME": None, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": user_timeout}
