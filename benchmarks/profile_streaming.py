@@ -21,6 +21,13 @@ process (all threads, Lance's included), and the ratios to the single source eac
 with as many cores busy as the single source (its CPU per row against the single source's) and at
 best (its CPU time spread over every core, none idle).
 
+`python -m benchmarks.profile_streaming stages --rows 1000000` — the same tables, a single source and
+the read-once mixture streamed in-line (prefetch=0, so that the stream's own stages run in the main
+thread): CPU per row of each stage (drawing the rows, reading them: pulling Lance's batches and
+viewing them as numpy, assembling the batches: for the mixture the copy into place) and of Lance's
+own threads (their decoding, read from /proc, Linux), beside a copy of the same bytes from an
+epoch-sized array, a chunk at a time: what the assembly costs beyond its copy.
+
 `python -m benchmarks.profile_streaming readahead --rows 1000000` — the compacted tables of the
 mixture rows streamed with Lance's read-ahead bounded by the stream (local files) and at Lance's
 default (`LANCE_DEFAULT_IO_BUFFER_SIZE` set to it), each stream in a fresh process: the first batch's
@@ -39,6 +46,7 @@ Not part of `python -m benchmarks` (no peer rows): these are the measurements be
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import statistics
@@ -72,13 +80,27 @@ from benchmarks.bench_streaming import (
     write_compacted,
 )
 from replaystore.stream import Proportions, ReplayStream, Source
+from replaystore.stream import dataset as stream_dataset
 from replaystore.stream.snapshots import LANCE_IO_BUFFER_ENV
+from replaystore.stream.sources import CHUNK_BYTES
 
 
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU of process `pid` so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _lance_cpu_seconds() -> float:
+    """User + system CPU so far of this process's threads that Lance runs (named `lance_*`; Linux /proc)."""
+    total = 0.0
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+            if stat[stat.index("(") + 1 :].startswith("lance"):
+                fields = stat.rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def loader(rows: int, epochs: int) -> None:
@@ -230,6 +252,73 @@ def mixtures(rows: int, rounds: int) -> None:
         )
 
 
+def stages(rows: int, rounds: int) -> None:
+    """Stage CPU from `time.thread_time` around the stream's own steps (wrapped for this run only),
+    so it is the CPU the main thread spent in them, not time spent waiting for Lance."""
+    spent: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return fn(*args)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.thread_time() - start
+
+        return run
+
+    drawn, read, assemble = ReplayStream._drawn, ReplayStream._read, stream_dataset.batches
+    ReplayStream._drawn = timed("draw", drawn)  # type: ignore[method-assign]
+    ReplayStream._read = staticmethod(timed("read", read))  # type: ignore[method-assign]
+    stream_dataset.batches = timed("assemble", assemble)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            store = replaystore.open(folder)
+            sources = [Source.from_store(store, name) for name in write_compacted(store, rows)]
+            streams = {
+                "single source": ReplayStream(sources[0], BATCH, prefetch=0),
+                "read-once mixture": ReplayStream(sources, BATCH, mixing=read_once(rows), prefetch=0),
+            }
+            got: dict[str, dict[str, float]] = {}
+            for name, stream in streams.items():
+                consume(stream)  # the first epoch (opens, first pass of the tables) untimed
+                spent.clear()
+                lance_cpu, cpu, start, n = _lance_cpu_seconds(), time.process_time(), time.perf_counter(), 0
+                for _ in range(rounds):
+                    n += consume(stream)
+                wall, cpu, lance_cpu = time.perf_counter() - start, time.process_time() - cpu, _lance_cpu_seconds() - lance_cpu
+                got[name] = {"rows": n / rounds, "wall": wall / n, "process": cpu / n, "lance": lance_cpu / n, **{k: v / n for k, v in spent.items()}}
+                stream.close()
+    finally:
+        ReplayStream._drawn, ReplayStream._read, stream_dataset.batches = drawn, staticmethod(read), assemble  # type: ignore[method-assign]
+    copy = _epoch_copy(int(got["read-once mixture"]["rows"]))
+    print(f"compacted tables of {rows:,}, {rows // 4:,} and {rows // 10:,} rows, {rounds} epochs each, in-line, load {os.getloadavg()[0]:.1f}; ns per row:")
+    for name, ns in got.items():
+        stages_ns = ", ".join(f"{k} {ns[k] * 1e9:.0f}" for k in ("draw", "read", "assemble"))
+        other = ns["process"] - ns["lance"] - sum(ns[k] for k in ("draw", "read", "assemble"))
+        print(
+            f"  {name}: wall {ns['wall'] * 1e9:.0f}, CPU {ns['process'] * 1e9:.0f} ({ns['process'] / ns['wall']:.2f} cores busy) = "
+            f"Lance's threads {ns['lance'] * 1e9:.0f} + {stages_ns} + the rest {other * 1e9:.0f}"
+        )
+    print(f"  a copy of the mixture's {ROW_BYTES} bytes per row from an epoch-sized array into one reused {CHUNK_BYTES >> 20} MB chunk: {copy * 1e9:.0f}")
+
+
+def _epoch_copy(rows: int) -> float:
+    """Seconds per row to copy an epoch's `rows` rows of `ROW_BYTES`, a `CHUNK_BYTES` chunk at a time,
+    into one reused chunk: the copy a mixture's assembly cannot avoid, without its bookkeeping."""
+    data = np.random.default_rng(0).standard_normal(rows * ROW_BYTES // 4, dtype=np.float32)
+    chunk = CHUNK_BYTES // 4
+    target = np.zeros(chunk, np.float32)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for at in range(0, len(data), chunk):
+            piece = data[at : at + chunk]
+            np.copyto(target[: len(piece)], piece)
+        best = min(best, time.perf_counter() - start)
+    return best / rows
+
+
 def prioritized(rows: int, rounds: int) -> None:
     """CPU time per step, not wall time: a step is ~0.2 ms, so a shared core's other work shows in wall time."""
     from replaystore.stream import Prioritized
@@ -328,7 +417,7 @@ def readahead_one(rows: int, rounds: int, folder: str, which: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_streaming")
-    parser.add_argument("case", choices=["loader", "epochs", "mixtures", "prioritized", "malloc", "malloc-one", "readahead", "readahead-one"])
+    parser.add_argument("case", choices=["loader", "epochs", "mixtures", "stages", "prioritized", "malloc", "malloc-one", "readahead", "readahead-one"])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=30, help="epochs timed (loader) or rounds of turns (epochs)")
     parser.add_argument("--folder", help="readahead-one: the store readahead wrote")
@@ -342,6 +431,7 @@ def main() -> None:
         "loader": loader,
         "epochs": epochs,
         "mixtures": mixtures,
+        "stages": stages,
         "prioritized": prioritized,
         "malloc": malloc,
         "malloc-one": malloc_one,
