@@ -158,3 +158,23 @@ def test_the_web_view_shows_the_demo_store_in_a_real_browser(demo: DemoRun, brow
     finally:
         stop(proc)
     assert snapshot(replaystore.open(demo.uri)) == before
+
+
+def test_the_demo_starts_a_ray_of_its_own_beside_a_cluster_already_running() -> None:
+    """Ray joins the latest cluster started on the machine unless told otherwise, and then refuses the
+    demo's `num_cpus`; the demo must start its own (it failed so in CI beside test_scaleout's cluster)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from replaystore.cli.demo import start_local_ray
+
+    neighbour = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        start_local_ray()
+        try:
+            assert ray.get_runtime_context().gcs_address != neighbour.address
+            assert ray.cluster_resources()["CPU"] == 2
+        finally:
+            ray.shutdown()
+    finally:
+        neighbour.shutdown()

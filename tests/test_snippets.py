@@ -95,6 +95,7 @@ def test_every_block_runs_as_written_in_order_on_a_fresh_store_and_again(page: P
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("REPLAYSTORE_URI", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))  # Prefect's local mode keeps its database here
+    monkeypatch.setenv("RAY_ADDRESS", "local")  # a page's Ray starts its own, never joins a cluster another test file runs
     assert not (tmp_path / "replaystore-data").exists()
     try:
         _run_page(page, tmp_path)

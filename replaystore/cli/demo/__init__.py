@@ -116,6 +116,15 @@ class Plan:
         return digits_steps + text_steps
 
 
+def start_local_ray() -> None:
+    """A Ray of the demo's own with two CPUs. Without `address="local"` Ray joins the latest cluster
+    started on this machine (`ray start`, another program's head node) and refuses `num_cpus` there:
+    the demo failed so in CI while another test file ran a two-node cluster."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+
+
 def run_demo(store: Store, options: DemoOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run everything; return the report sections and the files written."""
     started = time.perf_counter()
@@ -128,7 +137,7 @@ def run_demo(store: Store, options: DemoOptions, log: Callable[[str], None] = pr
     between = _flows_between_tasks(store, Path(models.name), log)
     runs: dict[str, list[digits.RunResult]] = {v.name: [] for v in variants}
     runs |= {PLAIN: [], JOINT: []}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+    start_local_ray()
     try:
         log(f"starting Ray Train: {cfg.workers} CPU workers, one worker group for every run")
         session = TrainingSession(store, digits.MLP(cfg.hidden), cfg.hidden, seeds[0], cfg.workers)
