@@ -5,6 +5,9 @@ subprocess pays the stack's imports: one to five seconds apiece here, 30 s for `
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -102,10 +105,6 @@ print(json.dumps(seen))
 def test_local_mode_gives_prefects_temporary_server_time_to_start_and_a_home_of_its_own(user_timeout: str | None) -> None:
     """What Prefect itself reads inside the block (a fresh interpreter: Prefect reads its settings at
     import): a private home, removed afterwards, and a startup timeout of 120 s unless the user set one."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     if user_timeout:
         env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = user_timeout
