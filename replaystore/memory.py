@@ -10,10 +10,18 @@ to its maximum (32 MiB) and the trim threshold to 128 MiB lets freed buffers be 
 epochs run about twice as fast, and the process keeps what it cycles through resident (about
 250 MB more at the peak there).
 
+Lance decodes in its own threads, and glibc gives each thread an arena of heaps of 64 MiB. Once a
+heap after an arena's first one is empty, glibc unmaps it unless more than `M_TOP_PAD` bytes of
+free space would then remain (128 KiB by default): three scans at once (a read-once mixture) spill
+into second heaps, so every epoch mapped and faulted in tens of MB anew, 2,000-18,000 page faults
+of up to ~60 µs each on a virtual machine whose host reclaims what the guest frees (a third of
+that mixture's epochs ran at half speed). A top pad of 128 MiB, more than a heap can hold, keeps
+those heaps (`python -m benchmarks.profile_streaming stages`, docs/benchmarks.md).
+
 A stream and an SQL statement ask for it. The setting is process-wide, so it is made once, only on
-glibc, only where nobody set either threshold already (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…`
-or `…trim_threshold=…`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`), and never with
-`REPLAYSTORE_MALLOC=default`.
+glibc, only where nobody set any of the three already (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…`,
+`…trim_threshold=…` or `…top_pad=…`; `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
+`MALLOC_TOP_PAD_`), and never with `REPLAYSTORE_MALLOC=default`.
 """
 
 from __future__ import annotations
@@ -24,9 +32,12 @@ import os
 import platform
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc's malloc.h)
+M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20  # glibc's maximum on 64-bit: buffers below it come from the heap
 TRIM_THRESHOLD = 128 * 2**20  # free memory a heap keeps before it returns any to the kernel
+TOP_PAD = 128 * 2**20  # above a thread arena's 64 MiB heap size: its emptied heaps are kept, not unmapped
+USER_SETTINGS = ("mmap_threshold", "trim_threshold", "top_pad")  # glibc's tunable names; MALLOC_<NAME>_ in the environment
 OPT_OUT = "REPLAYSTORE_MALLOC"
 
 log = logging.getLogger("replaystore")
@@ -34,7 +45,7 @@ _tuned: bool | None = None  # None: not tried yet in this process
 
 
 def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds once per process; whether they are raised."""
+    """Raise glibc's mmap and trim thresholds and its top pad once per process; whether they are raised."""
     global _tuned
     if _tuned is None:
         _tuned = _tune()
@@ -45,12 +56,13 @@ def _tune() -> bool:
     if os.environ.get(OPT_OUT) == "default" or _user_tuned() or platform.libc_ver()[0] != "glibc":
         return False
     mallopt = ctypes.CDLL(None).mallopt
-    done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    log.debug("malloc: mmap threshold %d, trim threshold %d (%s=default leaves them alone)", MMAP_THRESHOLD, TRIM_THRESHOLD, OPT_OUT)
+    settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD))
+    done = all([bool(mallopt(param, value)) for param, value in settings])
+    log.debug("malloc: mmap threshold %d, trim threshold %d, top pad %d (%s=default leaves them alone)", MMAP_THRESHOLD, TRIM_THRESHOLD, TOP_PAD, OPT_OUT)
     return done
 
 
 def _user_tuned() -> bool:
-    """Whether the user set either threshold (huge pages and other tunables combine with ours)."""
+    """Whether the user set any of our three (huge pages and other tunables combine with ours)."""
     tunables = os.environ.get("GLIBC_TUNABLES", "")
-    return any(f"malloc.{name}_threshold" in tunables or f"MALLOC_{name.upper()}_THRESHOLD_" in os.environ for name in ("mmap", "trim"))
+    return any(f"malloc.{name}" in tunables or f"MALLOC_{name.upper()}_" in os.environ for name in USER_SETTINGS)
