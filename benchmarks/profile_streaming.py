@@ -9,10 +9,11 @@ adds). On a shared machine CPU time is the steadier figure: it says how many cor
 of an epoch with and without the per-epoch pin, with and without the prefetch thread, beside a raw
 Lance scan, all interleaved; and the pin's parts timed inside a streaming loop.
 
-`python -m benchmarks.profile_streaming malloc --rows 1000000` — epochs of a compacted store table
-(and of raw Lance scans of it) in a process where replaystore raised glibc's malloc thresholds
-(`replaystore/memory.py`) and in one left at glibc's defaults (`REPLAYSTORE_MALLOC=default`):
-median ms per epoch and minor page faults per epoch.
+`python -m benchmarks.profile_streaming malloc --rows 1000000` — epochs of the compacted tables of
+the mixture rows (a single source and the read-once mixture), in turns, in a process where replaystore tuned glibc's malloc (`replaystore/memory.py`), in one with
+only the two thresholds raised (the top pad at glibc's default, as before 2026-12-05) and in one
+left at glibc's defaults (`REPLAYSTORE_MALLOC=default`): median and slowest ms per epoch, how many
+epochs took over 1.5x the median, and minor page faults per epoch.
 
 `python -m benchmarks.profile_streaming mixtures --rows 1000000` — the compacted tables of the
 benchmark's mixture rows: per epoch of a single source, the two mixtures and the floor (the three
@@ -25,8 +26,10 @@ best (its CPU time spread over every core, none idle).
 the read-once mixture streamed in-line (prefetch=0, so that the stream's own stages run in the main
 thread): CPU per row of each stage (drawing the rows, reading them: pulling Lance's batches and
 viewing them as numpy, assembling the batches: for the mixture the copy into place) and of Lance's
-own threads (their decoding, read from /proc, Linux), beside a copy of the same bytes from an
-epoch-sized array, a chunk at a time: what the assembly costs beyond its copy.
+own threads (their decoding, read from /proc, Linux), and the page faults per epoch, beside a copy
+of the same bytes from an epoch-sized array, a chunk at a time: what the assembly costs beyond its
+copy. Last, the bound that copy sets: on a machine whose cores are all busy, rows/s go as 1 / CPU
+per row, so the mixture can reach at most the single source's CPU over that CPU plus the copy.
 
 `python -m benchmarks.profile_streaming readahead --rows 1000000` — the compacted tables of the
 mixture rows streamed with Lance's read-ahead bounded by the stream (local files) and at Lance's
@@ -79,6 +82,7 @@ from benchmarks.bench_streaming import (
     read_once,
     write_compacted,
 )
+from replaystore.memory import MMAP_THRESHOLD, TRIM_THRESHOLD
 from replaystore.stream import Proportions, ReplayStream, Source
 from replaystore.stream import dataset as stream_dataset
 from replaystore.stream.snapshots import LANCE_IO_BUFFER_ENV
@@ -282,11 +286,12 @@ def stages(rows: int, rounds: int) -> None:
             for name, stream in streams.items():
                 consume(stream)  # the first epoch (opens, first pass of the tables) untimed
                 spent.clear()
-                lance_cpu, cpu, start, n = _lance_cpu_seconds(), time.process_time(), time.perf_counter(), 0
+                faults, lance_cpu, cpu, start, n = _minor_faults(), _lance_cpu_seconds(), time.process_time(), time.perf_counter(), 0
                 for _ in range(rounds):
                     n += consume(stream)
                 wall, cpu, lance_cpu = time.perf_counter() - start, time.process_time() - cpu, _lance_cpu_seconds() - lance_cpu
-                got[name] = {"rows": n / rounds, "wall": wall / n, "process": cpu / n, "lance": lance_cpu / n, **{k: v / n for k, v in spent.items()}}
+                got[name] = {"rows": n / rounds, "wall": wall / n, "process": cpu / n, "lance": lance_cpu / n, "faults": (_minor_faults() - faults) / rounds}
+                got[name].update({k: v / n for k, v in spent.items()})
                 stream.close()
     finally:
         ReplayStream._drawn, ReplayStream._read, stream_dataset.batches = drawn, staticmethod(read), assemble  # type: ignore[method-assign]
@@ -297,9 +302,20 @@ def stages(rows: int, rounds: int) -> None:
         other = ns["process"] - ns["lance"] - sum(ns[k] for k in ("draw", "read", "assemble"))
         print(
             f"  {name}: wall {ns['wall'] * 1e9:.0f}, CPU {ns['process'] * 1e9:.0f} ({ns['process'] / ns['wall']:.2f} cores busy) = "
-            f"Lance's threads {ns['lance'] * 1e9:.0f} + {stages_ns} + the rest {other * 1e9:.0f}"
+            f"Lance's threads {ns['lance'] * 1e9:.0f} + {stages_ns} + the rest {other * 1e9:.0f}; {ns['faults']:,.0f} page faults per epoch"
         )
     print(f"  a copy of the mixture's {ROW_BYTES} bytes per row from an epoch-sized array into one reused {CHUNK_BYTES >> 20} MB chunk: {copy * 1e9:.0f}")
+    single, mixture = got["single source"]["process"], got["read-once mixture"]["process"]
+    ratio = got["single source"]["wall"] / got["read-once mixture"]["wall"]
+    print(
+        f"  the mixture in-line: {ratio:.2f}x the single source's rows/s; with every core busy the ratio is that of CPU per row, "
+        f"{single / mixture:.2f}x as measured and at most {single / (single + copy):.2f}x (the single source's CPU plus the copy alone)"
+    )
+
+
+def _minor_faults() -> int:
+    """Pages this process has faulted in so far: each one is fresh memory the kernel zeroes first."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _epoch_copy(rows: int) -> float:
@@ -340,38 +356,54 @@ def prioritized(rows: int, rounds: int) -> None:
         print(f"  {name}: {seconds * 1e6:.1f} µs of CPU per step")
 
 
+MALLOC_SETTINGS = {
+    "raised by replaystore": {},
+    "thresholds only, top pad at glibc's default (before 2026-12-05)": {
+        "GLIBC_TUNABLES": f"glibc.malloc.mmap_threshold={MMAP_THRESHOLD}:glibc.malloc.trim_threshold={TRIM_THRESHOLD}"
+    },
+    "glibc's defaults": {"REPLAYSTORE_MALLOC": "default"},
+}
+
+
 def malloc(rows: int, rounds: int) -> None:
-    """Each setting in a fresh process: the thresholds are process-wide and set once."""
-    for setting in ("raised by replaystore", "glibc's defaults"):
-        env = {k: v for k, v in os.environ.items() if k != "REPLAYSTORE_MALLOC"}
-        if setting == "glibc's defaults":
-            env["REPLAYSTORE_MALLOC"] = "default"
-        print(f"malloc thresholds {setting}:", flush=True)
-        subprocess.run([sys.executable, "-m", "benchmarks.profile_streaming", "malloc-one", f"--rows={rows}", f"--rounds={rounds}"], env=env, check=True)
-
-
-def malloc_one(rows: int, rounds: int) -> None:
+    """Each setting in a fresh process: the settings are process-wide and made once. The tables are
+    written once, here, so that no setting's process also carries the memory of writing them."""
     with tempfile.TemporaryDirectory() as folder:
-        store = replaystore.open(folder)
-        lance.write_dataset(make_table(rows), store.table_uri("main"), max_rows_per_file=10_000)
-        store.compact("main")
-        uri = store.table_uri("main")
-        stream = ReplayStream(Source.from_store(store, "main"), BATCH)
-        consume(stream)
-        fns = {"stream": lambda: consume(stream), "raw lance to_batches(1024)": lambda: consume(raw_lance(uri))}
-        times: dict[str, list[float]] = {name: [] for name in fns}
-        faults = dict.fromkeys(fns, 0)
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                before, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-                faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        write_compacted(replaystore.open(folder), rows)
+        for setting, extra in MALLOC_SETTINGS.items():
+            env = {k: v for k, v in os.environ.items() if k not in ("REPLAYSTORE_MALLOC", "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
+            print(f"malloc {setting}:", flush=True)
+            command = [sys.executable, "-m", "benchmarks.profile_streaming", "malloc-one", f"--rows={rows}", f"--rounds={rounds}", f"--folder={folder}"]
+            subprocess.run(command, env={**env, **extra}, check=True)
+
+
+def malloc_one(rows: int, rounds: int, folder: str) -> None:
+    """Epochs of the two streams taken in turns; the slowest epoch shows what a run of page faults costs."""
+    store = replaystore.open(folder)
+    sources = [Source.from_store(store, name) for name in ("main_c", "replay_a_c", "replay_b_c")]
+    streams = {"single source": ReplayStream(sources[0], BATCH), "read-once mixture": ReplayStream(sources, BATCH, mixing=read_once(rows))}
+    fns = {name: partial(consume, stream) for name, stream in streams.items()}
+    for fn in fns.values():
+        fn()  # the first epoch (opens, the first pass of the tables) untimed
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    faults = dict.fromkeys(fns, 0)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            before, start = _minor_faults(), time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+            faults[name] += _minor_faults() - before
+    for stream in streams.values():
         stream.close()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        for name in fns:
-            print(f"  {name}: {statistics.median(times[name]) * 1e3:.1f} ms/epoch, {faults[name] / rounds:,.0f} page faults/epoch ({rows:,} rows)")
-        print(f"  peak resident memory {peak:.0f} MB")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for name, spent in times.items():
+        median = statistics.median(spent)
+        slow = sum(t > 1.5 * median for t in spent)
+        print(
+            f"  {name}: median {median * 1e3:.1f} ms/epoch, slowest {max(spent) * 1e3:.1f}, {slow} of {rounds} epochs over 1.5x the median; "
+            f"{faults[name] / rounds:,.0f} page faults/epoch"
+        )
+    print(f"  peak resident memory {peak:.0f} MB")
 
 
 def readahead(rows: int, rounds: int) -> None:
@@ -401,11 +433,11 @@ def readahead_one(rows: int, rounds: int, folder: str, which: str) -> None:
     consume(batches)
     walls, cpus, faults = [], [], []
     for _ in range(rounds):
-        flt, cpu, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time(), time.perf_counter()
+        flt, cpu, start = _minor_faults(), time.process_time(), time.perf_counter()
         n = consume(stream)
         walls.append(time.perf_counter() - start)
         cpus.append(time.process_time() - cpu)
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt)
+        faults.append(_minor_faults() - flt)
     stream.close()
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
     print(
@@ -419,12 +451,15 @@ def main() -> None:
     parser.add_argument("case", choices=["loader", "epochs", "mixtures", "stages", "prioritized", "malloc", "malloc-one", "readahead", "readahead-one"])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=30, help="epochs timed (loader) or rounds of turns (epochs)")
-    parser.add_argument("--folder", help="readahead-one: the store readahead wrote")
+    parser.add_argument("--folder", help="readahead-one, malloc-one: the store the parent command wrote")
     parser.add_argument("--stream", choices=["single", "read-once mixture"], help="readahead-one: which stream")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.case == "readahead-one":
         readahead_one(args.rows, args.rounds, args.folder, args.stream)
+        return
+    if args.case == "malloc-one":
+        malloc_one(args.rows, args.rounds, args.folder)
         return
     cases = {
         "loader": loader,
@@ -433,7 +468,6 @@ def main() -> None:
         "stages": stages,
         "prioritized": prioritized,
         "malloc": malloc,
-        "malloc-one": malloc_one,
         "readahead": readahead,
     }
     cases[args.case](args.rows, args.rounds)
