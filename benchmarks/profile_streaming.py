@@ -10,10 +10,11 @@ of an epoch with and without the per-epoch pin, with and without the prefetch th
 Lance scan, all interleaved; and the pin's parts timed inside a streaming loop.
 
 `python -m benchmarks.profile_streaming malloc --rows 1000000` — epochs of the compacted tables of
-the mixture rows (a single source and the read-once mixture), in turns, in a process where replaystore tuned glibc's malloc (`replaystore/memory.py`), in one with
-only the two thresholds raised (the top pad at glibc's default, as before 2026-12-05) and in one
-left at glibc's defaults (`REPLAYSTORE_MALLOC=default`): median and slowest ms per epoch, how many
-epochs took over 1.5x the median, and minor page faults per epoch.
+the mixture rows (a single source and the read-once mixture), in turns, in a process where
+replaystore tuned glibc's malloc (`replaystore/memory.py`), in one with only the two thresholds
+raised (the top pad at glibc's default, as before 2026-12-05) and in one left at glibc's defaults
+(`REPLAYSTORE_MALLOC=default`): median and slowest ms per epoch, how many epochs took over 1.5x
+the median, and minor page faults per epoch.
 
 `python -m benchmarks.profile_streaming mixtures --rows 1000000` — the compacted tables of the
 benchmark's mixture rows: per epoch of a single source, the two mixtures and the floor (the three

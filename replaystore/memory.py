@@ -13,10 +13,9 @@ epochs run about twice as fast, and the process keeps what it cycles through res
 Lance decodes in its own threads, and glibc gives each thread an arena of heaps of 64 MiB. Once a
 heap after an arena's first one is empty, glibc unmaps it unless more than `M_TOP_PAD` bytes of
 free space would then remain (128 KiB by default): three scans at once (a read-once mixture) spill
-into second heaps, so every epoch mapped and faulted in tens of MB anew, 2,000-18,000 page faults
-of up to ~60 µs each on a virtual machine whose host reclaims what the guest frees (a third of
-that mixture's epochs ran at half speed). A top pad of 128 MiB, more than a heap can hold, keeps
-those heaps (`python -m benchmarks.profile_streaming stages`, docs/benchmarks.md).
+into second heaps, which every epoch mapped and faulted in anew. A top pad of 128 MiB, more than a
+heap can hold, keeps them: that mixture's epochs fault 1,200-1,800 pages instead of 2,300-4,100
+(`python -m benchmarks.profile_streaming malloc`, docs/benchmarks.md).
 
 A stream and an SQL statement ask for it. The setting is process-wide, so it is made once, only on
 glibc, only where nobody set any of the three already (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…`,
