@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from replaystore.memory import MMAP_THRESHOLD, TRIM_THRESHOLD
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # 8 MiB buffers allocated and freed, ten times: the minor page faults of one cycle. "main": four of
@@ -73,7 +75,7 @@ def test_a_reader_process_reuses_freed_buffers_unless_told_not_to_or_already_tun
 def test_a_decoding_threads_emptied_heaps_are_kept_for_its_next_buffers(tmp_path: Path) -> None:
     pages = PAGES["thread"]
     # with the thresholds alone (as before the top pad) the second heap still went back every cycle
-    thresholds_only = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=134217728"
+    thresholds_only = f"glibc.malloc.mmap_threshold={MMAP_THRESHOLD}:glibc.malloc.trim_threshold={TRIM_THRESHOLD}"
     assert faults_per_cycle("nothing", tmp_path, "thread", GLIBC_TUNABLES=thresholds_only) > pages // 4, "the probe cannot tell"
     assert faults_per_cycle("stream", tmp_path, "thread") < pages // 20, "a thread's emptied heap went back to the kernel"
     assert faults_per_cycle("stream", tmp_path, "thread", MALLOC_TOP_PAD_="131072") > pages // 4, "the user's own top pad stands"
